@@ -1,0 +1,7 @@
+"""`python -m bisenet ...` (what torchrun launches) does what `bisenet ...` does."""
+
+import sys
+
+from bisenet.cli import main
+
+sys.exit(main())

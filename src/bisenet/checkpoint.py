@@ -1,0 +1,161 @@
+"""Reading and writing weights: published state_dicts, our checkpoints, safetensors files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bisenet.errors import CheckpointError
+from bisenet.models import MODELS, build_model
+
+# One entry per arch that only that arch has, and the entry whose first dim is num_classes.
+_ARCH_SIGNATURE = {
+    "bisenetv1": ("cp.resnet.conv1.weight", "conv_out.conv_out.weight"),
+    "bisenetv2": ("detail.S1.0.conv.weight", "head.conv_out.1.weight"),
+}
+
+
+def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a weights file safely: a dict holding 'model' state plus metadata, never code.
+
+    Accepts our checkpoints ({model, arch, num_classes, ...}), plain published state_dicts
+    (optionally under 'state_dict' or with a 'module.' prefix) and .safetensors files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, map_location)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds Python objects other than tensors ({str(exc).splitlines()[0][:120]}); "
+            "re-save it as a plain state_dict with torch.save(model.state_dict(), path)"
+        ) from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}: {exc})"[:300]) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), found {type(obj).__name__}")
+    if "model" in obj and isinstance(obj["model"], dict):
+        return obj
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    return {"model": state}
+
+
+def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device=str(map_location))
+        with open(path, "rb") as handle:
+            import json
+            import struct
+
+            (size,) = struct.unpack("<Q", handle.read(8))
+            meta = json.loads(handle.read(size)).get("__metadata__", {}) or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    result: dict[str, Any] = {"model": {k: v.float() if v.is_floating_point() else v for k, v in state.items()}}
+    if "arch" in meta:
+        result["arch"] = meta["arch"]
+    if "num_classes" in meta:
+        result["num_classes"] = int(meta["num_classes"])
+    return result
+
+
+def infer_arch(state: dict[str, torch.Tensor], path: str | os.PathLike = "weights") -> tuple[str, int]:
+    """Guess (arch, num_classes) from a state_dict's entry names and shapes."""
+    for arch, (marker, classifier) in _ARCH_SIGNATURE.items():
+        if marker in state and classifier in state:
+            return arch, int(state[classifier].shape[0])
+    raise CheckpointError(
+        f"{path}: not a BiSeNet state_dict: none of {', '.join(m for m, _ in _ARCH_SIGNATURE.values())} "
+        f"found (first entry: {next(iter(state), 'none')!r}); pass a BiSeNetV1/V2 checkpoint"
+    )
+
+
+def load_model(
+    path: str | os.PathLike,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """Build the right model for a weights file and load it; returns the model in eval mode."""
+    ckpt = read_weights(path, map_location)
+    state = ckpt["model"]
+    guessed_arch, guessed_classes = infer_arch(state, path)
+    arch = arch or ckpt.get("arch") or guessed_arch
+    if arch not in MODELS:
+        raise CheckpointError(f"{path}: unknown arch {arch!r}; valid: {', '.join(MODELS)}")
+    num_classes = num_classes or ckpt.get("num_classes") or guessed_classes
+    model = build_model(arch, num_classes)
+    load_state(model, state, path)
+    return model.to(map_location).eval()
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike = "weights") -> None:
+    """Load a state_dict strictly, except that auxiliary-head entries may be absent.
+
+    A wrong arch or class count names the first offending entry and the expected shape.
+    """
+    expected = model.state_dict()
+    aux = tuple(f"{name}." for name in getattr(model, "aux_heads", ()))
+    for key, value in state.items():
+        if key not in expected:
+            raise CheckpointError(
+                f"{path}: unexpected entry '{key}' for {type(model).__name__}; wrong arch? "
+                f"(pass arch= or check the file)"
+            )
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{path}: entry '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)} "
+                f"for {type(model).__name__} with {getattr(model, 'num_classes', '?')} classes; "
+                "pass the matching num_classes or arch"
+            )
+    missing = [k for k in expected if k not in state and not k.startswith(aux)]
+    if missing:
+        raise CheckpointError(f"{path}: missing entry '{missing[0]}' (and {len(missing) - 1} more); wrong arch or a truncated file?")
+    model.load_state_dict(state, strict=False)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str, half: bool = True) -> None:
+    """Write eval-only weights as .safetensors (fp16 by default), with arch and num_classes."""
+    from safetensors.torch import save_file
+
+    aux = tuple(f"{name}." for name in getattr(model, "aux_heads", ()))
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith(aux)
+    }
+    meta = {"arch": arch, "num_classes": str(model.num_classes)}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)

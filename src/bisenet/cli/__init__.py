@@ -1,0 +1,48 @@
+"""`bisenet <command>`: a thin layer that parses flags and calls library functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from bisenet.cli import bench, data, evaluate, export, info, predict, quickstart, train
+from bisenet.errors import BisenetError
+
+# Each command module has `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "quickstart": (quickstart, "train, evaluate and predict on the bundled example in minutes"),
+    "train": (train, "train a model from a YAML config"),
+    "eval": (evaluate, "evaluate weights (ss, ssc, msf, mscf) or score saved predictions"),
+    "predict": (predict, "segment images, folders or videos into coloured masks"),
+    "export": (export, "export weights to ONNX and check them with onnxruntime"),
+    "bench": (bench, "time inference or training steps for each backend"),
+    "data": (data, "convert labels, write list files, check a dataset"),
+    "info": (info, "parameters and GFLOPs of a model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="bisenet", description="BiSeNetV1/V2 real-time semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv`, run the command; user errors print one line and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][0].run(args) or 0
+    except BisenetError as exc:
+        print(f"bisenet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bisenet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""Configuration: plain YAML loaded into frozen, typed dataclasses.
+
+Unknown keys are rejected with the nearest valid name; `key.path=value` overrides
+(from `--set` or from CLI flags) are applied before validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from bisenet.errors import ConfigError, nearest
+
+ARCHS = ("bisenetv1", "bisenetv2")
+AMP_MODES = ("none", "fp16", "bf16")
+EVAL_MODES = ("ss", "ssc", "msf", "mscf")
+CACHE_MODES = ("none", "memory", "disk")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to build."""
+
+    arch: str = "bisenetv2"
+    # V1 only: ImageNet ResNet-18 weights: a path, "download", or null for random init.
+    pretrained: str | None = None
+    sync_bn: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how labels are encoded."""
+
+    # cityscapes | cocostuff | camvid | ade20k | dubai | custom
+    dataset: str = "custom"
+    root: str = "."
+    train_list: str = "train.txt"
+    val_list: str = "val.txt"
+    test_list: str | None = None
+    # For named datasets these default to the dataset's own values.
+    num_classes: int | None = None
+    ignore_index: int = 255
+    label_map: dict[int, int] | None = None  # raw label value -> train id; others -> ignore
+    class_names: list[str] | None = None
+    palette: list[list[int]] | None = None
+    mean: list[float] | None = None  # RGB, on [0, 1] pixels
+    std: list[float] | None = None
+    cache: str = "none"  # decoded-image cache: none | memory | disk
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (evaluation uses none)."""
+
+    crop_size: tuple[int, int] = (512, 1024)  # H, W
+    scale_range: tuple[float, float] = (0.25, 2.0)
+    flip: bool = True
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, schedule, loss and run bookkeeping."""
+
+    max_iters: int = 150_000
+    batch_size: int = 8  # per process
+    lr: float = 5e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    head_lr_factor: float = 10.0
+    warmup_iters: int = 1000
+    warmup_ratio: float = 0.1
+    poly_power: float = 0.9
+    loss: str = "ohem"  # ohem | ce
+    ohem_thresh: float = 0.7  # keep pixels whose correct-class probability is below this
+    ohem_min_kept_fraction: float = 1 / 16
+    aux_weights: list[float] | None = None  # one per auxiliary head; null = all 1.0
+    amp: str = "none"
+    channels_last: bool = True
+    workers: int = 4
+    seed: int = 0
+    checkpoint_interval: int = 1000
+    eval_interval: int = 1000
+    log_interval: int = 20
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol defaults."""
+
+    mode: str = "ss"
+    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    flip: bool = False
+    crop_size: tuple[int, int] | None = None  # sliding window (H, W); null = whole image
+    stride: tuple[int, int] | None = None  # null = 2/3 of the crop
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: model, data, augmentation, training and evaluation."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the model predicts (resolved from the dataset)."""
+        assert self.data.num_classes is not None, "load_config resolves num_classes"
+        return self.data.num_classes
+
+
+def load_config(
+    config: str | Path | Config | dict | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Load a YAML file (or dict, or Config) and apply `key.path=value` overrides."""
+    if isinstance(config, Config):
+        raw = to_dict(config)
+        source = "config"
+    elif isinstance(config, dict):
+        raw, source = dict(config), "config"
+    elif config is None:
+        raw, source = {}, "defaults"
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; pass a YAML file such as configs/bisenetv2_dubai.yaml")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (model, data, ...), got {type(raw).__name__}")
+        source = str(path)
+    for key, value in _parse_overrides(overrides).items():
+        _set_path(raw, key, value, source)
+    cfg = _build(Config, raw, source, "")
+    return _resolve(cfg, source)
+
+
+def to_dict(cfg: Any) -> Any:
+    """Convert a config (or part of one) to plain YAML-safe Python values."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (what a run actually used)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def parse_size(text: str | list | tuple, what: str = "size") -> tuple[int, int]:
+    """Parse 'HxW' (or [H, W]) into a tuple of two positive ints."""
+    parts = text.lower().split("x") if isinstance(text, str) else list(text)
+    try:
+        h, w = (int(p) for p in parts)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{what}: expected HxW such as 512x1024, got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"{what}: sides must be positive, got {text!r}")
+    return h, w
+
+
+def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. train.lr=0.01")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return parsed
+
+
+def _set_path(raw: dict, dotted: str, value: Any, source: str) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: cannot set {dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{nearest(str(key), names)}; valid keys: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            kwargs[name] = _coerce(hints[name], raw[name], source, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    """Check and convert one value to the annotated type, naming the key on failure."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, source, key + ".")
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, source, key)
+    bad = ConfigError(f"{source}: {key} = {value!r} is not a valid {_type_name(hint)}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if origin is tuple:
+        if isinstance(value, str) and args == (int, int):
+            return parse_size(value, f"{source}: {key}")
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise bad
+        return tuple(_coerce(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {_coerce(args[0], k, source, f"{key} key"): _coerce(args[1], v, source, f"{key}[{k}]") for k, v in value.items()}
+    return value
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "integer", float: "number", bool: "boolean (true/false)", str: "string"}
+    if hint in names:
+        return names[hint]
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return "pair such as [512, 1024]" if len(typing.get_args(hint)) == 2 else "tuple"
+    if origin is list:
+        return "list"
+    if origin is dict:
+        return "mapping"
+    return str(hint)
+
+
+def _choice(source: str, key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{source}: {key} = {value!r} is not one of {', '.join(choices)}{nearest(value, choices)}")
+
+
+def _resolve(cfg: Config, source: str) -> Config:
+    """Validate choices and fill dataset-dependent defaults (classes, mean/std)."""
+    from bisenet.data.catalog import DATASETS
+
+    _choice(source, "model.arch", cfg.model.arch, ARCHS)
+    _choice(source, "train.amp", cfg.train.amp, AMP_MODES)
+    _choice(source, "train.loss", cfg.train.loss, ("ohem", "ce"))
+    _choice(source, "eval.mode", cfg.eval.mode, EVAL_MODES)
+    _choice(source, "data.cache", cfg.data.cache, CACHE_MODES)
+    _choice(source, "data.dataset", cfg.data.dataset, tuple(DATASETS) + ("custom",))
+    data = cfg.data
+    preset = DATASETS.get(data.dataset)
+    if preset is not None:
+        data = dataclasses.replace(
+            data,
+            num_classes=data.num_classes or preset.num_classes,
+            class_names=data.class_names or list(preset.class_names),
+            palette=data.palette or [list(c) for c in preset.palette],
+            mean=data.mean or list(preset.mean),
+            std=data.std or list(preset.std),
+            label_map=data.label_map if data.label_map is not None else preset.label_map,
+        )
+    elif data.num_classes is None:
+        raise ConfigError(f"{source}: data.num_classes is required for a custom dataset (data.dataset: custom)")
+    data = dataclasses.replace(data, mean=data.mean or [0.485, 0.456, 0.406], std=data.std or [0.229, 0.224, 0.225])
+    if data.num_classes < 1:
+        raise ConfigError(f"{source}: data.num_classes must be at least 1, got {data.num_classes}")
+    if not 0 <= data.ignore_index <= 255 or data.ignore_index < data.num_classes:
+        raise ConfigError(
+            f"{source}: data.ignore_index = {data.ignore_index} must lie in [num_classes, 255] "
+            f"(num_classes = {data.num_classes}); 255 is the usual choice"
+        )
+    for name in ("mean", "std"):
+        if len(getattr(data, name)) != 3:
+            raise ConfigError(f"{source}: data.{name} needs 3 values (R, G, B), got {getattr(data, name)}")
+    if data.class_names is not None and len(data.class_names) != data.num_classes:
+        raise ConfigError(
+            f"{source}: data.class_names has {len(data.class_names)} names but num_classes is {data.num_classes}"
+        )
+    lo, hi = cfg.augment.scale_range
+    if not 0 < lo <= hi:
+        raise ConfigError(f"{source}: augment.scale_range = [{lo}, {hi}] must satisfy 0 < low <= high")
+    for key, value in (("train.max_iters", cfg.train.max_iters), ("train.batch_size", cfg.train.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{source}: {key} must be at least 1, got {value}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"{source}: train.lr must be positive, got {cfg.train.lr}")
+    return dataclasses.replace(cfg, data=data)

@@ -1,0 +1,161 @@
+"""Facts about the supported datasets: classes, label maps, palettes, normalisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset's label encoding."""
+
+    name: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]  # RGB per train id
+    mean: tuple[float, float, float]  # RGB, on [0, 1] pixels
+    std: tuple[float, float, float]
+    # raw label value -> train id; values not listed map to the ignore index.
+    # None means the raw values already are train ids.
+    label_map: dict[int, int] | None = None
+    ignore_index: int = 255
+    notes: str = field(default="", compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def generated_palette(n: int, seed: int = 7) -> tuple[tuple[int, int, int], ...]:
+    """A fixed, well-spread palette for datasets without an official one."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(40, 256, size=(n, 3))
+    return tuple(tuple(int(v) for v in c) for c in colours)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CITYSCAPES = DatasetInfo(
+    name="cityscapes",
+    class_names=(
+        "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+        "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+        "motorcycle", "bicycle",
+    ),
+    palette=(
+        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+        (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    ),
+    mean=(0.3257, 0.3690, 0.3223),
+    std=(0.2112, 0.2148, 0.2115),
+    # Official labelIds -> trainIds; every other id (and license plate, -1) is ignored.
+    label_map={7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
+               24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18},
+)
+
+CAMVID = DatasetInfo(
+    name="camvid",
+    class_names=("sky", "building", "pole", "road", "pavement", "tree", "sign symbol", "fence",
+                 "car", "pedestrian", "bicyclist"),
+    palette=((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
+             (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)),
+    # Measured on the SegNet CamVid train split (`bisenet data check`).
+    mean=(0.4119, 0.4251, 0.4327),
+    std=(0.3071, 0.3116, 0.3072),
+    label_map={i: i for i in range(11)},  # 11 = void -> ignore
+)
+
+DUBAI = DatasetInfo(
+    name="dubai",
+    class_names=("building", "land", "road", "vegetation", "water"),
+    palette=((60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41)),
+    # Measured on the bundled example's train split (examples/dubai).
+    mean=(0.4305, 0.4313, 0.4327),
+    std=(0.3062, 0.3033, 0.3148),
+)
+
+_COCO_THINGS = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+_COCO_STUFF = (
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage",
+    "cardboard", "carpet", "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter",
+    "cupboard", "curtain", "desk-stuff", "dirt", "door-stuff", "fence", "floor-marble",
+    "floor-other", "floor-stone", "floor-tile", "floor-wood", "flower", "fog", "food-other", "fruit",
+    "furniture-other", "grass", "gravel", "ground-other", "hill", "house", "leaves", "light", "mat",
+    "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper", "pavement",
+    "pillow", "plant-other", "plastic", "platform", "playingfield", "railing", "railroad", "river",
+    "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf", "sky-other", "skyscraper", "snow",
+    "solid-other", "stairs", "stone", "straw", "structural-other", "table", "tent", "textile-other",
+    "towel", "tree", "vegetable", "wall-brick", "wall-concrete", "wall-other", "wall-panel",
+    "wall-stone", "wall-tile", "wall-wood", "water-other", "waterdrops", "window-blind",
+    "window-other", "wood",
+)
+# COCO-Stuff 164k label PNGs hold 0-based ids 0..181; these 11 thing ids are never used.
+COCOSTUFF_UNUSED_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
+_COCO_USED = [i for i in range(182) if i not in COCOSTUFF_UNUSED_IDS]
+
+COCOSTUFF = DatasetInfo(
+    name="cocostuff",
+    class_names=_COCO_THINGS + _COCO_STUFF,
+    palette=generated_palette(171),
+    mean=(0.4696, 0.4464, 0.4072),
+    std=(0.2747, 0.2701, 0.2852),
+    label_map={raw: train_id for train_id, raw in enumerate(_COCO_USED)},
+)
+
+ADE20K = DatasetInfo(
+    name="ade20k",
+    class_names=(
+        "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+        "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+        "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug",
+        "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+        "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+        "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+        "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+        "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+        "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+        "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier",
+        "awning", "streetlight", "booth", "television receiver", "airplane", "dirt track",
+        "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet",
+        "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer",
+        "plaything", "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag",
+        "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name", "microwave",
+        "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+        "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
+        "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+    ),
+    palette=generated_palette(150, seed=11),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    label_map={i: i - 1 for i in range(1, 151)},  # 0 = "other" -> ignore
+)
+
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d for d in (CITYSCAPES, COCOSTUFF, CAMVID, ADE20K, DUBAI)
+}
+
+
+def build_lut(label_map: dict[int, int] | None, ignore_index: int = 255) -> np.ndarray | None:
+    """A 256-entry uint8 lookup table from raw label values to train ids (None: identity)."""
+    if label_map is None:
+        return None
+    lut = np.full(256, ignore_index, dtype=np.uint8)
+    for raw, train_id in label_map.items():
+        if 0 <= raw < 256:
+            lut[raw] = train_id
+    return lut

@@ -1,0 +1,92 @@
+"""Blocks shared by BiSeNetV1 and BiSeNetV2.
+
+Submodule names follow the published checkpoints (conv / bn / relu), so that their
+state_dicts load without any key renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBNReLU(nn.Sequential):
+    """Conv (no bias) -> BatchNorm -> ReLU, 'same' padding for odd kernels."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+
+
+def conv_bn(in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    """Conv (no bias) and BatchNorm as a list, for nn.Sequential with numeric names."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(out_ch)]
+
+
+def global_mean(x: torch.Tensor) -> torch.Tensor:
+    """Global average pooling as a mean over H and W (keepdim), as the reference does."""
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
+def upsample_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Bilinear upsampling by an integer factor (align_corners=False)."""
+    return nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+def upsample_nearest(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Nearest-neighbour upsampling by an integer factor."""
+    return nn.functional.interpolate(x, scale_factor=factor, mode="nearest")
+
+
+class NearestUp(nn.Module):
+    """Nearest x`factor` upsampling as a module (parameter-free, so no state_dict entries)."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample_nearest(x, self.factor)
+
+
+class BilinearUp(nn.Module):
+    """Bilinear x`factor` upsampling as a module."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample_bilinear(x, self.factor)
+
+
+def check_input_size(x: torch.Tensor, multiple: int = 32) -> None:
+    """Raise a ValueError naming the nearest valid size if H or W is not a multiple."""
+    if x.dim() != 4:
+        raise ValueError(f"expected an N x C x H x W tensor, got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+        raise ValueError(
+            f"input height and width must be multiples of {multiple}, got {h}x{w}; "
+            f"pad or resize to {ph}x{pw}"
+        )
+
+
+def init_kaiming_fan_out(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out) conv weights, zero biases, BN weight 1 / bias 0.
+
+    A BatchNorm flagged with `zero_init = True` starts with weight 0 (the residual
+    branch then starts as identity).
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            nn.init.zeros_(module.weight) if getattr(module, "zero_init", False) else nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
