@@ -330,6 +330,8 @@ def _resolve(cfg: Config, source: str) -> Config:
     for key, value in (("train.max_iters", cfg.train.max_iters), ("train.batch_size", cfg.train.batch_size)):
         if value < 1:
             raise ConfigError(f"{source}: {key} must be at least 1, got {value}")
+    if cfg.train.batch_size < 2:
+        raise ConfigError(f"{source}: train.batch_size must be at least 2 per process (BatchNorm needs 2 images), got {cfg.train.batch_size}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"{source}: train.lr must be positive, got {cfg.train.lr}")
     return dataclasses.replace(cfg, data=data)

@@ -165,7 +165,7 @@ class BiSeNetV1(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        check_input_size(x)
+        check_input_size(x, training=self.training)
         context8, context16 = self.cp(x)
         logits = self.conv_out(self.ffm(self.sp(x), context8))
         if not self.training:

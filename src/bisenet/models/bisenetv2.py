@@ -178,7 +178,7 @@ class BiSeNetV2(nn.Module):
         init_kaiming_fan_out(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        check_input_size(x)
+        check_input_size(x, training=self.training)
         feat2, feat3, feat4, feat5_4, semantic = self.segment(x)
         logits = self.head(self.bga(self.detail(x), semantic))
         if not self.training:

@@ -63,8 +63,8 @@ class BilinearUp(nn.Module):
         return upsample_bilinear(x, self.factor)
 
 
-def check_input_size(x: torch.Tensor, multiple: int = 32) -> None:
-    """Raise a ValueError naming the nearest valid size if H or W is not a multiple."""
+def check_input_size(x: torch.Tensor, multiple: int = 32, training: bool = False) -> None:
+    """Raise a ValueError naming the fix if H or W is not a multiple, or a training batch has 1 image."""
     if x.dim() != 4:
         raise ValueError(f"expected an N x C x H x W tensor, got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
@@ -74,6 +74,9 @@ def check_input_size(x: torch.Tensor, multiple: int = 32) -> None:
             f"input height and width must be multiples of {multiple}, got {h}x{w}; "
             f"pad or resize to {ph}x{pw}"
         )
+    if training and x.shape[0] < 2:
+        # BatchNorm over the 1x1 global-context map needs more than one value per channel.
+        raise ValueError("training mode needs a batch of at least 2 images per process; raise the batch size or call model.eval()")
 
 
 def init_kaiming_fan_out(model: nn.Module) -> None:
