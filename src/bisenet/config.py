@@ -242,6 +242,11 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
             raise bad
         return value
     if hint is float:
+        if isinstance(value, str):  # PyYAML reads 1e-2 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)

@@ -1,15 +1,65 @@
-"""`bisenet train`: not built yet."""
+"""`bisenet train CONFIG`: the main job. Flags override the common config keys."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from bisenet.errors import BisenetError
+from bisenet.config import load_config, parse_size
+
+# flag -> config key it overrides
+FLAG_KEYS = {
+    "max_iters": "train.max_iters",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "checkpoint_interval": "train.checkpoint_interval",
+    "eval_interval": "train.eval_interval",
+    "seed": "train.seed",
+    "workers": "train.workers",
+    "device": "train.device",
+    "amp": "train.amp",
+    "data_root": "data.root",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("config", help="YAML config, e.g. configs/bisenetv2_dubai.yaml")
+    parser.add_argument("--work-dir", help="where checkpoints and logs go (default runs/<config name>)")
+    parser.add_argument("--max-iters", type=int)
+    parser.add_argument("--batch-size", type=int, help="images per process per step")
+    parser.add_argument("--crop-size", help="training crop HxW, e.g. 512x1024")
+    parser.add_argument("--lr", type=float, help="base learning rate (heads get train.head_lr_factor x)")
+    parser.add_argument("--checkpoint-interval", type=int, metavar="K", help="write last.pt every K iterations")
+    parser.add_argument("--eval-interval", type=int, metavar="E", help="evaluate every E iterations; 0 turns it off")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--workers", type=int, help="data-loading processes per training process")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--amp", choices=["none", "fp16", "bf16"], help="mixed precision")
+    parser.add_argument("--data-root", help="override data.root")
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH", help="continue a run (default WORK_DIR/last.pt)")
+    parser.add_argument("--finetune-from", metavar="WEIGHTS", help="start from these weights (a head with another class count is re-initialised)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="any config key, e.g. train.weight_decay=1e-4")
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """The config overrides the flags ask for, `--set` last so it wins."""
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items() if getattr(args, flag, None) is not None]
+    if getattr(args, "crop_size", None):
+        h, w = parse_size(args.crop_size, "--crop-size")
+        overrides.append(f"augment.crop_size=[{h}, {w}]")
+    return overrides + list(args.set)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BisenetError("this command is not built yet")
+    from bisenet.engine.train import train
+
+    cfg = load_config(args.config, overrides_from_args(args))
+    work_dir = Path(args.work_dir or Path("runs") / Path(args.config).stem)
+    if args.resume and args.finetune_from:
+        raise SystemExit("bisenet train: error: --resume and --finetune-from exclude each other")
+    result = train(cfg, work_dir, resume=args.resume, finetune_from=args.finetune_from)
+    if result.stopped_by:
+        return 143 if result.stopped_by == "SIGTERM" else 130
+    best = "n/a" if result.best_miou is None else f"{result.best_miou * 100:.2f}"
+    print(f"done: iteration {result.iteration}, best val mIoU {best}; checkpoints in {work_dir}")
+    return 0

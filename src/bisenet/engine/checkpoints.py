@@ -1,0 +1,78 @@
+"""Training checkpoints: one dict holding everything a run needs to continue exactly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bisenet.checkpoint import read_weights
+from bisenet.config import Config, to_dict
+from bisenet.errors import CheckpointError
+
+
+def checkpoint_state(cfg: Config, model: nn.Module, optimizer, scheduler, scaler, iteration: int,
+                     best_miou: float | None) -> dict:
+    """{model, optimizer, scheduler, scaler, iteration, rng, config, arch, num_classes, best_miou}."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "iteration": iteration,
+        # Data order and augmentation are pure functions of (seed, epoch, index), and
+        # dropout is re-seeded from (seed, iteration, rank) every step: the seed is the state.
+        "rng": {"seed": cfg.train.seed, "torch": torch.get_rng_state()},
+        "config": to_dict(cfg),
+        "arch": cfg.model.arch,
+        "num_classes": cfg.num_classes,
+        "best_miou": best_miou,
+    }
+
+
+def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
+                       device: torch.device) -> tuple[int, float | None]:
+    """Load a training checkpoint into the live objects; returns (iteration, best mIoU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: {path} not found; drop --resume to start a new run, or pass the checkpoint path")
+    ckpt = read_weights(path, map_location=device)
+    missing = [k for k in ("optimizer", "scheduler", "iteration") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"--resume: {path} holds weights only (no {missing[0]}); use --finetune-from {path} instead")
+    if ckpt.get("arch") != cfg.model.arch or ckpt.get("num_classes") != cfg.num_classes:
+        raise CheckpointError(
+            f"--resume: {path} is a {ckpt.get('arch')} run with {ckpt.get('num_classes')} classes but the config "
+            f"asks for {cfg.model.arch} with {cfg.num_classes}; use the run's own config ({path.parent / 'config.yaml'})"
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    if "torch" in ckpt.get("rng", {}):
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+    return int(ckpt["iteration"]), ckpt.get("best_miou")
+
+
+def load_finetune_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
+    """Load weights only; classifier layers whose class count differs are left re-initialised.
+
+    Returns one warning per re-initialised layer. Any other mismatch is an error.
+    """
+    state = read_weights(path)["model"]
+    expected = model.state_dict()
+    num_classes = model.num_classes
+    keep, skipped = {}, {}
+    for key, value in state.items():
+        if key not in expected:
+            raise CheckpointError(f"--finetune-from {path}: unexpected entry '{key}'; is it a {type(model).__name__} checkpoint?")
+        if value.shape == expected[key].shape:
+            keep[key] = value
+        elif value.dim() >= 1 and expected[key].shape[0] == num_classes and value.shape[1:] == expected[key].shape[1:]:
+            skipped.setdefault(key.rsplit(".", 1)[0], (value.shape[0], num_classes))
+        else:
+            raise CheckpointError(f"--finetune-from {path}: entry '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+    model.load_state_dict(keep, strict=False)
+    return [f"--finetune-from: re-initialised {layer} ({old} -> {new} classes)" for layer, (old, new) in skipped.items()]

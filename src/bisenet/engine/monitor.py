@@ -1,0 +1,145 @@
+"""What people watch during training: console lines, metrics.jsonl, TensorBoard, curves."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class RunMonitor:
+    """Logs training and evaluation figures. Only rank 0 makes one with `enabled=True`."""
+
+    def __init__(self, work_dir: Path, max_iters: int, enabled: bool = True, tensorboard: bool = True) -> None:
+        self.work_dir = Path(work_dir)
+        self.max_iters = max_iters
+        self.enabled = enabled
+        self.writer = None
+        self._last_time = time.perf_counter()
+        self._last_iter: int | None = None
+        self._log_file = None
+        if not enabled:
+            return
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.work_dir / "metrics.jsonl", "a", buffering=1)
+        self._log_file = open(self.work_dir / "train.log", "a", buffering=1)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.work_dir / "tensorboard"))
+            except ImportError:
+                self.print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+
+    def print(self, message: str) -> None:
+        """A line on the console and in train.log."""
+        if not self.enabled:
+            return
+        print(message, flush=True)
+        if self._log_file:
+            self._log_file.write(message + "\n")
+
+    def start(self, iteration: int) -> None:
+        """Reset the throughput clock (after resuming, or after an evaluation)."""
+        self._last_time = time.perf_counter()
+        self._last_iter = iteration
+
+    def log_train(self, iteration: int, losses: dict[str, float], lr: float, images_per_step: int) -> None:
+        """A progress line with loss, lr, images/s and ETA; scalars to TensorBoard and jsonl."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        done = iteration - (self._last_iter if self._last_iter is not None else iteration - 1)
+        seconds_per_iter = (now - self._last_time) / max(done, 1)
+        self._last_time, self._last_iter = now, iteration
+        eta = datetime.timedelta(seconds=int(seconds_per_iter * (self.max_iters - iteration)))
+        heads = " ".join(f"{k} {v:.3f}" for k, v in losses.items() if k != "loss")
+        self.print(
+            f"iter {iteration:>{len(str(self.max_iters))}}/{self.max_iters} | loss {losses['loss']:.4f} ({heads}) | "
+            f"lr {lr:.2e} | {images_per_step / max(seconds_per_iter, 1e-9):.1f} img/s | eta {eta}"
+        )
+        record = {"type": "train", "iteration": iteration, "lr": lr, "images_per_s": images_per_step / max(seconds_per_iter, 1e-9), **losses}
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self.writer:
+            for key, value in losses.items():
+                self.writer.add_scalar(f"train/{key}", value, iteration)
+            self.writer.add_scalar("train/lr", lr, iteration)
+            self.writer.add_scalar("train/images_per_s", record["images_per_s"], iteration)
+
+    def log_eval(self, iteration: int, result: dict[str, Any], best: float) -> None:
+        """Per-class IoU table and mIoU; scalars to TensorBoard and jsonl."""
+        if not self.enabled:
+            return
+        ious = result["IoU"]
+        width = max(len(name) for name in ious)
+        lines = [f"eval @ iter {iteration}: mIoU {result['mIoU'] * 100:.2f} | pixel acc {result['pixel_acc'] * 100:.2f} | best mIoU {best * 100:.2f}"]
+        lines += [f"  {name:<{width}}  {'   n/a' if v is None else f'{v * 100:6.2f}'}" for name, v in ious.items()]
+        self.print("\n".join(lines))
+        self._jsonl.write(json.dumps({"type": "eval", "iteration": iteration, "mIoU": result["mIoU"], "pixel_acc": result["pixel_acc"], "IoU": ious}) + "\n")
+        if self.writer:
+            self.writer.add_scalar("val/mIoU", result["mIoU"], iteration)
+            self.writer.add_scalar("val/pixel_acc", result["pixel_acc"], iteration)
+            for name, value in ious.items():
+                if value is not None:
+                    self.writer.add_scalar(f"val_iou/{name}", value, iteration)
+
+    def log_masks(self, iteration: int, images: list[np.ndarray], masks: list[np.ndarray]) -> None:
+        """A few (photo | predicted colour mask) pairs, HxWx3 uint8 each, to TensorBoard."""
+        if self.writer is None or not images:
+            return
+        for i, (image, mask) in enumerate(zip(images, masks)):
+            self.writer.add_image(f"val_pred/{i}", np.concatenate([image, mask], axis=1), iteration, dataformats="HWC")
+
+    def close(self) -> Path | None:
+        """Flush logs and draw the loss and mIoU curves into curves.png."""
+        if not self.enabled:
+            return None
+        if self.writer:
+            self.writer.close()
+        self._jsonl.close()
+        self._log_file.close()
+        return plot_curves(self.work_dir / "metrics.jsonl", self.work_dir / "curves.png")
+
+
+def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
+    """Loss vs iteration and val mIoU vs iteration, side by side, from a metrics.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, evals = {}, {}
+    for line in Path(metrics_path).read_text().splitlines():
+        record = json.loads(line)
+        # a resumed run appends: later records for the same iteration win
+        (train if record["type"] == "train" else evals)[record["iteration"]] = record
+    if not train:
+        return None
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.6))
+    its = sorted(train)
+    ax_loss.plot(its, [train[i]["loss"] for i in its], label="total")
+    if "main" in train[its[0]]:
+        ax_loss.plot(its, [train[i]["main"] for i in its], label="main head", alpha=0.7)
+    ax_loss.set(xlabel="iteration", ylabel="loss", title="training loss")
+    ax_loss.legend()
+    if evals:
+        eits = sorted(evals)
+        ax_miou.plot(eits, [evals[i]["mIoU"] * 100 for i in eits], marker="o")
+    ax_miou.set(xlabel="iteration", ylabel="mIoU (%)", title="validation mIoU")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, once per call site, on rank 0 only."""
+    from bisenet.engine.distributed import is_main_process
+
+    if is_main_process():
+        print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,266 @@
+"""`train(cfg)`: the whole training loop, from data to `optimizer.step()`, in one function.
+
+Runs unchanged on CPU, one GPU, or many under torchrun (DDP). Every source of randomness
+is a pure function of (seed, iteration, rank), so a run resumed from `last.pt` ends with
+the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from bisenet.config import Config, save_config
+from bisenet.data import build_dataset, validate_split
+from bisenet.engine.checkpoints import checkpoint_state, load_finetune_weights, restore_checkpoint
+from bisenet.engine.distributed import DistInfo, all_reduce_max, barrier, cleanup, init_distributed
+from bisenet.engine.monitor import RunMonitor, warn
+from bisenet.engine.optim import build_optimizer, build_scheduler
+from bisenet.engine.sampler import IterationSampler
+from bisenet.checkpoint import atomic_save
+from bisenet.errors import BisenetError, DataError
+from bisenet.losses import build_loss
+from bisenet.models import build_model
+
+
+class TrainingError(BisenetError):
+    """Training cannot go on (a non-finite loss, for instance)."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run ended and what it left behind."""
+
+    work_dir: Path
+    iteration: int
+    best_miou: float | None
+    last_miou: float | None
+    stopped_by: str | None  # "SIGTERM" / "SIGINT" when interrupted, else None
+
+
+def train(cfg: Config, work_dir: str | Path, resume: str | Path | None = None,
+          finetune_from: str | Path | None = None) -> TrainResult:
+    """Train `cfg` into `work_dir`; `resume` continues a run, `finetune_from` loads weights only."""
+    dist_info = init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, Path(work_dir), dist_info, resume, finetune_from)
+    finally:
+        cleanup()
+
+
+def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_from) -> TrainResult:
+    tc, device = cfg.train, dist_info.device
+    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main)
+    amp_dtype = _amp_dtype(tc.amp, device)
+
+    # Data: check the lists before anything heavy, so a broken file fails in seconds.
+    validate_split(cfg, "train")
+    evaluating = tc.eval_interval > 0
+    if evaluating:
+        validate_split(cfg, "val")
+    train_set = build_dataset(cfg, "train")
+    val_set = build_dataset(cfg, "val") if evaluating else None
+
+    torch.manual_seed(tc.seed)  # the same initial weights on every rank
+    model = build_model(cfg.model.arch, cfg.num_classes, pretrained=cfg.model.pretrained)
+    if cfg.model.sync_bn and dist_info.distributed:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            warn("model.sync_bn needs CUDA; using per-process BatchNorm on CPU")
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    optimizer = build_optimizer(model, tc)
+    scheduler = build_scheduler(optimizer, tc)
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16")
+    criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads))
+
+    start_iter, best_miou = 0, None
+    resume_path = work_dir / "last.pt" if resume == "auto" else resume
+    if resume_path:
+        start_iter, best_miou = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler, device)
+        monitor.print(f"resumed from {resume_path} at iteration {start_iter}")
+    elif finetune_from:
+        for message in load_finetune_weights(model, finetune_from):
+            warn(message)
+    if start_iter >= tc.max_iters:
+        monitor.print(f"nothing to do: the run is already at iteration {start_iter} of {tc.max_iters}")
+    if dist_info.is_main:
+        save_config(cfg, work_dir / "config.yaml")
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_info.distributed else model
+
+    sampler = IterationSampler(len(train_set), tc.batch_size, tc.seed, dist_info.rank, dist_info.world_size,
+                               start_iter, tc.max_iters)
+    loader = DataLoader(
+        train_set, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.workers,
+        pin_memory=device.type == "cuda", drop_last=False,
+        # A private generator: creating the loader must not consume the global RNG.
+        generator=torch.Generator().manual_seed(tc.seed),
+        persistent_workers=False, prefetch_factor=4 if tc.workers > 0 else None,
+    )
+    images_per_step = tc.batch_size * dist_info.world_size
+    monitor.print(
+        f"training {cfg.model.arch} on {len(train_set)} images ({cfg.data.dataset}), {cfg.num_classes} classes | "
+        f"device {device} x {dist_info.world_size} process(es) | batch size {tc.batch_size} per process = "
+        f"{images_per_step} images per step | amp {tc.amp} | iterations {start_iter} -> {tc.max_iters}"
+    )
+
+    last_miou, stopped_by = None, None
+    stop = _StopRequest()
+    iteration = start_iter
+    net.train()
+    monitor.start(start_iter)
+    sums: dict[str, float] = {}
+    with stop.installed():
+        batches = iter(loader)
+        while iteration < tc.max_iters:
+            try:
+                images, labels = next(batches)
+            except DataError as exc:  # raised in a worker: keep the one-line message
+                raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
+            iteration += 1
+            # Dropout masks depend only on (seed, iteration, rank): exact resume needs no RNG state.
+            torch.manual_seed(tc.seed * 1_000_003 + iteration * 7919 + dist_info.rank)
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            labels = labels.to(device, non_blocking=True)
+
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                outputs = net(images)
+            loss, parts = criterion(outputs, labels)
+
+            flags = all_reduce_max(torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device))
+            if flags[0]:
+                raise TrainingError(_nonfinite_message(iteration, loss, parts, tc, work_dir))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            names = ["main"] + [f"aux{i}" for i in range(1, len(parts))]
+            for name, value in zip(["loss"] + names, [loss] + parts):
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            count = iteration - start_iter
+            if iteration % tc.log_interval == 0 or iteration == tc.max_iters or count == 1:
+                span = min(tc.log_interval, count) if iteration % tc.log_interval == 0 else max(1, count % tc.log_interval)
+                monitor.log_train(iteration, {k: v / span for k, v in sums.items()}, optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"], images_per_step)
+                sums = {}
+
+            finished = iteration == tc.max_iters
+            if evaluating and (iteration % tc.eval_interval == 0 or finished):
+                last_miou = _evaluate(model, val_set, device, cfg, monitor, iteration, best_miou)
+                if best_miou is None or last_miou > best_miou:
+                    best_miou = last_miou
+                    _save(work_dir / "best.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
+                net.train()
+                monitor.start(iteration)
+            if flags[1]:
+                stopped_by = stop.signal or "signal on another rank"
+            if iteration % tc.checkpoint_interval == 0 or finished or stopped_by:
+                _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
+            if stopped_by:
+                monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. "
+                              f"Continue with: bisenet train CONFIG --work-dir {work_dir} --resume")
+                break
+        del batches
+    curves = monitor.close()
+    if dist_info.is_main and curves:
+        print(f"curves: {curves}")
+    return TrainResult(work_dir, iteration, best_miou, last_miou, stopped_by)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "none":
+        return None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise BisenetError("--amp fp16 needs a CUDA device; on CPU use --amp bf16 (or none)")
+        return torch.float16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BisenetError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
+    return torch.bfloat16
+
+
+def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
+          iteration: int, best_miou: float | None) -> None:
+    """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk."""
+    if dist_info.is_main:
+        atomic_save(checkpoint_state(cfg, model, optimizer, scheduler, scaler, iteration, best_miou), path)
+    barrier()
+
+
+def _evaluate(model: nn.Module, val_set, device: torch.device, cfg: Config, monitor: RunMonitor,
+              iteration: int, best_miou: float | None) -> float:
+    """Single-scale val mIoU (each rank scores a shard); rank 0 logs the table and a few masks."""
+    from bisenet.evaluation import evaluate_model
+
+    model.eval()
+    result = evaluate_model(model, val_set, device, mode="ss", class_names=cfg.data.class_names,
+                            distributed=dist.is_initialized())
+    if monitor.enabled:
+        monitor.log_eval(iteration, result, max(result["mIoU"], best_miou or 0.0))
+        _log_sample_masks(model, val_set, device, cfg, monitor, iteration)
+    return float(result["mIoU"])
+
+
+def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Config, monitor: RunMonitor,
+                      iteration: int, count: int = 3) -> None:
+    if monitor.writer is None:
+        return
+    from bisenet.evaluation import predict_labels
+    from bisenet.predict import colorize
+
+    images, masks = [], []
+    mean = torch.tensor(cfg.data.mean).view(3, 1, 1)
+    std = torch.tensor(cfg.data.std).view(3, 1, 1)
+    for index in range(min(count, len(val_set))):
+        image, _ = val_set[index]
+        with torch.inference_mode():
+            label = predict_labels(model, image.unsqueeze(0).to(device))[0].cpu().numpy()
+        photo = ((image * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+        images.append(photo)
+        masks.append(colorize(label, cfg.data.palette))
+    monitor.log_masks(iteration, images, masks)
+
+
+def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: list[torch.Tensor], tc, work_dir: Path) -> str:
+    heads = ", ".join(f"{'main' if i == 0 else f'aux{i}'}={float(p.detach()):.4g}" for i, p in enumerate(parts))
+    hint = "lower train.lr (or raise train.warmup_iters)"
+    if tc.amp == "fp16":
+        hint += ", try --amp bf16 or none (fp16 overflow)"
+    return (f"loss became {float(loss.detach())} at iteration {iteration} ({heads}); the last good checkpoint is "
+            f"{work_dir / 'last.pt'} if one was written. Try: {hint}, and check the labels with `bisenet data check`")
+
+
+class _StopRequest:
+    """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signal = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for s in previous:
+                signal.signal(s, self._handle)
+        try:
+            yield self
+        finally:
+            with contextlib.suppress(ValueError):
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+

@@ -1,0 +1,210 @@
+"""Training engine: schedule, OHEM, parameter groups, checkpoints, exact resume, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import bisenet
+from bisenet.cli import main as cli_main
+from bisenet.engine.optim import lr_factor, parameter_groups
+from bisenet.engine.sampler import IterationSampler
+from bisenet.engine.train import TrainingError, train
+from bisenet.errors import ConfigError
+from bisenet.losses import OhemCrossEntropy
+
+ROOT = Path(__file__).resolve().parents[1]
+DUBAI_CONFIG = ROOT / "configs" / "bisenetv2_dubai.yaml"
+
+# A tiny but real run on the bundled example: 64x64 crops, batch 2, no workers.
+TINY = [
+    f"data.root={ROOT / 'examples' / 'dubai'}",
+    "augment.crop_size=[64, 64]",
+    "train.batch_size=2",
+    "train.workers=0",
+    "train.max_iters=6",
+    "train.warmup_iters=2",
+    "train.checkpoint_interval=2",
+    "train.eval_interval=0",
+    "train.log_interval=1",
+    "train.amp=none",
+    "train.device=cpu",
+]
+
+
+def tiny_config(*extra: str) -> bisenet.Config:
+    return bisenet.load_config(DUBAI_CONFIG, TINY + list(extra))
+
+
+def cli_args(work_dir: Path, *extra: str) -> list[str]:
+    return ["train", str(DUBAI_CONFIG), "--work-dir", str(work_dir), "--set", *TINY, *extra]
+
+
+def iteration_of(progress_line: str) -> int:
+    return int(progress_line.split()[1].split("/")[0])
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+# --- schedule, loss, parameter groups, sampler ---------------------------------------
+
+def test_warmup_then_poly_schedule():
+    tc = tiny_config("train.max_iters=100", "train.warmup_iters=10").train
+    factors = [lr_factor(i, tc) for i in range(101)]
+    assert factors[0] == pytest.approx(0.1)
+    assert all(a < b for a, b in zip(factors[:10], factors[1:11]))  # warm-up rises
+    assert factors[10] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(factors[10:100], factors[11:101]))  # poly decays
+    assert factors[100] == 0.0
+    assert factors[55] == pytest.approx((1 - 45 / 90) ** 0.9)
+
+
+def test_ohem_keeps_hard_pixels_and_a_minimum():
+    loss_fn = OhemCrossEntropy(thresh=0.7, min_kept_fraction=0.25, ignore_index=255)
+    # 8 pixels, 2 classes: 2 hard (wrong, confident), 5 easy (right, confident), 1 ignored
+    logits = torch.tensor([[-5.0, 5.0]] * 2 + [[5.0, -5.0]] * 6).T.reshape(1, 2, 1, 8)
+    labels = torch.tensor([[[0, 0, 0, 0, 0, 0, 0, 255]]])
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="none").flatten()
+    assert loss_fn(logits, labels).item() == pytest.approx(per_pixel[:2].mean().item())
+    # All easy: the hardest max(1, 7 * 0.25) = 1 pixel is still kept.
+    easy = torch.tensor([[5.0, -5.0]] * 8).T.reshape(1, 2, 1, 8)
+    assert loss_fn(easy, labels).item() == pytest.approx(per_pixel[2:7].max().item(), rel=1e-4)
+    all_ignored = torch.full_like(labels, 255)
+    assert loss_fn(logits, all_ignored).item() == 0.0
+
+
+def test_parameter_groups_no_decay_on_bn_and_bias_and_head_lr():
+    cfg = tiny_config()
+    model = bisenet.build_model("bisenetv2", 5)
+    groups = {g["name"]: g for g in parameter_groups(model, cfg.train)}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in groups.values():
+        for p in group["params"]:
+            name = names[id(p)]
+            is_head = name.split(".")[0] in model.head_modules
+            assert (group["lr_scale"] == cfg.train.head_lr_factor) == is_head, name
+            assert (group["weight_decay"] > 0) == (p.dim() > 1), name
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_sampler_is_a_pure_function_of_iteration_and_splits_ranks():
+    full = list(IterationSampler(10, batch_size=3, seed=1, max_iters=8))
+    resumed = list(IterationSampler(10, batch_size=3, seed=1, start_iter=5, max_iters=8))
+    assert full[15:] == resumed
+    epoch0 = sorted(i for e, i in full if e == 0)
+    assert epoch0 == list(range(10))  # every sample once per epoch
+    r0 = list(IterationSampler(10, batch_size=2, seed=1, rank=0, world_size=2, max_iters=3))
+    r1 = list(IterationSampler(10, batch_size=2, seed=1, rank=1, world_size=2, max_iters=3))
+    assert not set(r0[:2]) & set(r1[:2])
+
+
+# --- runs -------------------------------------------------------------------------------
+
+def test_checkpoint_round_trip_and_load_model(tmp_path):
+    result = train(tiny_config("train.max_iters=2"), tmp_path)
+    assert result.iteration == 2
+    ckpt = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config", "arch", "num_classes"):
+        assert key in ckpt, key
+    assert ckpt["iteration"] == 2 and ckpt["arch"] == "bisenetv2" and ckpt["num_classes"] == 5
+    model = bisenet.load_model(tmp_path / "last.pt")
+    assert not model.training
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
+    assert (tmp_path / "config.yaml").is_file()
+    assert bisenet.load_config(tmp_path / "config.yaml").augment.crop_size == (64, 64)
+    assert (tmp_path / "metrics.jsonl").read_text().count('"type": "train"') == 2
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_sigkill_then_resume_gives_identical_weights(tmp_path):
+    reference = tmp_path / "uninterrupted"
+    assert cli_main(cli_args(reference)) == 0
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *cli_args(killed, "train.max_iters=200")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        for line in proc.stdout:  # kill -9 in the middle of the run, after iteration 3
+            if line.startswith("iter") and iteration_of(line) >= 3:
+                break
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved = torch.load(killed / "last.pt", map_location="cpu", weights_only=True)["iteration"]
+    assert saved in (2, 4)
+    assert cli_main([*cli_args(killed), "--resume"]) == 0
+    ref, res = weights_of(reference / "last.pt"), weights_of(killed / "last.pt")
+    assert ref.keys() == res.keys()
+    assert all(torch.equal(ref[k], res[k]) for k in ref), "resumed run differs from the uninterrupted one"
+    assert f"resumed from {killed / 'last.pt'} at iteration {saved}" in (killed / "train.log").read_text()
+
+
+def test_sigterm_writes_checkpoint_and_exits(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *cli_args(tmp_path, "train.max_iters=10000", "train.checkpoint_interval=10000")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    for line in proc.stdout:
+        if line.startswith("iter") and iteration_of(line) >= 2:
+            break
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    assert time.monotonic() - sent < 20
+    assert proc.returncode == 143, output
+    assert "stopped by SIGTERM at iteration" in output
+    stopped_at = int(output.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
+    assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == stopped_at
+
+
+def test_finetune_with_new_class_count_reinitialises_heads(tmp_path, capsys):
+    train(tiny_config("train.max_iters=1"), tmp_path / "five")
+    cfg = bisenet.load_config(DUBAI_CONFIG, TINY + ["train.max_iters=1", "data.dataset=custom", "data.num_classes=7"])
+    result = train(cfg, tmp_path / "seven", finetune_from=tmp_path / "five" / "last.pt")
+    assert result.iteration == 1
+    err = capsys.readouterr().err
+    for head in ("head.conv_out.1", "aux2.conv_out.1", "aux5_4.conv_out.1"):
+        assert f"re-initialised {head} (5 -> 7 classes)" in err
+    five = weights_of(tmp_path / "five" / "last.pt")
+    model = bisenet.load_model(tmp_path / "seven" / "last.pt")
+    assert model.num_classes == 7
+    assert five["detail.S1.0.conv.weight"].shape == model.state_dict()["detail.S1.0.conv.weight"].shape
+
+
+def test_nonfinite_loss_stops_with_iteration_and_hint(tmp_path):
+    with pytest.raises(TrainingError, match=r"at iteration \d+ .*lower train.lr"):
+        train(tiny_config("train.lr=1e12", "train.warmup_iters=0", "train.max_iters=20"), tmp_path)
+
+
+def test_bad_config_key_names_nearest(tmp_path, capsys):
+    assert cli_main(["train", str(DUBAI_CONFIG), "--work-dir", str(tmp_path), "--set", "train.lerning_rate=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "unknown key 'train.lerning_rate'" in err
+    with pytest.raises(ConfigError, match="did you mean 'max_iters'"):
+        bisenet.load_config({"train": {"max_iter": 5}})
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_amp_fp16_on_cpu_is_refused_clearly(tmp_path):
+    with pytest.raises(bisenet.errors.BisenetError, match="fp16 needs a CUDA device"):
+        train(tiny_config("train.amp=fp16"), tmp_path)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "bisenet", *cli_args(tmp_path, "train.max_iters=2")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "x 2 process(es)" in proc.stdout and "= 4 images per step" in proc.stdout
+    assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 2
