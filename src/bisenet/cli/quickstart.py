@@ -1,15 +1,17 @@
-"""`bisenet quickstart`: not built yet."""
+"""`bisenet quickstart`: the five-minute first run on the bundled example."""
 
 from __future__ import annotations
 
 import argparse
 
-from bisenet.errors import BisenetError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
+    parser.add_argument("--max-iters", type=int, help="training iterations (default: the tuned five-minute budget)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BisenetError("this command is not built yet")
+    from bisenet.quickstart import quickstart
+
+    quickstart(args.out, max_iters=args.max_iters)
+    return 0

@@ -108,10 +108,8 @@ class RunMonitor:
 
 def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     """Loss vs iteration and val mIoU vs iteration, side by side, from a metrics.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     train, evals = {}, {}
     for line in Path(metrics_path).read_text().splitlines():
@@ -120,20 +118,21 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
         (train if record["type"] == "train" else evals)[record["iteration"]] = record
     if not train:
         return None
-    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6), dpi=100)  # no pyplot: leaves the global backend alone
+    FigureCanvasAgg(fig)
+    ax_loss, ax_miou = fig.subplots(1, 2)
     its = sorted(train)
     ax_loss.plot(its, [train[i]["loss"] for i in its], label="total")
     if "main" in train[its[0]]:
         ax_loss.plot(its, [train[i]["main"] for i in its], label="main head", alpha=0.7)
-    ax_loss.set(xlabel="iteration", ylabel="loss", title="training loss")
+    ax_loss.set(xlabel="iteration", ylabel="loss (log scale)", title="training loss", yscale="log")
     ax_loss.legend()
     if evals:
         eits = sorted(evals)
         ax_miou.plot(eits, [evals[i]["mIoU"] * 100 for i in eits], marker="o")
     ax_miou.set(xlabel="iteration", ylabel="mIoU (%)", title="validation mIoU")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
+    fig.savefig(out_path)
     return out_path
 
 
