@@ -1,15 +1,138 @@
-"""`bisenet data`: not built yet."""
+"""`bisenet data convert|lists|check`: thin wrappers over bisenet.data tools."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from bisenet.errors import BisenetError
+from bisenet.errors import DataError
+
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    """Register the convert, lists and check tools."""
+    sub = parser.add_subparsers(dest="data_command", metavar="TOOL", required=True)
+
+    convert = sub.add_parser("convert", help="write Cityscapes *_gtFine_labelTrainIds.png files",
+                             description="Write *_gtFine_labelTrainIds.png beside every *_gtFine_labelIds.png "
+                                         "(parallel; up-to-date files are skipped; each file written atomically).")
+    convert.add_argument("dataset", choices=["cityscapes"])
+    convert.add_argument("root", type=Path, help="folder holding gtFine/")
+    convert.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    convert.add_argument("--force", action="store_true", help="rewrite files that look up to date")
+
+    lists = sub.add_parser("lists", help="write train/val(/test) list files",
+                           description="Write 'image,label' list files (paths relative to ROOT) from an official "
+                                       "layout, or pair two folders of a custom dataset by file name.")
+    lists.add_argument("layout", choices=["cityscapes", "cocostuff", "ade20k", "camvid", "pairs"])
+    lists.add_argument("root", type=Path, help="dataset folder; list paths are relative to it")
+    lists.add_argument("--out", type=Path, default=None,
+                       help="folder for the lists (default ROOT); for 'pairs': the list file (relative to ROOT)")
+    lists.add_argument("--images", type=Path, help="pairs: image folder (relative to ROOT or absolute)")
+    lists.add_argument("--labels", type=Path, help="pairs: label folder (relative to ROOT or absolute)")
+    lists.add_argument("--train-ids", action="store_true",
+                       help="cityscapes: point at *_labelTrainIds.png (after `bisenet data convert`)")
+
+    check = sub.add_parser("check", help="read every pair of a list and report problems",
+                           description="Read every image/label pair; print one line per problem (exit 1) or a "
+                                       "summary with class shares and the RGB mean/std for a config.")
+    check.add_argument("--root", type=Path, help="data root the list paths are relative to (default: . or the config's)")
+    check.add_argument("--list", type=Path, help="list file (relative to the cwd or ROOT)")
+    check.add_argument("--config", help="take root, list, classes, ignore index and label map from this YAML")
+    check.add_argument("--split", choices=["train", "val", "test"], default="train", help="with --config")
+    check.add_argument("--num-classes", type=int, help="classes (default: the --dataset's)")
+    check.add_argument("--ignore-index", type=int, default=255)
+    check.add_argument("--dataset", help="apply this dataset's label map (e.g. cityscapes labelIds)")
+    check.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BisenetError("this command is not built yet")
+    """Run the chosen tool; 0 on success, 1 when it found problems."""
+    return {"convert": _convert, "lists": _lists, "check": _check}[args.data_command](args)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from bisenet.data.convert import convert_cityscapes
+
+    report = convert_cityscapes(args.root, workers=args.workers, force=args.force)
+    for line in report.failures:
+        print(line)
+    print(f"converted {report.converted}, up to date {report.skipped}, failed {len(report.failures)}")
+    return 1 if report.failures else 0
+
+
+def _under(root: Path, path: Path) -> Path:
+    """A user path: absolute as is, else relative to ROOT when it exists there, else to the cwd."""
+    if path.is_absolute() or not (root / path).exists() and path.exists():
+        return path
+    return root / path
+
+
+def _lists(args: argparse.Namespace) -> int:
+    from bisenet.data.layouts import describe_unmatched, pair_folders, write_dataset_lists
+    from bisenet.data.lists import write_list
+
+    if args.layout == "pairs":
+        if args.images is None or args.labels is None or args.out is None:
+            raise DataError("lists pairs needs --images DIR --labels DIR --out LIST")
+        pairing = pair_folders(_under(args.root, args.images), _under(args.root, args.labels))
+        for line in describe_unmatched(pairing, "pairs"):
+            print(line)
+        if not pairing.pairs:
+            raise DataError(f"no image in {args.images} has a label with the same name in {args.labels}")
+        out = args.out if args.out.is_absolute() else args.root / args.out
+        print(f"wrote {out}: {write_list(out, pairing.pairs, args.root)} pairs")
+        return 0
+    report = write_dataset_lists(args.layout, args.root, args.out, train_ids=args.train_ids)
+    for line in report.warnings:
+        print(line)
+    for path, count in report.written.items():
+        print(f"wrote {path}: {count} pairs")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from bisenet.data.catalog import DATASETS
+    from bisenet.data.check import check_pairs, format_summary
+    from bisenet.data.lists import read_list, resolve_list_path
+    from bisenet.errors import nearest
+
+    names, label_map = None, None
+    if args.config is not None:
+        from bisenet.config import load_config
+        from bisenet.data.dataset import split_pairs
+
+        cfg = load_config(args.config)
+        pairs = split_pairs(cfg, args.split, args.root, args.list)
+        num_classes, ignore_index = args.num_classes or cfg.num_classes, cfg.data.ignore_index
+        label_map, names = cfg.data.label_map, cfg.data.class_names
+    else:
+        if args.list is None:
+            raise DataError("--list LIST is required (or --config CFG [--split val])")
+        info = None
+        if args.dataset is not None and args.dataset != "custom":
+            info = DATASETS.get(args.dataset)
+            if info is None:
+                raise DataError(f"--dataset {args.dataset!r} is not one of {', '.join(DATASETS)}"
+                                f"{nearest(args.dataset, DATASETS)}")
+            label_map, names = info.label_map, list(info.class_names)
+        num_classes = args.num_classes or (info.num_classes if info else None)
+        if num_classes is None:
+            raise DataError("--num-classes N is required (or --dataset NAME to use that dataset's classes)")
+        ignore_index = args.ignore_index
+        root = args.root if args.root is not None else Path(".")
+        pairs = read_list(resolve_list_path(args.list, root, prefer_cwd=True), root)
+    if not 0 <= ignore_index <= 255:
+        raise DataError(f"--ignore-index {ignore_index} must lie in [0, 255]")
+    report = check_pairs(pairs, num_classes, ignore_index, label_map, workers=args.workers)
+    if report.problems:
+        for line in report.problems:
+            print(line)
+        print(f"{len(report.problems)} problem(s) in {pairs.path} ({report.pairs} pairs)")
+        return 1
+    print(f"{pairs.path}:")
+    for line in format_summary(report, num_classes, ignore_index, names):
+        print(line)
+    return 0

@@ -159,3 +159,21 @@ def build_lut(label_map: dict[int, int] | None, ignore_index: int = 255) -> np.n
         if 0 <= raw < 256:
             lut[raw] = train_id
     return lut
+
+
+def invalid_values(label: np.ndarray, lut: np.ndarray | None, num_classes: int, ignore_index: int = 255) -> str:
+    """'' if every (mapped) label value is a class id or the ignore index, else a one-line reason."""
+    import cv2  # local: keep importing the catalog (done by config loading) light
+
+    hist = cv2.calcHist([np.ascontiguousarray(label)], [0], None, [256], [0, 256]).ravel()
+    raw = np.flatnonzero(hist)
+    mapped = raw if lut is None else lut[raw]
+    bad = raw[(mapped >= num_classes) & (mapped != ignore_index)]
+    if bad.size == 0:
+        return ""
+    shown = ", ".join(str(v) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
+    how = "after the label map " if lut is not None else ""
+    return (
+        f"has values {shown} outside [0, {num_classes}) {how}that are not the ignore index {ignore_index}; "
+        f"fix data.num_classes / data.label_map (or --dataset) or remap those values to {ignore_index}"
+    )

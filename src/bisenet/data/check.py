@@ -1,0 +1,120 @@
+"""`bisenet data check`: read every pair of a list in parallel and report each problem."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from bisenet.data.catalog import build_lut, invalid_values
+from bisenet.data.dataset import uses_train_ids
+from bisenet.data.decode import FileProblem, read_image, read_label
+from bisenet.data.lists import LISTS_FIX, ListEntry, PairList
+
+
+@dataclass
+class CheckReport:
+    """Problems (one line each, in list order) and statistics of the readable pairs."""
+
+    pairs: int = 0
+    problems: list[str] = field(default_factory=list)
+    sizes: Counter = field(default_factory=Counter)  # (W, H) -> count
+    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256))  # mapped value -> pixels
+    rgb_sum: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    rgb_sqsum: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    image_pixels: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong."""
+        return not self.problems
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        """RGB mean and std on [0, 1] pixels over every image read."""
+        n = max(1, self.image_pixels)
+        mean = self.rgb_sum / n
+        std = np.sqrt(np.maximum(self.rgb_sqsum / n - mean**2, 0))
+        return [round(float(v), 4) for v in mean / 255], [round(float(v), 4) for v in std / 255]
+
+
+def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes: int, ignore_index: int):
+    """Problems of one pair plus its statistics (None when unreadable)."""
+    problems, image, label = [], None, None
+    for what, reader in (("image", read_image), ("label", read_label)):
+        try:
+            array = reader(entry.image if what == "image" else entry.label)
+        except FileProblem as exc:
+            fix = f"; {LISTS_FIX}" if exc.kind == "missing" else ""
+            problems.append(f"{where}: {exc}{fix}")
+            continue
+        if what == "image":
+            image = array
+        else:
+            label = array
+    if image is not None and label is not None and image.shape[:2] != label.shape[:2]:
+        problems.append(
+            f"{where}: image {entry.image} is {image.shape[1]}x{image.shape[0]} but label {entry.label} is "
+            f"{label.shape[1]}x{label.shape[0]} (WxH); they must be the same size (resize the label with nearest)"
+        )
+    label_lut = None if uses_train_ids(entry.label) else lut
+    if label is not None:
+        bad = invalid_values(label, label_lut, num_classes, ignore_index)
+        if bad:
+            problems.append(f"{where}: label {entry.label} {bad}")
+    stats = None
+    if image is not None and label is not None and not problems:
+        mean, std = cv2.meanStdDev(image)  # BGR
+        n = image.shape[0] * image.shape[1]
+        mean, std = mean.ravel()[::-1], std.ravel()[::-1]
+        hist = cv2.calcHist([label], [0], None, [256], [0, 256]).ravel()
+        mapped = np.arange(256) if label_lut is None else label_lut.astype(np.int64)
+        classes = np.bincount(mapped, weights=hist, minlength=256)
+        stats = ((image.shape[1], image.shape[0]), n, mean * n, (std**2 + mean**2) * n, classes)
+    return problems, stats
+
+
+def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
+                label_map: dict[int, int] | None = None, workers: int = 4) -> CheckReport:
+    """Read every pair (threads: OpenCV decoding releases the GIL) and collect problems."""
+    report = CheckReport(pairs=len(pairs.entries), problems=list(pairs.problems))
+    lut = build_lut(label_map, ignore_index)
+
+    def work(entry: ListEntry):
+        return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for problems, stats in pool.map(work, pairs.entries):  # map keeps list order
+            report.problems.extend(problems)
+            if stats is not None:
+                size, n, total, sqtotal, classes = stats
+                report.sizes[size] += 1
+                report.image_pixels += n
+                report.rgb_sum += total
+                report.rgb_sqsum += sqtotal
+                report.class_pixels += classes
+    return report
+
+
+def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
+                   class_names: list[str] | None = None) -> list[str]:
+    """Human-readable summary lines: count, sizes, class shares, mean/std for a config."""
+    lines = [f"{report.pairs} pairs, no problems"]
+    sizes = ", ".join(f"{w}x{h} ({count})" for (w, h), count in report.sizes.most_common(5))
+    more = f", ... {len(report.sizes) - 5} more sizes" if len(report.sizes) > 5 else ""
+    lines.append(f"sizes (WxH): {sizes}{more}")
+    counts = report.class_pixels
+    total = counts.sum()
+    labelled = counts[:num_classes].sum()
+    lines.append(f"pixels: {int(total):,} ({100 * counts[ignore_index] / max(total, 1):.2f}% ignored)")
+    lines.append("class share of labelled pixels:")
+    for c in range(num_classes):
+        name = class_names[c] if class_names and c < len(class_names) else ""
+        share = 100 * counts[c] / max(labelled, 1)
+        absent = "  (absent)" if counts[c] == 0 else ""
+        lines.append(f"  {c:>3} {name:<20} {share:6.2f}%{absent}")
+    mean, std = report.mean_std()
+    lines.append(f"RGB mean/std on [0,1] pixels, for the config:  mean: {mean}  std: {std}")
+    return lines

@@ -1,0 +1,249 @@
+"""`SegmentationDataset` over an `image,label` list, plus `build_dataset` / `validate_split`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from bisenet.config import AugmentConfig, Config, load_config
+from bisenet.data.cache import DecodedCache
+from bisenet.data.catalog import build_lut, invalid_values
+from bisenet.data.decode import FileProblem
+from bisenet.data.lists import PairList, missing_files, read_list, resolve_list_path
+from bisenet.data.transforms import eval_sample, normalise_tables, sample_params, train_sample
+from bisenet.errors import DataError
+
+SPLITS = ("train", "val", "test")
+MAX_LISTED = 5  # problems quoted in one error message
+
+
+class SampleError(DataError):
+    """A bad sample. Keeps its message on one line even when re-raised by a DataLoader worker."""
+
+    def __init__(self, message: str) -> None:
+        # DataLoader re-raises worker errors as type(exc)("Caught ... Original Traceback ...");
+        # the original one-line message is the traceback's last line.
+        if message.startswith("Caught ") and "Traceback" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message)
+
+
+def _single_threaded_opencv() -> None:
+    """One sample per core: DataLoader workers are the parallelism, not OpenCV's thread pool.
+
+    This must happen in the parent, before workers fork: a child that inherits a live
+    OpenCV pthreads pool deadlocks when it touches the pool (even to resize it).
+    """
+    if cv2.getNumThreads() > 1:
+        cv2.setNumThreads(0)
+
+
+def uses_train_ids(label_path: Path) -> bool:
+    """True for Cityscapes `*_labelTrainIds.png` files, which already hold train ids."""
+    return label_path.name.lower().endswith("trainids.png")
+
+
+class SegmentationDataset(Dataset):
+    """Pairs from a list file -> (3xHxW float32 normalised RGB, HxW int64 train ids).
+
+    Index with an int (uses `self.epoch`) or with `(epoch, index)`. Training randomness is
+    a pure function of (seed, epoch, index): any worker count gives the same samples.
+    """
+
+    def __init__(
+        self,
+        pairs: PairList,
+        num_classes: int,
+        ignore_index: int = 255,
+        label_map: dict[int, int] | None = None,
+        mean: tuple[float, float, float] | list[float] = (0.485, 0.456, 0.406),
+        std: tuple[float, float, float] | list[float] = (0.229, 0.224, 0.225),
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        cache: str = "none",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        if pairs.problems:
+            raise DataError(_join(pairs.problems))
+        self.list_file = pairs.path
+        self.root = pairs.root
+        self.lines = [e.line for e in pairs.entries]
+        self.samples: list[tuple[Path, Path]] = [(e.image, e.label) for e in pairs.entries]
+        self.names = [image.stem for image, _ in self.samples]
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.cache = DecodedCache(cache, cache_dir)
+        self._tables = normalise_tables(mean, std)
+        lut = build_lut(label_map, ignore_index)
+        # Cityscapes lists may point at *_labelTrainIds.png: those skip the labelIds map.
+        self._luts = [None if uses_train_ids(label) else lut for _, label in self.samples]
+        self._checked: set[int] = set()  # per process: labels already verified in full
+        _single_threaded_opencv()
+
+    def __setstate__(self, state: dict) -> None:
+        # DataLoader workers started with "spawn" unpickle the dataset: same rule there.
+        self.__dict__.update(state)
+        _single_threaded_opencv()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for int keys (tuple keys carry their own)."""
+        self.epoch = epoch
+
+    def preload(self, workers: int = 4) -> None:
+        """Decode every pair into the cache now (cache memory/disk), checking each one.
+
+        Call it before creating DataLoader workers: forked workers then share the parent's
+        memory cache copy-on-write instead of each decoding everything again.
+        """
+        if self.cache.mode == "none":
+            return
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV decoding releases the GIL
+            list(pool.map(self._load, range(len(self.samples))))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key if isinstance(key, (tuple, list)) else (self.epoch, key)
+        index = int(index)
+        if index < 0:
+            index += len(self.samples)
+        if not 0 <= index < len(self.samples):
+            raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
+        image, label = self._load(index)
+        if self.augment is None:
+            img, lab = eval_sample(image, label, self._luts[index], self._tables)
+        else:
+            aug = self.augment
+            seq = np.random.SeedSequence([int(self.seed), int(epoch), index])
+            params = sample_params(np.random.default_rng(seq), image.shape[:2], aug.crop_size, aug.scale_range,
+                                   aug.flip, aug.brightness, aug.contrast, aug.saturation)
+            img, lab = train_sample(image, label, params, aug.crop_size, self._luts[index], self.ignore_index,
+                                    self._tables)
+        # numpy astype: torch .to(int64) spins up intra-op threads and is ~30x slower here
+        return torch.from_numpy(img), torch.from_numpy(lab.astype(np.int64))
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded image and raw label, verified once per process (size, values)."""
+        image_path, label_path = self.samples[index]
+        where = f"{self.list_file} line {self.lines[index]}"
+        try:
+            image = self.cache.image(image_path)
+            label = self.cache.label(label_path)
+        except FileProblem as exc:
+            raise SampleError(f"{where}: {exc}") from None
+        if image.shape[:2] != label.shape[:2]:
+            raise SampleError(
+                f"{where}: image {image_path} is {image.shape[1]}x{image.shape[0]} but label {label_path} is "
+                f"{label.shape[1]}x{label.shape[0]} (WxH); they must be the same size (resize the label with nearest)"
+            )
+        if index not in self._checked:
+            bad = invalid_values(label, self._luts[index], self.num_classes, self.ignore_index)
+            if bad:
+                raise SampleError(f"{where}: label {label_path} {bad}")
+            self._checked.add(index)
+        return image, label
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index) keys forever: a fresh seeded shuffle per epoch, resumable.
+
+    With `world_size` > 1 each rank takes every world_size-th index of the shared order.
+    `start` skips that many of this rank's samples, so a run resumed at iteration i with
+    per-process batch size b uses start = i * b and sees exactly the samples it would have.
+    """
+
+    def __init__(self, length: int, seed: int = 0, shuffle: bool = True, start: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if length < world_size:
+            raise DataError(f"{length} samples cannot be shared among {world_size} processes; add data")
+        self.length, self.seed, self.shuffle, self.start = length, seed, shuffle, start
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        per_rank = len(range(self.rank, self.length, self.world_size))
+        epoch, offset = divmod(self.start, per_rank)
+        while True:
+            order = np.arange(self.length)
+            if self.shuffle:
+                np.random.default_rng(np.random.SeedSequence([self.seed, epoch, 1 << 20])).shuffle(order)
+            for index in order[self.rank::self.world_size][offset:]:
+                yield epoch, int(index)
+            epoch, offset = epoch + 1, 0
+
+
+def _config(config: Config | str | Path | dict) -> Config:
+    return config if isinstance(config, Config) else load_config(config)
+
+
+def split_pairs(cfg: Config, split: str, data_root: str | Path | None = None,
+                list_file: str | Path | None = None) -> PairList:
+    """Parse the list file of `split` (data.root / data.<split>_list, or the overrides)."""
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    root = Path(data_root if data_root is not None else cfg.data.root).expanduser()
+    if list_file is not None:
+        path = resolve_list_path(list_file, root, prefer_cwd=True)
+    else:
+        name = {"train": cfg.data.train_list, "val": cfg.data.val_list, "test": cfg.data.test_list}[split]
+        if name is None:
+            raise DataError(f"no list for the {split} split: set data.{split}_list in the config or pass a list file")
+        path = resolve_list_path(name, root)
+    return read_list(path, root)
+
+
+def build_dataset(config: Config | str | Path | dict, split: str, data_root: str | Path | None = None,
+                  list_file: str | Path | None = None) -> SegmentationDataset:
+    """The dataset of one split; train gets augmentation, val/test none."""
+    cfg = _config(config)
+    pairs = split_pairs(cfg, split, data_root, list_file)
+    data = cfg.data
+    return SegmentationDataset(
+        pairs,
+        num_classes=cfg.num_classes,
+        ignore_index=data.ignore_index,
+        label_map=data.label_map,
+        mean=data.mean,
+        std=data.std,
+        augment=cfg.augment if split == "train" else None,
+        seed=cfg.train.seed,
+        cache=data.cache,
+    )
+
+
+def validate_split(config: Config | str | Path | dict, split: str, data_root: str | Path | None = None,
+                   list_file: str | Path | None = None, full: bool = False) -> None:
+    """Raise DataError naming the first problems if a split's list or files are bad."""
+    cfg = _config(config)
+    pairs = split_pairs(cfg, split, data_root, list_file)
+    problems = pairs.problems + missing_files(pairs)
+    if not problems and full:
+        from bisenet.data.check import check_pairs
+
+        report = check_pairs(pairs, cfg.num_classes, cfg.data.ignore_index, cfg.data.label_map,
+                             workers=max(1, cfg.train.workers))
+        problems = report.problems
+    if problems:
+        hint = (f"bisenet data check --root {pairs.root} --list {pairs.path} --num-classes {cfg.num_classes}"
+                + (f" --dataset {cfg.data.dataset}" if cfg.data.dataset != "custom" else ""))
+        raise DataError(_join(problems, hint))
+
+
+def _join(problems: list[str], hint: str | None = None) -> str:
+    """First few problems on one line, with the command that lists them all."""
+    text = "; ".join(problems[:MAX_LISTED])
+    if len(problems) > MAX_LISTED:
+        text += f"; ... {len(problems) - MAX_LISTED} more"
+    if hint is not None and len(problems) > 1:
+        text += f" (full report: `{hint}`)"
+    return text

@@ -1,0 +1,101 @@
+"""Reading images and label masks with OpenCV, with one-line reasons when a file is bad.
+
+The readers raise `FileProblem` (a plain exception carrying a short reason and a fix);
+callers add the list file and line number before turning it into a `DataError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+COLOUR_MASK_FIX = (
+    "labels must be single-channel class ids: map each palette colour to its id "
+    "(e.g. ids = lut[r*65536 + g*256 + b]) and save an 8-bit grayscale PNG"
+)
+
+
+class FileProblem(Exception):
+    """A bad image or label file; `kind` is a short tag used in summaries."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileProblem("missing", f"{what} {path} not found") from None
+    except IsADirectoryError:
+        raise FileProblem("missing", f"{what} {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise FileProblem("unreadable", f"{what} {path} cannot be read ({exc.strerror or exc})") from None
+    if not data:
+        raise FileProblem("unreadable", f"{what} {path} is empty (0 bytes); re-copy or re-download it")
+    return data
+
+
+def _truncated(data: bytes) -> bool:
+    """True when a PNG or JPEG stream stops before its end marker.
+
+    OpenCV happily returns a half-grey image for a cut JPEG, so check the trailer.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-16:]
+    if data[:2] == b"\xff\xd8":
+        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    return False
+
+
+def _decode(data: bytes, flags: int, path: Path, what: str) -> np.ndarray:
+    if _truncated(data):
+        raise FileProblem("truncated", f"{what} {path} is truncated (file ends early); re-copy or re-download it")
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if array is None:
+        raise FileProblem("unreadable", f"{what} {path} is not a readable image (corrupt or unsupported format)")
+    return array
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image as an HxWx3 uint8 BGR array (OpenCV order)."""
+    path = Path(path)
+    image = _decode(_read_bytes(path, "image"), cv2.IMREAD_COLOR, path, "image")
+    if image.dtype != np.uint8:  # IMREAD_COLOR already gives 8 bits; keep the promise explicit
+        image = cv2.convertScaleAbs(image)
+    return image
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Decode a label mask as an HxW uint8 array of raw values, exactly as stored."""
+    path = Path(path)
+    label = _decode(_read_bytes(path, "label"), cv2.IMREAD_UNCHANGED, path, "label")
+    return as_label_array(label, path)
+
+
+def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
+    """Check a decoded mask is single-channel with values that fit in 8 bits."""
+    if label.ndim == 3 and label.shape[2] == 1:
+        label = label[:, :, 0]
+    if label.ndim != 2:
+        channels = label.shape[2]
+        raise FileProblem(
+            "not single-channel",
+            f"label {path} has {channels} channels (a colour or palette mask); {COLOUR_MASK_FIX}",
+        )
+    if label.dtype != np.uint8:
+        if not np.issubdtype(label.dtype, np.integer):
+            raise FileProblem("bad dtype", f"label {path} holds {label.dtype} values; save integer class ids as 8-bit PNG")
+        high = int(label.max()) if label.size else 0
+        if label.min() < 0 or high > 255:
+            raise FileProblem(
+                "out of range",
+                f"label {path} is {label.dtype} with values up to {high} (above 255); "
+                "save train ids (or remap them) as an 8-bit PNG",
+            )
+        label = label.astype(np.uint8)
+    return label
+

@@ -1,0 +1,159 @@
+"""`bisenet data lists`: list files from official dataset layouts or from two folders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bisenet.data.lists import write_list
+from bisenet.errors import DataError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LAYOUTS = ("cityscapes", "cocostuff", "ade20k", "camvid")
+
+
+@dataclass
+class Pairing:
+    """Matched (image, label) pairs and the files left without a partner."""
+
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    lonely_images: list[Path] = field(default_factory=list)
+    lonely_labels: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class ListsReport:
+    """Lists written (path -> number of pairs) and one warning line per unmatched group."""
+
+    written: dict[Path, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _files(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file())
+
+
+def pair_files(images: list[Path], labels: list[Path], image_key: Callable[[Path], str],
+               label_key: Callable[[Path], str]) -> Pairing:
+    """Match images and labels whose keys are equal; keep the image order."""
+    by_key: dict[str, Path] = {}
+    for label in labels:
+        by_key.setdefault(label_key(label), label)
+    result = Pairing()
+    used = set()
+    for image in images:
+        label = by_key.get(image_key(image))
+        if label is None:
+            result.lonely_images.append(image)
+        else:
+            result.pairs.append((image, label))
+            used.add(label)
+    result.lonely_labels = [label for label in labels if label not in used]
+    return result
+
+
+def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
+    """Pair files by their path inside each folder without the extension (a/b.jpg <-> a/b.png)."""
+    for what, folder in (("--images", images_dir), ("--labels", labels_dir)):
+        if not folder.is_dir():
+            raise DataError(f"{what} {folder} is not a directory; pass the folder that holds the files")
+
+    def key_in(folder: Path) -> Callable[[Path], str]:
+        return lambda p: p.relative_to(folder).with_suffix("").as_posix()
+
+    return pair_files(_files(images_dir), _files(labels_dir), key_in(images_dir), key_in(labels_dir))
+
+
+def _strip(suffix: str) -> Callable[[Path], str]:
+    """Key = file name without a dataset-specific suffix (e.g. '_leftImg8bit.png')."""
+    return lambda p: p.name[: -len(suffix)] if p.name.endswith(suffix) else p.name
+
+
+def _cityscapes(root: Path, train_ids: bool) -> dict[str, Pairing]:
+    label_suffix = "_gtFine_labelTrainIds.png" if train_ids else "_gtFine_labelIds.png"
+    splits = {}
+    for split in ("train", "val", "test"):
+        image_dir, label_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+        if image_dir.is_dir():
+            images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
+            labels = sorted(label_dir.glob(f"*/*{label_suffix}")) if label_dir.is_dir() else []
+            splits[split] = pair_files(images, labels, _strip("_leftImg8bit.png"), _strip(label_suffix))
+    return splits
+
+
+def _by_stem(image_dir: Path, label_dir: Path) -> Pairing:
+    images = _files(image_dir) if image_dir.is_dir() else []
+    labels = _files(label_dir, (".png",)) if label_dir.is_dir() else []
+    return pair_files(images, labels, lambda p: p.stem, lambda p: p.stem)
+
+
+def _cocostuff(root: Path) -> dict[str, Pairing]:
+    splits = {}
+    for split, name in (("train", "train2017"), ("val", "val2017")):
+        image_dir = next((d for d in (root / "images" / name, root / name) if d.is_dir()), None)
+        label_dir = next((d for d in (root / "labels" / name, root / "stuffthingmaps_trainval2017" / name,
+                                      root / "stuffthingmaps" / name, root / "annotations" / name) if d.is_dir()),
+                         root / "labels" / name)
+        if image_dir is not None:
+            splits[split] = _by_stem(image_dir, label_dir)
+    return splits
+
+
+def _ade20k(root: Path) -> dict[str, Pairing]:
+    if (root / "ADEChallengeData2016").is_dir():
+        root = root / "ADEChallengeData2016"
+    return {split: _by_stem(root / "images" / name, root / "annotations" / name)
+            for split, name in (("train", "training"), ("val", "validation")) if (root / "images" / name).is_dir()}
+
+
+def _camvid(root: Path) -> dict[str, Pairing]:
+    splits = {}
+    for split in ("train", "val", "test"):
+        if (root / split / "images").is_dir():  # images/labels subfolders
+            splits[split] = _by_stem(root / split / "images", root / split / "labels")
+        elif (root / split).is_dir():  # SegNet: train/ + trainannot/
+            splits[split] = _by_stem(root / split, root / f"{split}annot")
+    return splits
+
+
+EXPECTED = {
+    "cityscapes": "leftImg8bit/<split>/<city>/*_leftImg8bit.png and gtFine/<split>/<city>/*_gtFine_labelIds.png",
+    "cocostuff": "images/{train2017,val2017}/*.jpg and labels/{train2017,val2017}/*.png",
+    "ade20k": "ADEChallengeData2016/images/{training,validation}/*.jpg and annotations/.../*.png",
+    "camvid": "train/ val/ test/ with trainannot/ ... (SegNet) or <split>/images + <split>/labels",
+}
+
+
+def write_dataset_lists(dataset: str, root: str | Path, out: str | Path | None = None,
+                        train_ids: bool = False) -> ListsReport:
+    """Write train/val(/test).txt for an official layout; paths in them are relative to root."""
+    root = Path(root)
+    if dataset not in LAYOUTS:
+        raise DataError(f"no list layout for {dataset!r}; choose one of {', '.join(LAYOUTS)} or use 'pairs'")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a directory; pass the {dataset} dataset folder")
+    finders = {"cityscapes": lambda r: _cityscapes(r, train_ids), "cocostuff": _cocostuff, "ade20k": _ade20k,
+               "camvid": _camvid}
+    splits = finders[dataset](root)
+    if not any(p.pairs for p in splits.values()):
+        raise DataError(f"found no {dataset} image/label pairs under {root}; expected {EXPECTED[dataset]}")
+    out_dir = Path(out) if out is not None else root
+    report = ListsReport()
+    for split, pairing in splits.items():
+        report.warnings.extend(describe_unmatched(pairing, f"{dataset} {split}"))
+        if pairing.pairs:
+            path = out_dir / f"{split}.txt"
+            report.written[path] = write_list(path, pairing.pairs, root)
+    return report
+
+
+def describe_unmatched(pairing: Pairing, what: str) -> list[str]:
+    """One warning line per side with unmatched files (naming the first few)."""
+    lines = []
+    for side, files, partner in (("images", pairing.lonely_images, "label"),
+                                 ("labels", pairing.lonely_labels, "image")):
+        if files:
+            shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+            lines.append(f"{what}: {len(files)} {side} without a {partner}, skipped: {shown}")
+    return lines

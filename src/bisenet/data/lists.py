@@ -1,0 +1,116 @@
+"""List files: one `image,label` pair per line, paths relative to a data root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bisenet.errors import DataError
+
+LISTS_FIX = "regenerate it with `bisenet data lists` or fix the paths"
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One line of a list file, resolved against the data root."""
+
+    line: int  # 1-based line number in the list file
+    image: Path
+    label: Path
+
+
+@dataclass
+class PairList:
+    """A parsed list file: its entries plus one-line messages for malformed lines."""
+
+    path: Path
+    root: Path
+    entries: list[ListEntry] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def where(self, line: int) -> str:
+        """'LIST line N' prefix used by every message about this list."""
+        return f"{self.path} line {line}"
+
+
+def resolve_list_path(list_file: str | Path, root: Path, prefer_cwd: bool = False) -> Path:
+    """Find a list file: absolute as is, else relative to the data root (or the cwd first)."""
+    path = Path(list_file).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = [path, root / path] if prefer_cwd else [root / path, path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return candidates[0]  # not found: report the path we looked at first
+
+
+def parse_line(text: str) -> tuple[str, str] | None:
+    """Split 'image,label' (or 'image label'); None when the line is not a pair."""
+    if "," in text:
+        parts = [p.strip() for p in text.split(",")]
+    else:
+        parts = text.split()
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        return None
+    return parts[0], parts[1]
+
+
+def read_list(list_file: str | Path, root: str | Path) -> PairList:
+    """Parse a list file; raise DataError only when the file itself cannot be read."""
+    list_path, root = Path(list_file), Path(root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} is not a directory; set data.root (or --data-root) to the dataset folder")
+    try:
+        text = list_path.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from Windows editors
+    except FileNotFoundError:
+        raise DataError(
+            f"list file {list_path} not found; create it with `bisenet data lists` "
+            "or point data.train_list/val_list at an existing file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"list file {list_path} cannot be read ({exc}); it must be UTF-8 text") from None
+    result = PairList(path=list_path, root=root)
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pair = parse_line(line)
+        if pair is None:
+            result.problems.append(
+                f"{result.where(number)}: malformed line {line[:80]!r}; expected 'image,label' (two paths, comma separated)"
+            )
+            continue
+        result.entries.append(ListEntry(number, root / pair[0], root / pair[1]))
+    if not result.entries and not result.problems:
+        result.problems.append(f"{list_path}: list is empty; add 'image,label' lines or {LISTS_FIX}")
+    return result
+
+
+def missing_files(pairs: PairList) -> list[str]:
+    """One message per list line whose image or label does not exist."""
+    problems = []
+    for entry in pairs.entries:
+        for what, path in (("image", entry.image), ("label", entry.label)):
+            if not path.is_file():
+                problems.append(f"{pairs.where(entry.line)}: {what} {path} not found; {LISTS_FIX} (data root {pairs.root})")
+    return problems
+
+
+def write_list(path: Path, pairs: list[tuple[Path, Path]], root: Path) -> int:
+    """Write `image,label` lines relative to `root` (atomically); return the count."""
+    lines = []
+    for image, label in pairs:
+        lines.append(f"{_relative(image, root)},{_relative(label, root)}\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return len(lines)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:  # outside the root: keep it absolute so the list still works
+        return path.resolve().as_posix()

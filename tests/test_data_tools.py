@@ -1,0 +1,216 @@
+"""`bisenet data convert|lists|check` through bisenet.cli.main, on real files in temp folders."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bisenet.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+DUBAI = REPO / "examples" / "dubai"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real datasets not found at {SHARED} (../shared/data)")
+
+CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                        25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "Traceback" not in text
+    return code, text
+
+
+# ---------------------------------------------------------------- convert
+
+
+@needs_shared
+def test_convert_cityscapes_matches_official_and_is_idempotent(tmp_path, capsys):
+    root = tmp_path / "cityscapes"
+    shutil.copytree(SHARED / "cityscapes_sample" / "gtFine", root / "gtFine")
+    sources = sorted(root.rglob("*_gtFine_labelIds.png"))
+    assert len(sources) == 5
+    code, out = run_cli(capsys, "data", "convert", "cityscapes", str(root), "--workers", "2")
+    assert code == 0 and "converted 5, up to date 0, failed 0" in out
+    for source in sources:
+        raw = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+        expected = np.full_like(raw, 255)
+        for label_id, train_id in CITYSCAPES_TRAIN_IDS.items():
+            expected[raw == label_id] = train_id
+        target = source.with_name(source.name.replace("_labelIds.png", "_labelTrainIds.png"))
+        np.testing.assert_array_equal(cv2.imread(str(target), cv2.IMREAD_UNCHANGED), expected)
+    stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*_labelTrainIds.png")}
+    code, out = run_cli(capsys, "data", "convert", "cityscapes", str(root))
+    assert code == 0 and "converted 0, up to date 5" in out
+    assert stamps == {p: p.stat().st_mtime_ns for p in root.rglob("*_labelTrainIds.png")}
+    assert not list(root.rglob("*.tmp"))  # atomic writes leave no temp files behind
+    newer = time.time_ns() + 10**10
+    os.utime(sources[0], ns=(newer, newer))  # an edited source is converted again
+    code, out = run_cli(capsys, "data", "convert", "cityscapes", str(root))
+    assert "converted 1, up to date 4" in out
+
+
+def test_convert_without_gtfine_is_one_line_error(tmp_path, capsys):
+    code, out = run_cli(capsys, "data", "convert", "cityscapes", str(tmp_path))
+    assert code == 2 and "no *_gtFine_labelIds.png files under" in out and out.count("\n") == 1
+
+
+# ---------------------------------------------------------------- lists
+
+
+@needs_shared
+def test_lists_cityscapes_and_camvid_reproduce_shipped_lists(tmp_path, capsys):
+    for name in ("cityscapes_sample", "camvid"):
+        layout = "cityscapes" if name.startswith("cityscapes") else "camvid"
+        code, out = run_cli(capsys, "data", "lists", layout, str(SHARED / name), "--out", str(tmp_path / name))
+        assert code == 0 and "wrote" in out
+        for split in ("train", "val"):
+            got = (tmp_path / name / f"{split}.txt").read_text().splitlines()
+            assert sorted(got) == sorted((SHARED / name / f"{split}.txt").read_text().splitlines())
+
+
+def _touch_png(path: Path, channels: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.zeros((4, 4) if channels == 1 else (4, 4, 3), np.uint8))
+
+
+def test_lists_segnet_ade20k_and_cocostuff_layouts(tmp_path, capsys):
+    camvid = tmp_path / "camvid"
+    for split in ("train", "val", "test"):
+        _touch_png(camvid / split / "0001.png", 3)
+        _touch_png(camvid / f"{split}annot" / "0001.png")
+    code, _ = run_cli(capsys, "data", "lists", "camvid", str(camvid))
+    assert code == 0 and (camvid / "test.txt").read_text() == "test/0001.png,testannot/0001.png\n"
+
+    ade = tmp_path / "ade" / "ADEChallengeData2016"
+    for split in ("training", "validation"):
+        _touch_png(ade / "images" / split / f"ADE_{split}_1.jpg", 3)
+        _touch_png(ade / "annotations" / split / f"ADE_{split}_1.png")
+    code, _ = run_cli(capsys, "data", "lists", "ade20k", str(tmp_path / "ade"))
+    assert (tmp_path / "ade" / "val.txt").read_text() == (
+        "ADEChallengeData2016/images/validation/ADE_validation_1.jpg,"
+        "ADEChallengeData2016/annotations/validation/ADE_validation_1.png\n")
+
+    coco = tmp_path / "coco"
+    for split in ("train2017", "val2017"):
+        _touch_png(coco / "images" / split / "000000000009.jpg", 3)
+        _touch_png(coco / "labels" / split / "000000000009.png")
+    _touch_png(coco / "images" / "val2017" / "000000000010.jpg", 3)  # no label
+    code, out = run_cli(capsys, "data", "lists", "cocostuff", str(coco))
+    assert code == 0 and "cocostuff val: 1 images without a label, skipped" in out
+    assert (coco / "train.txt").read_text() == "images/train2017/000000000009.jpg,labels/train2017/000000000009.png\n"
+
+    code, out = run_cli(capsys, "data", "lists", "ade20k", str(coco))
+    assert code == 2 and "found no ade20k image/label pairs" in out
+
+
+def test_lists_pairs_by_stem_reports_unmatched(tmp_path, capsys):
+    for name in ("a", "b", "c"):
+        _touch_png(tmp_path / "imgs" / f"{name}.jpg", 3)
+    for name in ("a", "b", "z"):
+        _touch_png(tmp_path / "masks" / f"{name}.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "imgs", "--labels", "masks",
+                        "--out", "train.txt")
+    assert code == 0
+    assert (tmp_path / "train.txt").read_text() == "imgs/a.jpg,masks/a.png\nimgs/b.jpg,masks/b.png\n"
+    assert "1 images without a label, skipped: " in out and "c.jpg" in out
+    assert "1 labels without a image" in out and "z.png" in out
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "imgs")
+    assert code == 2 and "needs --images DIR --labels DIR --out LIST" in out
+
+
+# ---------------------------------------------------------------- check
+
+
+def test_check_summary_on_bundled_dubai(capsys):
+    code, out = run_cli(capsys, "data", "check", "--root", str(DUBAI), "--list", "val.txt", "--dataset", "dubai",
+                        "--workers", "2")
+    assert code == 0
+    assert "12 pairs, no problems" in out and "building" in out and "RGB mean/std" in out
+    code, out = run_cli(capsys, "data", "check", "--config", str(REPO / "configs" / "bisenetv2_dubai.yaml"),
+                        "--root", str(DUBAI), "--split", "val")
+    assert code == 0 and "12 pairs" in out
+
+
+@pytest.fixture
+def broken(tmp_path):
+    """A small dataset with one good pair and one file per kind of problem."""
+    good_label = np.zeros((6, 8), np.uint8)
+    pairs = {}
+
+    def add(name, image=None, label=None):
+        image = np.full((6, 8, 3), 90, np.uint8) if image is None else image
+        cv2.imwrite(str(tmp_path / "img" / f"{name}.png"), image)
+        cv2.imwrite(str(tmp_path / "lab" / f"{name}.png"), good_label if label is None else label)
+        pairs[name] = f"img/{name}.png,lab/{name}.png"
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    add("good")
+    add("missing")
+    (tmp_path / "lab" / "missing.png").unlink()
+    add("truncated")
+    data = (tmp_path / "img" / "truncated.png").read_bytes()
+    (tmp_path / "img" / "truncated.png").write_bytes(data[:-20])
+    add("rgb", label=np.zeros((6, 8, 3), np.uint8))
+    add("range", label=np.array([[0, 1, 7, 9, 255, 0, 0, 0]] * 6, np.uint8))
+    add("size", label=np.zeros((5, 8), np.uint8))
+    return tmp_path, pairs
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", r"line 1: label .*missing.png not found; regenerate it with `bisenet data lists`"),
+    ("truncated", r"line 1: image .*truncated.png is truncated"),
+    ("rgb", r"line 1: label .*rgb.png has 3 channels .*map each palette colour to its id"),
+    ("range", r"line 1: label .*range.png has values 7, 9 outside \[0, 2\) that are not the ignore index 255"),
+    ("size", r"line 1: image .*size.png is 8x6 but label .*size.png is 8x5 \(WxH\)"),
+])
+def test_check_reports_each_problem(broken, capsys, case, message):
+    root, pairs = broken
+    (root / "one.txt").write_text(pairs[case] + "\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "one.txt", "--num-classes", "2")
+    assert code == 1
+    problem = out.splitlines()[0]
+    assert problem.startswith(str(root / "one.txt"))
+    assert re.search(message, problem), problem
+    assert out.splitlines()[-1].startswith("1 problem(s) in")
+
+
+def test_check_all_problems_in_order_plus_list_errors(broken, capsys):
+    root, pairs = broken
+    lines = [pairs[k] for k in ("good", "missing", "truncated", "rgb", "range", "size")] + ["just-one-path.png"]
+    (root / "all.txt").write_text("\n".join(lines) + "\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "all.txt", "--num-classes", "2",
+                        "--workers", "2")
+    assert code == 1
+    reported = out.splitlines()[:-1]
+    assert len(reported) == 6 and "line 7: malformed line 'just-one-path.png'" in reported[0]
+    assert [int(line.split(" line ")[1].split(":")[0]) for line in reported[1:]] == [2, 3, 4, 5, 6]
+    (root / "empty.txt").write_text("")
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "empty.txt", "--num-classes", "2")
+    assert code == 1 and "empty.txt: list is empty" in out
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "nope.txt", "--num-classes", "2")
+    assert code == 2 and "list file" in out and "not found" in out and out.count("\n") == 1
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "all.txt")
+    assert code == 2 and "--num-classes N is required" in out
+
+
+def test_check_dataset_applies_label_map(tmp_path, capsys):
+    _touch_png(tmp_path / "a.png", 3)
+    cv2.imwrite(str(tmp_path / "a_gtFine_labelIds.png"), np.array([[7, 26, 0, 33]] * 4, np.uint8))
+    (tmp_path / "l.txt").write_text("a.png,a_gtFine_labelIds.png\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "19")
+    assert code == 1 and "values 26, 33 outside [0, 19)" in out
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--dataset",
+                        "cityscapes")
+    assert code == 0 and out.count("33.33%") == 3  # road, car and bicycle; id 0 is ignored
