@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bisenet.config import load_config
-from bisenet.data import EpochSampler, SegmentationDataset, build_dataset
+from bisenet.data import SegmentationDataset, build_dataset
 from bisenet.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,18 +100,6 @@ def test_dataloader_workers_do_not_change_samples():
 
     for (x0, y0), (x2, y2) in zip(run(0), run(2)):
         assert torch.equal(x0, x2) and torch.equal(y0, y2)
-
-
-def test_epoch_sampler_resumes_exactly():
-    full = EpochSampler(10, seed=3)
-    it = iter(full)
-    first = [next(it) for _ in range(25)]
-    assert sorted(i for e, i in first[:10]) == list(range(10)) and first[10][0] == 1
-    resumed = iter(EpochSampler(10, seed=3, start=13))
-    assert [next(resumed) for _ in range(12)] == first[13:]
-    ranks = [iter(EpochSampler(10, seed=3, rank=r, world_size=2)) for r in (0, 1)]
-    shards = [[next(it) for _ in range(5)] for it in ranks]
-    assert sorted(shards[0] + shards[1]) == sorted(first[:10])  # ranks split each epoch
 
 
 def test_padding_when_crop_exceeds_image():

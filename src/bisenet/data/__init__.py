@@ -1,5 +1,5 @@
 """Datasets, label maps, list files and data tools (`bisenet data ...`)."""
 
-from bisenet.data.dataset import EpochSampler, SegmentationDataset, build_dataset, validate_split
+from bisenet.data.dataset import SegmentationDataset, build_dataset, validate_split
 
-__all__ = ["EpochSampler", "SegmentationDataset", "build_dataset", "validate_split"]
+__all__ = ["SegmentationDataset", "build_dataset", "validate_split"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from bisenet.config import AugmentConfig, Config, load_config
 from bisenet.data.cache import DecodedCache
@@ -153,33 +152,6 @@ class SegmentationDataset(Dataset):
                 raise SampleError(f"{where}: label {label_path} {bad}")
             self._checked.add(index)
         return image, label
-
-
-class EpochSampler(Sampler):
-    """Yields (epoch, index) keys forever: a fresh seeded shuffle per epoch, resumable.
-
-    With `world_size` > 1 each rank takes every world_size-th index of the shared order.
-    `start` skips that many of this rank's samples, so a run resumed at iteration i with
-    per-process batch size b uses start = i * b and sees exactly the samples it would have.
-    """
-
-    def __init__(self, length: int, seed: int = 0, shuffle: bool = True, start: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
-        if length < world_size:
-            raise DataError(f"{length} samples cannot be shared among {world_size} processes; add data")
-        self.length, self.seed, self.shuffle, self.start = length, seed, shuffle, start
-        self.rank, self.world_size = rank, world_size
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        per_rank = len(range(self.rank, self.length, self.world_size))
-        epoch, offset = divmod(self.start, per_rank)
-        while True:
-            order = np.arange(self.length)
-            if self.shuffle:
-                np.random.default_rng(np.random.SeedSequence([self.seed, epoch, 1 << 20])).shuffle(order)
-            for index in order[self.rank::self.world_size][offset:]:
-                yield epoch, int(index)
-            epoch, offset = epoch + 1, 0
 
 
 def _config(config: Config | str | Path | dict) -> Config:
