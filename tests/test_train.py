@@ -149,15 +149,21 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     assert f"resumed from {killed / 'last.pt'} at iteration {saved}" in (killed / "train.log").read_text()
 
 
-def test_sigterm_writes_checkpoint_and_exits(tmp_path):
+@pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
+def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
+    # A cluster scheduler signals the whole process group, data workers included.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *cli_args(tmp_path, "train.max_iters=10000", "train.checkpoint_interval=10000")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    args = cli_args(tmp_path, "train.max_iters=10000", "train.checkpoint_interval=10000", "train.workers=1")
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, text=True, start_new_session=True)
     for line in proc.stdout:
         if line.startswith("iter") and iteration_of(line) >= 2:
             break
     sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     output = proc.communicate(timeout=60)[0]
     assert time.monotonic() - sent < 20
     assert proc.returncode == 143, output

@@ -105,6 +105,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         # A private generator: creating the loader must not consume the global RNG.
         generator=torch.Generator().manual_seed(tc.seed),
         persistent_workers=False, prefetch_factor=4 if tc.workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals,
     )
     images_per_step = tc.batch_size * dist_info.world_size
     monitor.print(
@@ -238,6 +239,16 @@ def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: list[torch.Ten
         hint += ", try --amp bf16 or none (fp16 overflow)"
     return (f"loss became {float(loss.detach())} at iteration {iteration} ({heads}); the last good checkpoint is "
             f"{work_dir / 'last.pt'} if one was written. Try: {hint}, and check the labels with `bisenet data check`")
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data workers leave SIGTERM/SIGINT to the main process.
+
+    Schedulers and Ctrl-C signal the whole process group; a worker that died of it would
+    make the main process raise mid-step instead of writing its checkpoint.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _StopRequest:
