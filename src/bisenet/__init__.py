@@ -2,8 +2,20 @@
 
 from bisenet.checkpoint import load_model
 from bisenet.config import Config, load_config
+from bisenet.evaluation import evaluate, score_predictions
 from bisenet.models import build_model
+from bisenet.predict import Segmenter, colorize
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "build_model", "load_config", "load_model", "__version__"]
+__all__ = [
+    "Config",
+    "Segmenter",
+    "build_model",
+    "colorize",
+    "evaluate",
+    "load_config",
+    "load_model",
+    "score_predictions",
+    "__version__",
+]

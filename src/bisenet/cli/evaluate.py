@@ -1,15 +1,106 @@
-"""`bisenet eval`: not built yet."""
+"""`bisenet eval`: score weights on a split (ss, ssc, msf, mscf), or score saved prediction PNGs."""
 
 from __future__ import annotations
 
 import argparse
 
+from bisenet.config import EVAL_MODES, parse_size
 from bisenet.errors import BisenetError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("config", nargs="?", help="YAML config (optional when the checkpoint stores one, or with --pred-dir)")
+    parser.add_argument("--weights", help="published state_dict, our checkpoint, or .safetensors")
+    parser.add_argument("--mode", choices=EVAL_MODES, help="ss whole image, ssc sliding crops, msf multi-scale + flip, mscf both")
+    parser.add_argument("--split", default="val", choices=["train", "val", "test"])
+    parser.add_argument("--data-root", help="override data.root")
+    parser.add_argument("--list", help="list file of image,label pairs (overrides the split's list)")
+    parser.add_argument("--scales", nargs="+", help="msf/mscf scales, e.g. 0.5 0.75 1.0 (or 0.5,0.75,1.0)")
+    parser.add_argument("--crop", help="sliding window HxW for ssc/mscf (multiples of 32)")
+    parser.add_argument("--stride", help="sliding stride HxW (default 2/3 of the crop)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="add horizontally flipped inputs (default: on for msf/mscf)")
+    parser.add_argument("--batch-size", type=int, help="images per forward pass (same-size images are batched)")
+    parser.add_argument("--workers", type=int, help="data-loading processes")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--backend", default="eager", help="inference backend (eager, fold_bn, compile, onnxruntime, ...)")
+    parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON, with confusion and IoU plots beside it")
+    parser.add_argument("--save-pred", metavar="DIR", help="write one train-id PNG per image, named after its stem")
+    parser.add_argument("--cityscapes-ids", action="store_true",
+                        help="with --save-pred: write label ids instead of train ids (for the official server)")
+    group = parser.add_argument_group("scoring saved predictions (no model)")
+    group.add_argument("--pred-dir", help="folder of train-id PNGs named after each image's stem")
+    group.add_argument("--root", help="dataset root the list's paths are relative to")
+    group.add_argument("--dataset", help="dataset preset for the label map and class names (e.g. cityscapes)")
+    group.add_argument("--num-classes", type=int, help="class count when no dataset preset applies")
+
+
+def _scales(values: list[str] | None) -> list[float] | None:
+    if not values:
+        return None
+    try:
+        return [float(v) for item in values for v in item.split(",") if v]
+    except ValueError:
+        raise BisenetError(f"--scales {' '.join(values)}: expected numbers such as 0.5 0.75 1.0") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BisenetError("this command is not built yet")
+    import os
+
+    from bisenet.evaluation import format_table
+
+    result = _score_saved(args) if args.pred_dir else _evaluate_weights(args)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every rank holds the same all-reduced result
+        return 0
+    print(format_table(result))
+    if args.json:
+        from bisenet.evaluation import write_report
+
+        written = write_report(result, args.json)
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _evaluate_weights(args: argparse.Namespace) -> dict:
+    from bisenet.checkpoint import read_weights
+    from bisenet.evaluation import evaluate
+
+    if not args.weights:
+        raise BisenetError("pass --weights W to evaluate a model, or --pred-dir DIR to score saved predictions")
+    config = args.config
+    if config is None:
+        config = read_weights(args.weights).get("config")
+        if not isinstance(config, dict):
+            raise BisenetError(
+                f"{args.weights} stores no config: pass one first, "
+                f"e.g. bisenet eval configs/bisenetv2_dubai.yaml --weights {args.weights}"
+            )
+    return evaluate(
+        config, args.weights, mode=args.mode, split=args.split, data_root=args.data_root, list_file=args.list,
+        scales=_scales(args.scales), crop=parse_size(args.crop, "--crop") if args.crop else None,
+        stride=parse_size(args.stride, "--stride") if args.stride else None, flip=args.flip,
+        batch_size=args.batch_size, device=args.device, backend=args.backend, save_pred_dir=args.save_pred,
+        cityscapes_ids=args.cityscapes_ids, workers=args.workers,
+    )
+
+
+def _score_saved(args: argparse.Namespace) -> dict:
+    from bisenet.evaluation import score_predictions
+
+    if args.weights:
+        raise BisenetError("--pred-dir scores saved PNGs without a model: drop --weights (or drop --pred-dir)")
+    if args.config:
+        from bisenet.config import load_config
+
+        cfg = load_config(args.config)
+        d = cfg.data
+        return score_predictions(
+            args.pred_dir, args.root or args.data_root or d.root, args.list or d.val_list,
+            num_classes=cfg.num_classes, ignore_index=d.ignore_index, label_map=d.label_map, class_names=d.class_names,
+        )
+    root = args.root or args.data_root
+    if not root or not args.list:
+        raise BisenetError("--pred-dir needs --root R and --list L (or a CONFIG that names them)")
+    if not args.dataset and not args.num_classes:
+        raise BisenetError("--pred-dir needs --dataset NAME (e.g. cityscapes) or --num-classes N")
+    return score_predictions(args.pred_dir, root, args.list, num_classes=args.num_classes, dataset=args.dataset)

@@ -1,15 +1,33 @@
-"""`bisenet predict`: not built yet."""
+"""`bisenet predict`: colour masks, overlays and label PNGs for images, folders and videos."""
 
 from __future__ import annotations
 
 import argparse
 
-from bisenet.errors import BisenetError
+from bisenet.config import EVAL_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders (searched recursively) or videos")
+    parser.add_argument("--weights", required=True, help="published state_dict, our checkpoint, or .safetensors")
+    parser.add_argument("--config", help="YAML config for class names, palette and mean/std (default: the checkpoint's)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--overlay", type=float, default=0.5, metavar="ALPHA", help="mask opacity on the photo (default 0.5)")
+    parser.add_argument("--mode", choices=EVAL_MODES, default="ss", help="inference protocol (default ss)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass")
+    parser.add_argument("--backend", default="eager", help="inference backend (eager, fold_bn, compile, onnxruntime, ...)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BisenetError("this command is not built yet")
+    from bisenet.predict import Segmenter, predict_paths
+
+    segmenter = Segmenter.from_checkpoint(args.weights, device=args.device, config=args.config, mode=args.mode,
+                                          backend=args.backend, batch_size=args.batch_size)
+    print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
+          f"{segmenter.protocol.describe()} on {segmenter.device}")
+    summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
+    print(f"wrote {summary.images} image(s) x 3 PNGs and {summary.videos} video(s) to {args.out}"
+          + (f"; skipped {len(summary.skipped)}" if summary.skipped else ""))
+    return 0 if summary.images or summary.videos or not summary.skipped else 1

@@ -1,0 +1,239 @@
+"""Evaluate a model on a split: batches of same-size images, one confusion matrix on the device."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from bisenet.config import Config, load_config
+from bisenet.errors import BisenetError
+from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, make_protocol
+from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_to_list, new_confusion, update_confusion
+from bisenet.evaluation.scoring import train_to_raw_lut
+
+
+class _Indexed(Dataset):
+    """Yields (index, image, label) so that each prediction can be named after its image."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        image, label = self.dataset[index]
+        return index, torch.as_tensor(image), torch.as_tensor(label)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(W, H) from the file header only; PIL does not decode the pixels for this."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except OSError:
+        return (-1, -1)  # unreadable: its own batch; the dataset raises the real error
+
+
+def size_batches(dataset: Any, indices: list[int], batch_size: int) -> list[list[int]]:
+    """Split indices into batches whose images share one size (so they stack into one tensor)."""
+    if batch_size <= 1 or not hasattr(dataset, "samples"):
+        return [[i] for i in indices]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in indices:
+        groups.setdefault(_image_size(Path(dataset.samples[i][0])), []).append(i)
+    return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
+
+
+def _default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def evaluate_model(
+    model: nn.Module | Any,
+    dataset: Any,
+    device: str | torch.device = "cpu",
+    mode: str = "ss",
+    protocol: Protocol | None = None,
+    batch_size: int = 1,
+    workers: int | None = None,
+    class_names: list[str] | None = None,
+    save_pred_dir: str | os.PathLike | None = None,
+    raw_lut: np.ndarray | None = None,
+    distributed: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Score an eval-mode model (or backend) on a val SegmentationDataset; returns the metrics dict.
+
+    With `distributed=True` every rank must call it: each scores a shard and the confusion
+    matrix is all-reduced. The training loop calls it on rank 0 alone (the default).
+    """
+    device = torch.device(device)
+    protocol = protocol or make_protocol(mode)
+    num_classes = int(dataset.num_classes)
+    indices = list(range(len(dataset)))
+    if distributed and dist.is_available() and dist.is_initialized():
+        indices = indices[dist.get_rank()::dist.get_world_size()]  # strided shard: no padded duplicates
+    batches = size_batches(dataset, indices, batch_size)
+    workers = _default_workers() if workers is None else workers
+    loader = DataLoader(
+        _Indexed(dataset), batch_sampler=batches, num_workers=workers if len(batches) > 1 else 0,
+        pin_memory=device.type == "cuda",
+    )
+    names = getattr(dataset, "names", None) or [str(i) for i in range(len(dataset))]
+    out_dir = Path(save_pred_dir) if save_pred_dir is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    confusion = new_confusion(num_classes, device)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as writer, torch.inference_mode():
+        pending = []
+        for index, images, labels in tqdm(loader, desc=f"eval {protocol.mode}", unit="batch", disable=not progress):
+            scores = infer(model, images.to(device, non_blocking=True), protocol)
+            if scores.shape[1] != num_classes:
+                raise BisenetError(
+                    f"the model predicts {scores.shape[1]} classes but the dataset has {num_classes}; "
+                    "check the weights and data.num_classes"
+                )
+            preds = scores.argmax(dim=1)
+            update_confusion(confusion, preds, labels)
+            if out_dir is not None:
+                # uint8 suffices: the config keeps num_classes <= ignore_index <= 255.
+                for i, pred in zip(index.tolist(), preds.to(torch.uint8).cpu().numpy()):
+                    image = raw_lut[pred] if raw_lut is not None else pred
+                    pending.append(writer.submit(_write_png, out_dir / f"{names[i]}.png", image))
+        for job in pending:
+            job.result()  # surface write errors
+    if distributed:  # never when called on rank 0 alone: the other ranks would not join the collective
+        all_reduce_confusion(confusion)
+    result = compute_metrics(confusion, class_names)
+    result.update(
+        mode=protocol.mode, protocol=protocol.describe(),
+        images=len(dataset) if distributed else len(indices), seconds=round(time.perf_counter() - start, 3),
+        confusion_matrix=confusion_to_list(confusion),
+    )
+    return result
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image)):
+        raise BisenetError(f"could not write {path}; check that the folder is writable")
+
+
+def evaluate(
+    config: Config | str | os.PathLike | dict,
+    weights_or_model: str | os.PathLike | nn.Module | Any,
+    mode: str | None = None,
+    split: str = "val",
+    data_root: str | os.PathLike | None = None,
+    list_file: str | os.PathLike | None = None,
+    scales: list[float] | None = None,
+    crop: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+    flip: bool | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device = "auto",
+    backend: str = "eager",
+    save_pred_dir: str | os.PathLike | None = None,
+    cityscapes_ids: bool = False,
+    json_path: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    backend_options: dict | None = None,
+) -> dict:
+    """Evaluate weights (a file or a model) on a split with ss/ssc/msf/mscf; optional JSON and plots.
+
+    Returns {"mIoU", "IoU": {class: value or None}, "pixel_acc", "fwIoU", "mode", "images", ...}.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config)
+    with _torchrun_group(device) as run_device:
+        return _evaluate(cfg, weights_or_model, mode, split, data_root, list_file, scales, crop, stride, flip,
+                         batch_size, run_device, backend, save_pred_dir, cityscapes_ids, json_path, workers, progress,
+                         backend_options)
+
+
+@contextlib.contextmanager
+def _torchrun_group(device: str | torch.device) -> Iterator[str | torch.device]:
+    """Under torchrun, join the process group (one shard per process) and leave it afterwards.
+
+    Leaving matters: gloo aborts at exit ("terminate called without an active exception")
+    when a process group is still open.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        from bisenet.engine.distributed import cleanup, init_distributed
+
+        joined = init_distributed(str(device)).device
+        try:
+            yield joined
+        finally:
+            cleanup()
+    else:
+        yield device
+
+
+def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, data_root: Any, list_file: Any,
+              scales: list[float] | None, crop: tuple[int, int] | None, stride: tuple[int, int] | None,
+              flip: bool | None, batch_size: int | None, device: str | torch.device, backend: str,
+              save_pred_dir: Any, cityscapes_ids: bool, json_path: Any, workers: int | None, progress: bool,
+              backend_options: dict | None) -> dict:
+    from bisenet.checkpoint import load_model
+    from bisenet.data import build_dataset, validate_split
+    from bisenet.engine.distributed import resolve_device
+
+    device = resolve_device(str(device))
+    ec = cfg.eval
+    mode = mode or ec.mode
+    if crop is None:
+        crop = ec.crop_size or (CITYSCAPES_CROP if cfg.data.dataset == "cityscapes" else cfg.augment.crop_size)
+    # eval.flip: false is also the default, so it only means "the protocol's default" (on for msf/mscf).
+    protocol = make_protocol(mode, scales or ec.scales, flip if flip is not None else (ec.flip or None),
+                             crop, stride or ec.stride)
+    raw_lut = None
+    if cityscapes_ids:
+        if save_pred_dir is None:
+            raise BisenetError("--cityscapes-ids writes label-id PNGs: also pass --save-pred DIR")
+        if not cfg.data.label_map:
+            raise BisenetError(f"--cityscapes-ids needs a label map (data.label_map); dataset {cfg.data.dataset} has none")
+        raw_lut = train_to_raw_lut(cfg.data.label_map, cfg.num_classes)
+    validate_split(cfg, split, data_root, list_file)
+    dataset = build_dataset(cfg, split, data_root, list_file)
+    if isinstance(weights_or_model, (str, os.PathLike)):
+        model = load_model(weights_or_model, map_location=device)
+        if getattr(model, "num_classes", cfg.num_classes) != cfg.num_classes:
+            raise BisenetError(
+                f"{weights_or_model}: the weights predict {model.num_classes} classes but the config's dataset "
+                f"{cfg.data.dataset} has {cfg.num_classes}; pass the matching config"
+            )
+    else:
+        model = weights_or_model
+        if isinstance(model, nn.Module):
+            model = model.to(device).eval()
+    runner = build_runner(model, backend, device, **(backend_options or {})) if isinstance(model, nn.Module) else model
+    distributed = dist.is_available() and dist.is_initialized()
+    result = evaluate_model(
+        runner, dataset, device, protocol=protocol, batch_size=batch_size or ec.batch_size,
+        workers=min(cfg.train.workers, _default_workers()) if workers is None else workers,
+        class_names=cfg.data.class_names, save_pred_dir=save_pred_dir, raw_lut=raw_lut,
+        distributed=distributed, progress=progress and (not distributed or dist.get_rank() == 0),
+    )
+    result.update(split=split, backend=backend, device=str(device))
+    if json_path is not None and (not distributed or dist.get_rank() == 0):
+        from bisenet.evaluation.report import write_report
+
+        write_report(result, json_path)
+    return result

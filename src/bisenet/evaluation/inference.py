@@ -1,0 +1,187 @@
+"""Inference protocols on any callable model: ss, ssc (sliding crops), msf and mscf.
+
+The model is anything that maps a normalised float32 N x 3 x H x W tensor (H, W multiples
+of 32) to float32 N x C x H x W logits: an nn.Module in eval mode or a deploy backend.
+Every protocol returns scores at the input's size: logits for plain `ss`, otherwise
+softmax probabilities averaged over crops, scales and flips (argmax is what you want).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bisenet.errors import BisenetError
+
+MODES = ("ss", "ssc", "msf", "mscf")
+DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+CITYSCAPES_CROP = (1024, 1024)
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A resolved evaluation protocol: which scales, flip, and sliding window to use."""
+
+    mode: str = "ss"
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    crop: tuple[int, int] | None = None  # sliding window (H, W); None: whole image
+    stride: tuple[int, int] | None = None
+    crop_batch: int = 4  # crops per forward pass
+
+    def describe(self) -> str:
+        """One line such as 'msf scales 0.5,1.0 flip'."""
+        text = self.mode
+        if len(self.scales) > 1 or self.scales[0] != 1.0:
+            text += " scales " + ",".join(f"{s:g}" for s in self.scales)
+        if self.crop:
+            text += f" crop {self.crop[0]}x{self.crop[1]} stride {self.stride[0]}x{self.stride[1]}"
+        return text + (" flip" if self.flip else "")
+
+
+def make_protocol(
+    mode: str = "ss",
+    scales: Sequence[float] | None = None,
+    flip: bool | None = None,
+    crop: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+    crop_batch: int = 4,
+) -> Protocol:
+    """Check and fill a protocol: multi-scale modes default to the six scales plus flip, sliding ones need a crop."""
+    if mode not in MODES:
+        raise BisenetError(f"evaluation mode {mode!r} is not one of {', '.join(MODES)}")
+    multi_scale = mode in ("msf", "mscf")
+    sliding = mode in ("ssc", "mscf")
+    scales = tuple(float(s) for s in (scales or DEFAULT_SCALES)) if multi_scale else (1.0,)
+    if any(not s > 0 for s in scales):
+        raise BisenetError(f"scales must be positive, got {', '.join(f'{s:g}' for s in scales)}")
+    flip = multi_scale if flip is None else bool(flip)
+    if not sliding:
+        return Protocol(mode, scales, flip, None, None, crop_batch)
+    if crop is None:
+        raise BisenetError(f"mode {mode} needs a crop size: pass --crop HxW or set eval.crop_size")
+    crop = (int(crop[0]), int(crop[1]))
+    if crop[0] % 32 or crop[1] % 32 or min(crop) <= 0:
+        raise BisenetError(
+            f"crop {crop[0]}x{crop[1]} must be positive multiples of 32 (the network's stride); "
+            f"try {_ceil32(crop[0])}x{_ceil32(crop[1])}"
+        )
+    if stride is None:
+        stride = (max(1, math.ceil(crop[0] * 2 / 3)), max(1, math.ceil(crop[1] * 2 / 3)))
+    stride = (int(stride[0]), int(stride[1]))
+    if not (0 < stride[0] <= crop[0] and 0 < stride[1] <= crop[1]):
+        raise BisenetError(
+            f"stride {stride[0]}x{stride[1]} must be positive and no larger than the crop {crop[0]}x{crop[1]} "
+            "(larger strides leave pixels unseen)"
+        )
+    return Protocol(mode, scales, flip, crop, stride, crop_batch)
+
+
+def _ceil32(n: int) -> int:
+    return max(32, math.ceil(n / 32) * 32)
+
+
+def forward_padded(model: Model, images: torch.Tensor) -> torch.Tensor:
+    """Run the model on images padded bottom/right to multiples of 32; crop the logits back exactly."""
+    h, w = images.shape[-2:]
+    ph, pw = _ceil32(h) - h, _ceil32(w) - w
+    # Zero in normalised space is the dataset's mean colour: the most neutral padding.
+    padded = F.pad(images, (0, pw, 0, ph)) if ph or pw else images
+    logits = model(padded)
+    if isinstance(logits, (tuple, list)):  # a model left in training mode returns (main, *aux)
+        logits = logits[0]
+    if logits.shape[0] != images.shape[0] or logits.shape[-2:] != padded.shape[-2:]:
+        raise BisenetError(
+            f"the model returned {tuple(logits.shape)} for an input of {tuple(padded.shape)}; "
+            "it must return N x C x H x W logits at the input size (is it in eval mode?)"
+        )
+    return logits[..., :h, :w].float()
+
+
+def _windows(size: int, crop: int, stride: int) -> list[int]:
+    """Window starts covering [0, size): a regular grid plus one window flush with the end."""
+    if size <= crop:
+        return [0]
+    starts = list(range(0, size - crop, stride))
+    return starts + [size - crop]
+
+
+def _sliding(model: Model, images: torch.Tensor, protocol: Protocol, flip: bool) -> torch.Tensor:
+    """Softmax probabilities averaged over overlapping crops (and their flips)."""
+    n, _, h, w = images.shape
+    ch, cw = min(protocol.crop[0], _ceil32(h)), min(protocol.crop[1], _ceil32(w))
+    # Images smaller than the crop are padded up to it, then cropped back at the end.
+    padded = F.pad(images, (0, max(0, cw - w), 0, max(0, ch - h)))
+    ph, pw = padded.shape[-2:]
+    boxes = [(y, x) for y in _windows(ph, ch, protocol.stride[0]) for x in _windows(pw, cw, protocol.stride[1])]
+    probs = None
+    counts = torch.zeros(1, 1, ph, pw, device=images.device)
+    per_pass = max(1, protocol.crop_batch)
+    for first in range(0, len(boxes), per_pass):
+        chunk = boxes[first:first + per_pass]
+        crops = torch.cat([padded[:, :, y:y + ch, x:x + cw] for y, x in chunk])
+        crop_probs = _flip_averaged(model, crops, flip)
+        if probs is None:
+            probs = torch.zeros(n, crop_probs.shape[1], ph, pw, device=images.device)
+        for i, (y, x) in enumerate(chunk):
+            probs[:, :, y:y + ch, x:x + cw] += crop_probs[i * n:(i + 1) * n]
+            counts[:, :, y:y + ch, x:x + cw] += 1
+    return (probs / counts)[..., :h, :w]
+
+
+def _flip_averaged(model: Model, images: torch.Tensor, flip: bool) -> torch.Tensor:
+    """Softmax of the model on images (and their mirror images, in the same forward pass)."""
+    n = images.shape[0]
+    batch = torch.cat([images, images.flip(-1)]) if flip else images
+    probs = forward_padded(model, batch).softmax(dim=1)
+    if flip:
+        return (probs[:n] + probs[n:].flip(-1)) / 2
+    return probs
+
+
+@torch.inference_mode()
+def infer(model: Model, images: torch.Tensor, protocol: Protocol | None = None) -> torch.Tensor:
+    """Scores N x C x H x W at the input size: logits for plain ss, else averaged softmax probabilities."""
+    protocol = protocol or Protocol()
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise BisenetError(f"expected N x 3 x H x W images, got shape {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    if protocol.scales == (1.0,) and not protocol.flip and protocol.crop is None:
+        return forward_padded(model, images)
+    total = None
+    for scale in protocol.scales:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        scaled = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        if protocol.crop is not None:
+            probs = _sliding(model, scaled, protocol, protocol.flip)
+        else:
+            probs = _flip_averaged(model, scaled, protocol.flip)
+        if size != (h, w):
+            probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+        total = probs if total is None else total.add_(probs)
+    # The protocol sums probabilities; dividing by the count keeps them in [0, 1], argmax unchanged.
+    return total / len(protocol.scales)
+
+
+def predict_labels(model: Model, images: torch.Tensor, protocol: Protocol | None = None) -> torch.Tensor:
+    """Per-pixel class ids N x H x W (int64) at the input size."""
+    return infer(model, images, protocol).argmax(dim=1)
+
+
+def build_runner(model: torch.nn.Module, backend: str = "eager", device: str | torch.device = "cpu", **options) -> Model:
+    """Wrap an eval-mode model in an inference backend (bisenet.deploy.backends); 'eager' is the model itself."""
+    try:
+        from bisenet.deploy.backends import build_backend
+    except ImportError:
+        if backend == "eager":
+            return model
+        raise BisenetError(
+            f"backend {backend!r} needs bisenet.deploy.backends, which this install lacks; use --backend eager"
+        ) from None
+    return build_backend(backend, model, torch.device(device), **options)

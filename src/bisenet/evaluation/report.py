@@ -1,0 +1,106 @@
+"""Console table, JSON file, confusion-matrix heatmap and per-class IoU bar chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+
+def _pct(value: float | None) -> str:
+    return "   n/a" if value is None else f"{value * 100:6.2f}"
+
+
+def format_table(result: dict) -> str:
+    """Per-class IoU, then mIoU, pixel accuracy and fwIoU, as percentages."""
+    ious = result["IoU"]
+    width = max([len(name) for name in ious] + [10])
+    lines = [f"{'class':<{width}}  IoU (%)", "-" * (width + 9)]
+    lines += [f"{name:<{width}}  {_pct(value)}" for name, value in ious.items()]
+    lines.append("-" * (width + 9))
+    lines += [f"{key:<{width}}  {_pct(result.get(key))}" for key in ("mIoU", "pixel_acc", "fwIoU")]
+    what = result.get("protocol", result.get("mode", ""))
+    lines.append(f"{result.get('images', '?')} images, {what}" + (f", {result['seconds']:.1f} s" if "seconds" in result else ""))
+    absent = [name for name, value in ious.items() if value is None]
+    if absent:
+        lines.append(f"n/a: absent from both prediction and ground truth, left out of the mean ({len(absent)})")
+    return "\n".join(lines)
+
+
+def write_report(result: dict, json_path: str | os.PathLike) -> list[Path]:
+    """Write the JSON, plus STEM_confusion.png and STEM_iou.png next to it; return the paths."""
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    # One line per confusion-matrix row instead of one line per number.
+    text = re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", json.dumps(result, indent=2))
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+    written = [path]
+    names = list(result["IoU"])
+    if result.get("confusion_matrix") is not None:
+        heatmap = path.with_name(f"{path.stem}_confusion.png")
+        written.append(plot_confusion(np.asarray(result["confusion_matrix"]), names, heatmap))
+    written.append(plot_iou(result, path.with_name(f"{path.stem}_iou.png")))
+    return written
+
+
+def _figure(width: float, height: float):
+    # A bare Figure + Agg canvas: never touches pyplot's global backend (safe in notebooks).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_confusion(confusion: np.ndarray, names: list[str], path: str | os.PathLike) -> Path:
+    """Row-normalised confusion matrix (each ground-truth row sums to 1) as a heatmap PNG."""
+    n = len(names)
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = np.divide(confusion, rows, out=np.zeros(confusion.shape, dtype=float), where=rows > 0)
+    side = min(24.0, max(5.0, 0.45 * n + 2))
+    fig = _figure(side + 1.5, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of ground-truth pixels")
+    if n <= 40:  # beyond that, labels would overlap
+        ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), names, fontsize=8)
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                if norm[i, j] >= 0.005:
+                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title("confusion matrix (row-normalised)")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_iou(result: dict, path: str | os.PathLike) -> Path:
+    """Horizontal bars of per-class IoU (classes absent from both sides drawn empty), with the mIoU line."""
+    names = list(result["IoU"])
+    values = [0.0 if v is None else v * 100 for v in result["IoU"].values()]
+    fig = _figure(8, max(3.0, 0.28 * len(names) + 1.2))
+    ax = fig.add_subplot()
+    ax.barh(range(len(names)), values, color="#4c72b0")
+    ax.set_yticks(range(len(names)), [f"{n} (n/a)" if v is None else n for n, v in result["IoU"].items()],
+                  fontsize=8 if len(names) <= 40 else 4)
+    ax.invert_yaxis()
+    if result.get("mIoU") is not None:
+        ax.axvline(result["mIoU"] * 100, color="#c44e52", linestyle="--", label=f"mIoU {result['mIoU'] * 100:.2f}")
+        ax.legend(loc="lower right")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("IoU (%)")
+    ax.set_title(f"per-class IoU ({result.get('protocol', result.get('mode', ''))})")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)

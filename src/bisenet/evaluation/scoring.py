@@ -1,0 +1,128 @@
+"""Score saved prediction PNGs against the ground truth, without a model.
+
+Each (prediction, ground truth) pair of raw 8-bit values is counted into one 256 x 256
+histogram with a single bincount; the label map is applied to that histogram once at the
+end instead of to every pixel. PNGs are decoded in a thread pool (OpenCV releases the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from bisenet.data.catalog import DATASETS, build_lut
+from bisenet.errors import BisenetError, DataError
+from bisenet.evaluation.metrics import compute_metrics, confusion_to_list
+
+
+def read_mask(path: str | Path, what: str = "label") -> np.ndarray:
+    """Decode a single-channel 8-bit mask, raising a one-line DataError naming the file."""
+    from bisenet.data.decode import FileProblem, read_label
+
+    try:
+        return read_label(path)
+    except FileProblem as exc:
+        raise DataError(str(exc).replace("label ", f"{what} ", 1)) from None
+
+
+def _pair_histogram(pred_path: Path, gt_path: Path) -> np.ndarray:
+    pred = read_mask(pred_path, "prediction")
+    gt = read_mask(gt_path, "ground truth")
+    if pred.shape != gt.shape:
+        raise DataError(
+            f"prediction {pred_path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth {gt_path} is "
+            f"{gt.shape[1]}x{gt.shape[0]} (WxH); save predictions at the label's original size"
+        )
+    if gt.size < 1 << 24:  # calcHist counts in float32: exact below 2**24 pixels, and 4x faster
+        return cv2.calcHist([gt, pred], [0, 1], None, [256, 256], [0, 256, 0, 256]).astype(np.int64).ravel()
+    joint = (gt.astype(np.uint16) << 8) | pred
+    return np.bincount(joint.ravel(), minlength=65536)
+
+
+def fold_histogram(hist: np.ndarray, num_classes: int, gt_lut: np.ndarray | None, ignore_index: int = 255) -> torch.Tensor:
+    """Turn a 256 x 256 (raw GT, raw prediction) histogram into the C x (C+1) confusion matrix."""
+    hist = hist.reshape(256, 256).astype(np.int64)
+    gt_ids = gt_lut.astype(np.int64) if gt_lut is not None else np.arange(256)
+    gt_onehot = np.zeros((num_classes, 256), dtype=np.int64)
+    valid = (gt_ids < num_classes) & (gt_ids != ignore_index)
+    gt_onehot[gt_ids[valid], np.nonzero(valid)[0]] = 1
+    pred_ids = np.minimum(np.arange(256), num_classes)  # values that are not a class -> last column
+    pred_onehot = np.zeros((256, num_classes + 1), dtype=np.int64)
+    pred_onehot[np.arange(256), pred_ids] = 1
+    return torch.from_numpy(gt_onehot @ hist @ pred_onehot)
+
+
+def _resolve_classes(num_classes: int | None, dataset: str | None) -> tuple[int, list[str], dict | None]:
+    if dataset is not None:
+        if dataset not in DATASETS:
+            raise BisenetError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)} (or pass --num-classes)")
+        info = DATASETS[dataset]
+        if num_classes is not None and num_classes != info.num_classes:
+            raise BisenetError(f"--num-classes {num_classes} contradicts dataset {dataset} ({info.num_classes} classes)")
+        return info.num_classes, list(info.class_names), info.label_map
+    if num_classes is None or num_classes < 1:
+        raise BisenetError("pass the dataset name (--dataset cityscapes) or the class count (--num-classes N)")
+    return num_classes, [str(i) for i in range(num_classes)], None
+
+
+def score_predictions(
+    pred_dir: str | os.PathLike,
+    root: str | os.PathLike,
+    list_file: str | os.PathLike,
+    num_classes: int | None = None,
+    dataset: str | None = None,
+    ignore_index: int = 255,
+    label_map: dict[int, int] | None = None,
+    class_names: list[str] | None = None,
+    workers: int | None = None,
+) -> dict:
+    """Score train-id PNGs in `pred_dir` (named STEM.png after each image) against the list's labels."""
+    from bisenet.data.lists import read_list, resolve_list_path
+
+    start = time.perf_counter()
+    num_classes, names, preset_map = _resolve_classes(num_classes, dataset)
+    names = list(class_names) if class_names is not None else names
+    label_map = label_map if label_map is not None else preset_map
+    pred_dir, root = Path(pred_dir), Path(root)
+    if not pred_dir.is_dir():
+        raise DataError(f"prediction folder {pred_dir} not found; write one with `bisenet eval ... --save-pred {pred_dir}`")
+    pairs = read_list(resolve_list_path(list_file, root), root)
+    if pairs.problems:
+        raise DataError(f"{pairs.problems[0]}" + (f" (and {len(pairs.problems) - 1} more)" if len(pairs.problems) > 1 else ""))
+    jobs = [(pred_dir / f"{e.image.stem}.png", e.label) for e in pairs.entries]
+    missing = [str(p) for p, _ in jobs if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(jobs)} predictions missing, first {missing[0]}; "
+            "predictions must be train-id PNGs named after each image's stem"
+        )
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    hist = np.zeros(65536, dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for part in pool.map(lambda job: _pair_histogram(*job), jobs):
+            hist += part
+    confusion = fold_histogram(hist, num_classes, build_lut(label_map, ignore_index), ignore_index)
+    result = compute_metrics(confusion, names)
+    result.update(mode="pred-dir", images=len(jobs), seconds=round(time.perf_counter() - start, 3))
+    result["confusion_matrix"] = confusion_to_list(confusion)
+    return result
+
+
+def train_to_raw_lut(label_map: dict[int, int], num_classes: int) -> np.ndarray:
+    """Inverse label map as a 256-entry LUT: train id -> raw id (e.g. Cityscapes label ids); 0 elsewhere."""
+    lut = np.zeros(256, dtype=np.uint8)
+    seen = set()
+    for raw, train_id in sorted(label_map.items()):
+        if 0 <= train_id < num_classes and train_id not in seen and 0 <= raw < 256:
+            lut[train_id] = raw
+            seen.add(train_id)
+    missing = sorted(set(range(num_classes)) - seen)
+    if missing:
+        raise BisenetError(f"the label map gives no raw id for train id(s) {missing}; cannot write raw ids")
+    return lut

@@ -1,0 +1,341 @@
+"""Prediction for people: `Segmenter` (numpy in, label map out), `colorize`, and folder/video runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bisenet.config import Config, load_config
+from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, generated_palette
+from bisenet.errors import BisenetError, ConfigError
+from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, make_protocol
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    """Map an HxW label map to an HxWx3 RGB uint8 image; ids without a colour (e.g. ignore) are black."""
+    mask = np.asarray(mask)
+    colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    size = max(256, int(mask.max()) + 1 if mask.size else 0, len(colours))
+    lut = np.zeros((size, 3), dtype=np.uint8)
+    lut[: len(colours)] = colours
+    return lut[mask if mask.dtype.kind in "ui" else mask.astype(np.int64)]
+
+
+def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a colour mask onto a photo (same channel order): alpha * mask + (1 - alpha) * photo."""
+    return cv2.addWeighted(colour_mask, float(alpha), image, 1.0 - float(alpha), 0.0)
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """What a prediction needs besides the weights: class names, colours and normalisation."""
+
+    class_names: list[str]
+    palette: list[list[int]]
+    mean: list[float]
+    std: list[float]
+    crop: tuple[int, int]  # sliding window for ssc/mscf
+    source: str  # where this came from, said to the user
+    scales: tuple[float, ...] | None = None  # msf/mscf scales (None: the protocol's six)
+
+
+def label_info(num_classes: int, config: Config | None = None, stored: dict | None = None) -> LabelInfo:
+    """Names, palette, mean/std from a config, else a checkpoint's stored config, else a dataset preset, else defaults."""
+    candidates: list[tuple[Any, str]] = [(config, "the config")]
+    note = ""
+    if stored:
+        candidates.append((stored, "the checkpoint's stored config"))
+    for cfg, where in candidates:
+        if cfg is None:
+            continue
+        try:
+            cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
+        except ConfigError as exc:
+            if where == "the config":
+                raise
+            note = f" (the checkpoint's stored config was unusable: {exc})"
+            continue
+        if cfg.num_classes != num_classes:
+            raise BisenetError(
+                f"{where} has {cfg.num_classes} classes but the weights predict {num_classes}; pass a matching --config"
+            )
+        d = cfg.data
+        crop = cfg.eval.crop_size or (CITYSCAPES_CROP if d.dataset == "cityscapes" else cfg.augment.crop_size)
+        names = d.class_names or [str(i) for i in range(num_classes)]
+        palette = d.palette or [list(c) for c in generated_palette(num_classes)]
+        return LabelInfo(list(names), [list(c) for c in palette], list(d.mean), list(d.std), tuple(crop), where,
+                         tuple(cfg.eval.scales))
+    for info in DATASETS.values():
+        if info.num_classes == num_classes:
+            crop = CITYSCAPES_CROP if info.name == "cityscapes" else (512, 512)
+            return LabelInfo(list(info.class_names), [list(c) for c in info.palette], list(info.mean), list(info.std),
+                             crop, f"the {info.name} preset ({num_classes} classes){note}")
+    return LabelInfo([str(i) for i in range(num_classes)], [list(c) for c in generated_palette(num_classes)],
+                     list(IMAGENET_MEAN), list(IMAGENET_STD), (512, 512),
+                     f"defaults: no config and no dataset preset has {num_classes} classes, so a generated palette "
+                     f"and ImageNet mean/std (pass --config for the right ones){note}")
+
+
+class Segmenter:
+    """Segment RGB uint8 images with a BiSeNet model: `Segmenter.from_checkpoint(path).predict(image)`."""
+
+    def __init__(self, model: nn.Module | Callable, num_classes: int, info: LabelInfo, device: str | torch.device = "cpu",
+                 mode: str = "ss", backend: str = "eager", batch_size: int = 4, protocol: Protocol | None = None) -> None:
+        from bisenet.engine.distributed import resolve_device
+
+        self.device = resolve_device(str(device))
+        self.num_classes = num_classes
+        self.info = info
+        if isinstance(model, nn.Module):
+            model = build_runner(model.to(self.device).eval(), backend, self.device)
+        self.model = model
+        self.protocol = protocol or make_protocol(mode, scales=info.scales, crop=info.crop)
+        self.batch_size = max(1, batch_size)
+        self._mean = torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        config: Config | str | os.PathLike | dict | None = None, mode: str = "ss",
+                        backend: str = "eager", batch_size: int = 4) -> Segmenter:
+        """Load published or own weights; names/palette/mean/std from `config`, the checkpoint, or a preset."""
+        from bisenet.checkpoint import load_model, read_weights
+        from bisenet.engine.distributed import resolve_device
+
+        device = resolve_device(str(device))  # 'auto' -> cuda when present
+        model = load_model(path, map_location=device)
+        stored = read_weights(path).get("config")
+        info = label_info(model.num_classes, config, stored if isinstance(stored, dict) else None)
+        return cls(model, model.num_classes, info, device, mode, backend, batch_size)
+
+    @property
+    def palette(self) -> list[list[int]]:
+        """RGB colour per class."""
+        return self.info.palette
+
+    @property
+    def class_names(self) -> list[str]:
+        """Name per class."""
+        return self.info.class_names
+
+    def _tensor(self, images: list[np.ndarray]) -> torch.Tensor:
+        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
+        return (batch.permute(0, 3, 1, 2).float() - self._mean) / self._std
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """HxW class ids (uint8, or int32 beyond 256 classes) for one HxWx3 RGB uint8 image."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Class-id maps for a list of RGB uint8 images (same-size ones share a forward pass)."""
+        images = [_as_rgb(image, i) for i, image in enumerate(images)]
+        out: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.shape[:2], []).append(i)
+        dtype = np.uint8 if self.num_classes <= 256 else np.int32
+        for indices in groups.values():
+            for k in range(0, len(indices), self.batch_size):
+                chunk = indices[k:k + self.batch_size]
+                labels = infer(self.model, self._tensor([images[i] for i in chunk]), self.protocol).argmax(dim=1)
+                for i, label in zip(chunk, labels.to(torch.int32).cpu().numpy()):
+                    out[i] = label.astype(dtype)
+        return out  # type: ignore[return-value]
+
+    def colorize(self, mask: np.ndarray) -> np.ndarray:
+        """RGB colour image of a label map with this model's palette."""
+        return colorize(mask, self.info.palette)
+
+
+def _as_rgb(image: np.ndarray, index: int = 0) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise BisenetError(f"image {index}: expected an HxWx3 RGB uint8 array, got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+@dataclass
+class PredictSummary:
+    """What a `predict_paths` run wrote and what it skipped (one message each)."""
+
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike], summary: PredictSummary) -> tuple[list[Path], list[Path]]:
+    """Split inputs into image and video files; folders are searched recursively; missing paths are reported."""
+    images, videos = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+            if not files:
+                summary.skipped.append(f"{path}: folder holds no images or videos ({', '.join(sorted(IMAGE_EXTS))})")
+        elif path.is_file():
+            files = [path]
+        else:
+            summary.skipped.append(f"{path}: not found")
+            continue
+        for file in files:
+            (videos if file.suffix.lower() in VIDEO_EXTS else images).append(file)
+    return images, videos
+
+
+def _load_rgb(path: Path) -> np.ndarray | str:
+    """The image as RGB uint8, or a one-line reason it cannot be read."""
+    from bisenet.data.decode import FileProblem, read_image
+
+    try:
+        return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
+    except FileProblem as exc:
+        return str(exc)
+
+
+def _prefetch(paths: list[Path], pool: ThreadPoolExecutor, ahead: int) -> Iterator[tuple[Path, np.ndarray | str]]:
+    """Decode images in background threads, at most `ahead` in flight (bounded memory)."""
+    queue: deque[tuple[Path, Future]] = deque()
+    for path in paths:
+        queue.append((path, pool.submit(_load_rgb, path)))
+        if len(queue) >= ahead:
+            head, job = queue.popleft()
+            yield head, job.result()
+    while queue:
+        head, job = queue.popleft()
+        yield head, job.result()
+
+
+class _Namer:
+    """Output stems: the input's stem, with _2, _3 ... when two inputs share one."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, int] = {}
+
+    def __call__(self, path: Path) -> str:
+        count = self.used.get(path.stem, 0) + 1
+        self.used[path.stem] = count
+        return path.stem if count == 1 else f"{path.stem}_{count}"
+
+
+def _write(path: Path, image: np.ndarray) -> Path:
+    if not cv2.imwrite(str(path), image):
+        raise BisenetError(f"could not write {path}; check that the output folder is writable")
+    return path
+
+
+def predict_paths(segmenter: Segmenter, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                  alpha: float = 0.5, progress: bool = True) -> PredictSummary:
+    """Segment images, folders and videos; write STEM_color/_overlay/_label.png per image, STEM_overlay.mp4 per video."""
+    if not 0.0 <= alpha <= 1.0:
+        raise BisenetError(f"--overlay {alpha} must lie in [0, 1] (the mask's opacity)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = PredictSummary()
+    images, videos = expand_inputs(inputs, summary)
+    for message in summary.skipped:
+        tqdm.write(f"skipped {message}", file=sys.stderr)
+    name = _Namer()
+    label_dtype = np.uint8 if segmenter.num_classes <= 256 else np.uint16
+    with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=2) as writer:
+        pending: list[Future] = []
+        bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress or not images)
+        batch: list[tuple[Path, np.ndarray]] = []
+
+        def flush() -> None:
+            labels = segmenter.predict_batch([image for _, image in batch])
+            for (path, image), label in zip(batch, labels):
+                stem = name(path)
+                colour = segmenter.colorize(label)
+                blend = overlay(image, colour, alpha)
+                outputs = {"color": colour[:, :, ::-1], "overlay": blend[:, :, ::-1], "label": label.astype(label_dtype)}
+                for suffix, array in outputs.items():  # colour images go to OpenCV as BGR
+                    pending.append(writer.submit(_write, out / f"{stem}_{suffix}.png", np.ascontiguousarray(array)))
+                summary.images += 1
+            bar.update(len(batch))
+            batch.clear()
+
+        for path, image in _prefetch(images, pool, ahead=2 * segmenter.batch_size + 2):
+            if isinstance(image, str):
+                summary.skipped.append(image)
+                tqdm.write(f"skipped {image}", file=sys.stderr)
+                bar.update(1)
+                continue
+            if batch and (len(batch) >= segmenter.batch_size or batch[0][1].shape != image.shape):
+                flush()
+            batch.append((path, image))
+        if batch:
+            flush()
+        bar.close()
+        summary.written += [job.result() for job in pending]
+    for video in videos:
+        _predict_video(segmenter, video, out / f"{name(video)}_overlay.mp4", alpha, summary, progress)
+    return summary
+
+
+def _predict_video(segmenter: Segmenter, path: Path, target: Path, alpha: float, summary: PredictSummary,
+                   progress: bool) -> None:
+    """Overlay every frame of a video and write an mp4 (mp4v) at the source frame rate."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        message = f"video {path} cannot be opened (corrupt, or a codec OpenCV lacks)"
+        summary.skipped.append(message)
+        tqdm.write(f"skipped {message}", file=sys.stderr)
+        return
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    video_writer = None
+    frames = 0
+    bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress)
+    try:
+        while True:
+            batch = []
+            while len(batch) < segmenter.batch_size:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                batch.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            if not batch:
+                break
+            for image, label in zip(batch, segmenter.predict_batch(batch)):
+                if video_writer is None:
+                    h, w = image.shape[:2]
+                    video_writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    if not video_writer.isOpened():
+                        raise BisenetError(f"could not open {target} for writing (mp4v codec missing?)")
+                video_writer.write(np.ascontiguousarray(overlay(image, segmenter.colorize(label), alpha)[:, :, ::-1]))
+                frames += 1
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        capture.release()
+        if video_writer is not None:
+            video_writer.release()
+    if frames == 0:
+        message = f"video {path}: no frame could be decoded"
+        summary.skipped.append(message)
+        tqdm.write(f"skipped {message}", file=sys.stderr)
+        return
+    summary.videos += 1
+    summary.frames += frames
+    summary.written.append(target)

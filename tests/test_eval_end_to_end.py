@@ -1,0 +1,159 @@
+"""`bisenet eval` end to end on a tiny copy of the bundled Dubai example, every mode, both weight formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import bisenet
+from bisenet.cli import main
+from bisenet.config import load_config, to_dict
+from bisenet.data import build_dataset
+from bisenet.evaluation import evaluate, evaluate_model, score_predictions
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "dubai"
+CONFIG = REPO / "configs" / "bisenetv2_dubai.yaml"
+SAMPLE = REPO.parent / "shared" / "data" / "cityscapes_sample"
+# (H, W) per image: two of one size (batched together), odd sizes, one portrait.
+SIZES = [(45, 61), (45, 61), (61, 45), (50, 70)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """Four val images of the Dubai example shrunk to odd sizes, with a list file."""
+    root = tmp_path_factory.mktemp("tiny_dubai")
+    (root / "img").mkdir()
+    (root / "lab").mkdir()
+    lines = []
+    pairs = [line.split(",") for line in (EXAMPLE / "val.txt").read_text().split()]
+    for k, ((image, label), (h, w)) in enumerate(zip(pairs, SIZES)):
+        photo = cv2.resize(cv2.imread(str(EXAMPLE / image)), (w, h), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(cv2.imread(str(EXAMPLE / label), cv2.IMREAD_UNCHANGED), (w, h), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(root / "img" / f"tile{k}.png"), photo)
+        cv2.imwrite(str(root / "lab" / f"tile{k}.png"), mask)
+        lines.append(f"img/tile{k}.png,lab/tile{k}.png")
+    (root / "val.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return bisenet.build_model("bisenetv2", 5).eval()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, model) -> Path:
+    """A plain state_dict saved with torch.save, as released checkpoints are."""
+    path = tmp_path_factory.mktemp("weights") / "bisenetv2_dubai_state_dict.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["ss", "ssc", "msf", "mscf"])
+def test_every_mode_through_the_cli(mode, tiny, published, tmp_path, capsys) -> None:
+    out = tmp_path / f"{mode}.json"
+    argv = ["eval", str(CONFIG), "--weights", str(published), "--mode", mode, "--data-root", str(tiny),
+            "--list", "val.txt", "--device", "cpu", "--batch-size", "2", "--workers", "0", "--json", str(out)]
+    if mode in ("ssc", "mscf"):
+        argv += ["--crop", "32x64", "--stride", "21x43"]
+    if mode in ("msf", "mscf"):
+        argv += ["--scales", "0.75,1.0"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and "vegetation" in printed
+    result = json.loads(out.read_text())
+    assert result["mode"] == mode and result["images"] == 4
+    assert set(result["IoU"]) == {"building", "land", "road", "vegetation", "water"}
+    for key in ("mIoU", "pixel_acc", "fwIoU"):
+        assert 0.0 <= result[key] <= 1.0
+    labelled = sum(int((cv2.imread(str(p), cv2.IMREAD_UNCHANGED) < 5).sum()) for p in (tiny / "lab").iterdir())
+    assert sum(map(sum, result["confusion_matrix"])) == labelled  # every labelled pixel counted once
+    assert (tmp_path / f"{mode}_confusion.png").is_file() and (tmp_path / f"{mode}_iou.png").is_file()
+    if mode in ("msf", "mscf"):
+        assert "flip" in result["protocol"] and "scales 0.75,1" in result["protocol"]
+
+
+def test_saved_predictions_score_the_same_and_batching_changes_nothing(tiny, model, tmp_path) -> None:
+    cfg = load_config(CONFIG, {"data.root": str(tiny)})
+    one = evaluate(cfg, model, mode="ss", device="cpu", batch_size=1, workers=0, progress=False,
+                   save_pred_dir=tmp_path / "pred")
+    two = evaluate(cfg, model, mode="ss", device="cpu", batch_size=3, workers=2, progress=False)
+    assert one["confusion_matrix"] == two["confusion_matrix"]
+    names = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert names == [f"tile{k}.png" for k in range(4)]
+    for k, (h, w) in enumerate(SIZES):  # written at each image's original size
+        assert cv2.imread(str(tmp_path / "pred" / f"tile{k}.png"), cv2.IMREAD_UNCHANGED).shape == (h, w)
+    scored = score_predictions(tmp_path / "pred", tiny, "val.txt", dataset="dubai")
+    assert scored["IoU"] == one["IoU"] and scored["mIoU"] == one["mIoU"]
+
+
+def test_evaluate_model_for_the_training_loop(tiny, model) -> None:
+    cfg = load_config(CONFIG, {"data.root": str(tiny)})
+    dataset = build_dataset(cfg, "val")
+    result = evaluate_model(model, dataset, "cpu", mode="ss", class_names=cfg.data.class_names, workers=0)
+    assert isinstance(result["mIoU"], float) and result["images"] == 4
+    assert list(result["IoU"]) == cfg.data.class_names
+
+
+def test_our_checkpoint_needs_no_config(tiny, model, tmp_path, capsys) -> None:
+    cfg = load_config(CONFIG, {"data.root": str(tiny), "eval.crop_size": [64, 64]})
+    path = tmp_path / "last.pt"
+    torch.save({"model": model.state_dict(), "arch": "bisenetv2", "num_classes": 5, "config": to_dict(cfg)}, path)
+    assert main(["eval", "--weights", str(path), "--mode", "ssc", "--device", "cpu", "--workers", "0"]) == 0
+    assert "ssc crop 64x64" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line(tiny, tmp_path, capsys) -> None:
+    wrong = tmp_path / "cityscapes.pth"
+    torch.save(bisenet.build_model("bisenetv2", 19).state_dict(), wrong)
+    base = ["eval", str(CONFIG), "--data-root", str(tiny), "--list", "val.txt", "--device", "cpu", "--workers", "0"]
+    assert main(base + ["--weights", str(wrong)]) == 2
+    assert "19 classes" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert main(base + ["--weights", str(wrong), "--save-pred", str(tmp_path / "p"), "--cityscapes-ids"]) == 2
+    assert "label map" in capsys.readouterr().err
+    assert main(base + ["--weights", str(wrong), "--mode", "ssc", "--crop", "30x30"]) == 2
+    assert "multiples of 32" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_cityscapes_ids_for_the_official_server(tmp_path) -> None:
+    if not (SAMPLE / "val.txt").is_file():
+        pytest.skip(f"Cityscapes sample not found at {SAMPLE} (the shared data folder is absent)")
+    torch.manual_seed(0)
+    model = bisenet.build_model("bisenetv2", 19).eval()
+    cfg = {"data": {"dataset": "cityscapes", "root": str(SAMPLE)}}
+    train = evaluate(cfg, model, device="cpu", workers=0, progress=False, save_pred_dir=tmp_path / "train")
+    ids = evaluate(cfg, model, device="cpu", workers=0, progress=False, save_pred_dir=tmp_path / "ids", cityscapes_ids=True)
+    assert train["IoU"] == ids["IoU"]
+    name = "frankfurt_000000_000294_leftImg8bit.png"
+    train_ids = cv2.imread(str(tmp_path / "train" / name), cv2.IMREAD_UNCHANGED)
+    label_ids = cv2.imread(str(tmp_path / "ids" / name), cv2.IMREAD_UNCHANGED)
+    to_ids = np.array([7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33])
+    assert label_ids.shape == (128, 256) and np.array_equal(label_ids, to_ids[train_ids])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tiny, published, tmp_path) -> None:
+    common = [str(CONFIG), "--weights", str(published), "--data-root", str(tiny), "--list", "val.txt",
+              "--device", "cpu", "--workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "bisenet", "eval", *common, "--json", str(tmp_path / "one.json")],
+                            capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert single.returncode == 0, single.stderr
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "bisenet", "eval", *common, "--json", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["confusion_matrix"] == two["confusion_matrix"] and two["images"] == 4

@@ -1,0 +1,125 @@
+"""Geometry of every inference protocol: a model that echoes its input must be recovered exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bisenet.errors import BisenetError
+from bisenet.evaluation import Protocol, infer, make_protocol, predict_labels
+from bisenet.evaluation.inference import _windows
+
+
+class Echo(nn.Module):
+    """Logits = the input's three colour channels; checks the input size is a multiple of 32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2] % 32 == 0 and x.shape[-1] % 32 == 0, x.shape
+        return x[:, :3].clone()
+
+
+def identity_conv() -> nn.Module:
+    """A 1x1 convolution with identity weights: the same echo, as a real layer."""
+    conv = nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+    return conv.eval()
+
+
+def images(n: int = 2, h: int = 37, w: int = 53) -> torch.Tensor:
+    return torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+
+
+def smooth_images(n: int = 1, h: int = 75, w: int = 101) -> torch.Tensor:
+    """Slowly varying channels, so that bilinear rescaling keeps the argmax almost everywhere."""
+    y = torch.linspace(0, 3.0, h).view(1, h, 1)
+    x = torch.linspace(0, 4.0, w).view(1, 1, w)
+    channels = torch.cat([torch.sin(y + x), torch.cos(2 * y - x), torch.sin(x * 1.3) * torch.cos(y)])
+    return channels.expand(n, 3, h, w).clone()
+
+
+@pytest.mark.parametrize("model", [Echo(), identity_conv()], ids=["echo", "conv1x1"])
+@pytest.mark.parametrize("size", [(37, 53), (32, 64), (1, 1), (65, 31)])
+def test_ss_pads_and_crops_back_exactly(model: nn.Module, size: tuple[int, int]) -> None:
+    x = images(2, *size)
+    out = infer(model, x, make_protocol("ss"))
+    assert out.shape == x.shape
+    assert torch.equal(out, x)
+    assert torch.equal(predict_labels(model, x), x.argmax(dim=1))
+
+
+@pytest.mark.parametrize("size,crop,stride", [
+    ((70, 91), (32, 64), (21, 40)),  # many overlapping windows, odd sizes
+    ((37, 53), (64, 64), None),  # image smaller than the crop: padded, one window
+    ((96, 130), (64, 64), (64, 64)),  # stride = crop: windows flush with the end overlap the last one
+])
+def test_ssc_averages_softmax_over_windows_exactly(size, crop, stride) -> None:
+    x = images(2, *size)
+    protocol = make_protocol("ssc", crop=crop, stride=stride)
+    out = infer(identity_conv(), x, protocol)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x.softmax(dim=1), rtol=0, atol=1e-6)
+    assert torch.equal(out.argmax(dim=1), x.argmax(dim=1))
+
+
+@pytest.mark.parametrize("mode", ["ss", "ssc"])
+def test_flip_is_mapped_back(mode: str) -> None:
+    x = images(1, 45, 77)
+    protocol = make_protocol(mode, flip=True, crop=(32, 32))
+    out = infer(Echo(), x, protocol)
+    # Forgetting to flip the mirrored output back would give softmax(x.flip(-1)) in half the sum.
+    torch.testing.assert_close(out, x.softmax(dim=1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["msf", "mscf"])
+def test_multi_scale_at_scale_one_is_exact(mode: str) -> None:
+    x = images(1, 45, 77)
+    out = infer(identity_conv(), x, make_protocol(mode, scales=[1.0, 1.0], crop=(32, 64)))
+    torch.testing.assert_close(out, x.softmax(dim=1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["msf", "mscf"])
+def test_multi_scale_keeps_geometry(mode: str) -> None:
+    x = smooth_images(1, 75, 101)
+    out = infer(Echo(), x, make_protocol(mode, scales=[0.5, 0.75, 1.25, 1.5], crop=(64, 64)))
+    assert out.shape == x.shape
+    assert torch.allclose(out.sum(dim=1), torch.ones(1, 75, 101), atol=1e-5)  # averaged probabilities
+    agree = (out.argmax(dim=1) == x.argmax(dim=1)).float().mean()
+    assert agree > 0.97, agree
+
+
+def test_protocol_defaults_and_errors() -> None:
+    assert make_protocol("msf").scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    assert make_protocol("msf").flip is True
+    assert make_protocol("ss").flip is False and make_protocol("ss", scales=[2.0]).scales == (1.0,)
+    assert make_protocol("ssc", crop=(1024, 1024)).stride == (683, 683)
+    assert "crop 1024x1024" in make_protocol("mscf", crop=(1024, 1024)).describe()
+    with pytest.raises(BisenetError, match="multiples of 32"):
+        make_protocol("ssc", crop=(100, 100))
+    with pytest.raises(BisenetError, match="no larger than the crop"):
+        make_protocol("ssc", crop=(64, 64), stride=(65, 10))
+    with pytest.raises(BisenetError, match="needs a crop"):
+        make_protocol("mscf")
+    with pytest.raises(BisenetError, match="not one of"):
+        make_protocol("fast")
+
+
+def test_wrong_output_size_is_a_clear_error() -> None:
+    class Half(nn.Module):
+        def forward(self, x):
+            return x[:, :3, ::2, ::2]
+
+    with pytest.raises(BisenetError, match="at the input size"):
+        infer(Half(), images(1, 32, 32), Protocol())
+
+
+def test_windows_cover_everything() -> None:
+    assert _windows(50, 64, 43) == [0]
+    assert _windows(128, 64, 43) == [0, 43, 64]
+    for size in range(64, 300, 7):
+        starts = _windows(size, 64, 43)
+        covered = torch.zeros(size, dtype=torch.bool)
+        for s in starts:
+            covered[s:s + 64] = True
+        assert covered.all() and starts[-1] + 64 == size

@@ -1,0 +1,145 @@
+"""`Segmenter`, `colorize` and `bisenet predict` on images, folders and a video made here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import bisenet
+from bisenet.cli import main
+from bisenet.config import load_config, to_dict
+from bisenet.data.catalog import DUBAI
+from bisenet.errors import BisenetError
+from bisenet.predict import Segmenter, colorize, overlay
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "dubai"
+CONFIG = REPO / "configs" / "bisenetv2_dubai.yaml"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A published-format state_dict (5 classes: matches the dubai preset)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "v2.pth"
+    torch.save(bisenet.build_model("bisenetv2", 5).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Three example photos at odd sizes in a folder (two share a size)."""
+    folder = tmp_path_factory.mktemp("photos")
+    images = sorted((EXAMPLE / "val" / "images").iterdir())[:3]
+    for image, (h, w) in zip(images, [(37, 53), (37, 53), (61, 43)]):
+        cv2.imwrite(str(folder / f"{image.stem}.jpg"), cv2.resize(cv2.imread(str(image)), (w, h)))
+    return folder
+
+
+def test_colorize_and_overlay() -> None:
+    mask = np.array([[0, 1], [4, 255]], dtype=np.uint8)
+    rgb = colorize(mask, DUBAI.palette)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert rgb[0, 0].tolist() == list(DUBAI.palette[0]) and rgb[1, 0].tolist() == list(DUBAI.palette[4])
+    assert rgb[1, 1].tolist() == [0, 0, 0]  # ignore / unknown ids are black
+    assert colorize(mask.astype(np.int64), DUBAI.palette).tolist() == rgb.tolist()
+    photo = np.full((2, 2, 3), 200, np.uint8)
+    assert overlay(photo, rgb, 0.0).tolist() == photo.tolist() and overlay(photo, rgb, 1.0).tolist() == rgb.tolist()
+
+
+def test_segmenter_predicts_at_the_input_size(weights) -> None:
+    seg = Segmenter.from_checkpoint(weights, device="cpu")
+    assert seg.num_classes == 5 and "dubai preset" in seg.info.source
+    assert seg.class_names == list(DUBAI.class_names)
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.integers(0, 256, size=s, dtype=np.uint8) for s in [(37, 53, 3), (37, 53, 3), (20, 90, 3)])
+    label = seg.predict(a)
+    assert label.shape == (37, 53) and label.dtype == np.uint8 and label.max() < 5
+    batch = seg.predict_batch([a, c, b])
+    assert [m.shape for m in batch] == [(37, 53), (20, 90), (37, 53)]
+    assert np.array_equal(batch[0], label)
+    assert seg.colorize(label).shape == (37, 53, 3)
+    with pytest.raises(BisenetError, match="RGB uint8"):
+        seg.predict(a.astype(np.float32))
+
+
+def test_segmenter_modes_and_metadata_sources(weights, tmp_path) -> None:
+    image = np.random.default_rng(1).integers(0, 256, size=(41, 67, 3), dtype=np.uint8)
+    for mode in ("ssc", "msf", "mscf"):
+        cfg = load_config(CONFIG, {"eval.crop_size": [32, 64], "eval.scales": [0.75, 1.25]})
+        seg = Segmenter.from_checkpoint(weights, config=cfg, mode=mode)
+        assert seg.predict(image).shape == (41, 67)
+    assert seg.info.source == "the config" and seg.protocol.scales == (0.75, 1.25)
+    # Our checkpoints carry their config; a 7-class one with no config falls back to generated colours.
+    cfg = load_config({"data": {"dataset": "custom", "num_classes": 7, "class_names": list("abcdefg")}})
+    own = tmp_path / "own.pt"
+    torch.save({"model": bisenet.build_model("bisenetv2", 7).state_dict(), "arch": "bisenetv2", "num_classes": 7,
+                "config": to_dict(cfg)}, own)
+    stored = Segmenter.from_checkpoint(own)
+    assert stored.class_names == list("abcdefg") and "stored config" in stored.info.source
+    bare = tmp_path / "bare.pth"
+    torch.save(bisenet.build_model("bisenetv2", 7).state_dict(), bare)
+    fallback = Segmenter.from_checkpoint(bare)
+    assert "generated palette" in fallback.info.source and len(fallback.palette) == 7
+    with pytest.raises(BisenetError, match="5 classes"):
+        Segmenter.from_checkpoint(bare, config=CONFIG)
+
+
+def test_cli_writes_three_images_per_input_and_skips_bad_ones(weights, photos, tmp_path, capsys) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    single = min(photos.iterdir())
+    out = tmp_path / "out"
+    code = main(["predict", "--weights", str(weights), str(photos), str(single), str(broken), str(tmp_path / "nope.jpg"),
+                 "--out", str(out), "--overlay", "0.4", "--device", "cpu", "--batch-size", "2", "--quiet"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "nope.jpg" in captured.err
+    assert "skipped 2" in captured.out and "dubai preset" in captured.out
+    for photo in sorted(photos.iterdir()):
+        h, w = cv2.imread(str(photo)).shape[:2]
+        for suffix in ("color", "overlay", "label"):
+            written = cv2.imread(str(out / f"{photo.stem}_{suffix}.png"), cv2.IMREAD_UNCHANGED)
+            assert written is not None and written.shape[:2] == (h, w), (photo, suffix)
+        assert cv2.imread(str(out / f"{photo.stem}_label.png"), cv2.IMREAD_UNCHANGED).max() < 5
+    # The same photo given twice gets a second name instead of overwriting the first.
+    assert (out / f"{single.stem}_2_label.png").is_file()
+    # The colour mask is the palette applied to the label.
+    label = cv2.imread(str(out / f"{single.stem}_label.png"), cv2.IMREAD_UNCHANGED)
+    colour = cv2.imread(str(out / f"{single.stem}_color.png"))[:, :, ::-1]
+    assert np.array_equal(colour, colorize(label, DUBAI.palette))
+
+
+def test_cli_turns_a_video_into_an_overlay_mp4(weights, tmp_path, capsys) -> None:
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (64, 48))
+    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    for image in sorted((EXAMPLE / "val" / "images").iterdir())[:6]:
+        writer.write(cv2.resize(cv2.imread(str(image)), (64, 48)))
+    writer.release()
+    bad_video = tmp_path / "bad.avi"
+    bad_video.write_bytes(b"not a video")
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(weights), str(video), str(bad_video), "--out", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    assert "bad.avi" in capsys.readouterr().err
+    result = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    frames = 0
+    while True:
+        ok, frame = result.read()
+        if not ok:
+            break
+        assert frame.shape == (48, 64, 3)
+        frames += 1
+    result.release()
+    assert frames == 6
+
+
+def test_nothing_readable_is_a_failure(weights, tmp_path, capsys) -> None:
+    assert main(["predict", "--weights", str(weights), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"),
+                 "--device", "cpu", "--quiet"]) == 1
+    assert "missing.png: not found" in capsys.readouterr().err
