@@ -214,3 +214,16 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "x 2 process(es)" in proc.stdout and "= 4 images per step" in proc.stdout
     assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 2
+
+
+def test_broken_list_stops_before_training_with_data_check_message(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("train/images/missing.jpg,train/labels/missing.png\n")
+    (data / "val.txt").write_text("")
+    code = cli_main(["train", str(DUBAI_CONFIG), "--work-dir", str(tmp_path / "run"), "--data-root", str(data), "--set", *TINY[1:]])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "train.txt line 1" in err and "missing.jpg" in err
+    assert not (tmp_path / "run" / "last.pt").exists()
