@@ -1,15 +1,60 @@
-"""`bisenet bench`: not built yet."""
+"""`bisenet bench`: latency, throughput, memory and label agreement per backend."""
 
 from __future__ import annotations
 
 import argparse
-
-from bisenet.errors import BisenetError
+import json
+import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    """Flags of `bisenet bench`."""
+    parser.add_argument("--mode", choices=("infer", "train"), default="infer",
+                        help="infer: one forward per backend; train: forward + OHEM/aux loss + backward + SGD step")
+    parser.add_argument("--arch", default="bisenetv2", help="architecture when no --weights (default bisenetv2)")
+    parser.add_argument("--num-classes", type=int, default=19, help="classes when no --weights (default 19)")
+    parser.add_argument("--size", default="512x1024", help="input HxW, multiples of 32 (default 512x1024)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
+                        help="infer: eager amp fold_bn compile onnxruntime int8 (default: eager amp fold_bn onnxruntime); "
+                             "train: fp32 bf16 fp16 bf16_compile (default: fp32 bf16, plus fp16 on CUDA)")
+    parser.add_argument("--weights", default=None, help="trained weights: needed for a meaningful label agreement")
+    parser.add_argument("--images", default=None, help="folder of images: timing input, agreement and int8 calibration")
+    parser.add_argument("--calibration", default=None, help="folder of images for int8 calibration (default: --images)")
+    parser.add_argument("--config", default=None, help="YAML config whose data.mean/std normalise the images")
+    parser.add_argument("--max-images", type=int, default=8, help="images read from each folder (default 8)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch/onnxruntime CPU threads (default: torch's)")
+    parser.add_argument("--json", default=None, metavar="OUT", help="write the rows as a JSON list")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BisenetError("this command is not built yet")
+    """Run the benchmark, print the table, optionally write JSON."""
+    import torch
+
+    from bisenet.config import parse_size
+    from bisenet.deploy.bench import format_table, image_normalisation, run_benchmark
+    from bisenet.errors import BisenetError
+
+    size = parse_size(args.size, "--size")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BisenetError(f"--threads {args.threads}: must be at least 1")
+        torch.set_num_threads(args.threads)
+    mean, std = image_normalisation(args.config, args.weights)
+    rows = run_benchmark(
+        arch=args.arch, num_classes=args.num_classes, size=size, batch_size=args.batch_size, device=args.device,
+        backends=args.backend, mode=args.mode, weights=args.weights, images=args.images, calibration=args.calibration,
+        mean=mean, std=std, warmup=args.warmup, iters=args.iters, max_images=args.max_images,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    print(format_table(rows))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+

@@ -1,15 +1,48 @@
-"""`bisenet export`: not built yet."""
+"""`bisenet export`: weights -> ONNX (logits or labels), checked with onnxruntime."""
 
 from __future__ import annotations
 
 import argparse
 
-from bisenet.errors import BisenetError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    """Flags of `bisenet export`."""
+    parser.add_argument("--weights", required=True, help="checkpoint, published state_dict or .safetensors file")
+    parser.add_argument("--out", required=True, help="ONNX file to write (written atomically)")
+    parser.add_argument("--height", type=int, default=512, help="export/check height, a multiple of 32 (default 512)")
+    parser.add_argument("--width", type=int, default=1024, help="export/check width, a multiple of 32 (default 1024)")
+    parser.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
+    parser.add_argument("--argmax", action="store_true", help="output int32 labels N x H x W instead of logits")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (13-20, default 17)")
+    parser.add_argument("--fp16", action="store_true", help="half-precision weights and maths (float32 input/output)")
+    parser.add_argument("--arch", default=None, help="override the architecture read from the weights")
+    parser.add_argument("--num-classes", type=int, default=None, help="override the class count read from the weights")
+    parser.add_argument("--no-simplify", action="store_true", help="skip graph simplification with onnxslim")
+    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BisenetError("this command is not built yet")
+    """Export and print what was checked; exit 1 when the ONNX output disagrees with PyTorch."""
+    from bisenet import load_model
+    from bisenet.deploy.export import check_size, export_onnx
+
+    check_size(args.height, args.width)  # before loading weights: fail fast on a bad size
+    model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
+    report = export_onnx(model, args.out, args.height, args.width, dynamic=args.dynamic, argmax=args.argmax,
+                         opset=args.opset, fp16=args.fp16, simplify=not args.no_simplify, check=not args.no_check)
+    shape = "N x 3 x H x W" if args.dynamic else f"1 x 3 x {args.height} x {args.width}"
+    print(f"wrote {report['path']} ({report['size_mb']} MB, opset {args.opset}, input {shape}, "
+          f"output {report['output']}{', fp16' if args.fp16 else ''}; "
+          f"simplified: {report['simplified_with'] or 'no (pip install onnxslim)'})")
+    ok = True
+    for check in report.get("checks", []):
+        if "skipped" in check:
+            print(f"  check {check.get('size', '')}: skipped ({check['skipped']})")
+            continue
+        diff = f"max |diff| {check['max_abs_diff']:.2e}, " if "max_abs_diff" in check else ""
+        print(f"  check {check['size']} vs PyTorch fp32: {diff}label agreement {check['agreement']:.5f}")
+        # fp16 is judged by labels only: its logits differ from fp32 by design.
+        ok &= check["agreement"] >= 0.99 and (args.fp16 or check.get("max_abs_diff", 0.0) <= 1e-3)
+    if not ok:
+        print("export check FAILED: the ONNX model does not match PyTorch (see above)")
+    return 0 if ok else 1

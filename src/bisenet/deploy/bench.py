@@ -1,0 +1,328 @@
+"""Benchmarks: inference latency per backend, or a full training step per precision.
+
+Backends are timed round-robin (one call of each in turn), so a slow spell on a shared
+machine hits every backend alike and the ratios stay fair.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from bisenet.errors import BisenetError, nearest
+
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16", "bf16_compile")
+DEFAULT_INFER = ("eager", "amp", "fold_bn", "onnxruntime")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux >= 4.0); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB since the last reset (VmHWM), else since start."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def image_normalisation(config: str | os.PathLike | None = None, weights: str | os.PathLike | None = None
+                        ) -> tuple[list[float] | None, list[float] | None]:
+    """Image mean/std from a YAML config, else from a checkpoint's saved config, else (None, None) = ImageNet."""
+    if config:
+        from bisenet import load_config
+
+        data = load_config(config).data
+        return data.mean, data.std
+    if weights:
+        from bisenet.checkpoint import read_weights
+
+        saved = read_weights(weights).get("config")
+        data = saved.get("data", {}) if isinstance(saved, dict) else {}
+        if data.get("mean") and data.get("std"):
+            return list(data["mean"]), list(data["std"])
+    return None, None
+
+
+def _reset_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak_rss()
+
+
+def _memory(device: torch.device, prefix: str = "") -> dict[str, float]:
+    if device.type == "cuda":
+        return {f"{prefix}peak_cuda_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+    return {f"{prefix}peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_round_robin(calls: dict[str, Callable[[], Any]], iters: int, device: torch.device) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(iters):
+        for name, call in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            call()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def _stats(times: list[float], batch: int, gflops: float) -> dict[str, float]:
+    times = sorted(times)
+    median = statistics.median(times)
+    p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
+    return {"median_ms": round(median, 2), "p90_ms": round(p90, 2), "fps": round(1000 * batch / median, 2),
+            "gflops": round(gflops, 2), "gflops_per_s": round(gflops / (median / 1000), 1)}
+
+
+def run_benchmark(
+    arch: str = "bisenetv2",
+    num_classes: int = 19,
+    size: tuple[int, int] = (512, 1024),
+    batch_size: int = 1,
+    device: str = "cpu",
+    backends: Sequence[str] | None = None,
+    mode: str = "infer",
+    weights: str | os.PathLike | None = None,
+    images: str | os.PathLike | None = None,
+    calibration: str | os.PathLike | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    warmup: int = 3,
+    iters: int = 10,
+    max_images: int = 8,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time each backend (infer) or precision (train); one row per backend, see format_table."""
+    from bisenet.deploy.export import check_size
+
+    check_size(*size)
+    if batch_size < 1 or iters < 1 or warmup < 0:
+        raise BisenetError(f"batch size {batch_size}, iters {iters}, warmup {warmup}: need batch >= 1, iters >= 1, warmup >= 0")
+    if mode not in ("infer", "train"):
+        raise BisenetError(f"mode {mode!r}: use infer or train")
+    log = log or (lambda message: None)
+    from bisenet.deploy.backends import BACKENDS, resolve_device
+
+    if mode == "infer":
+        for name in backends or ():
+            if name not in BACKENDS:  # checked before any slow work starts
+                raise BisenetError(f"unknown backend {name!r}{nearest(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
+
+    dev = resolve_device(device)
+    model = _load(arch, num_classes, weights, dev)
+    if mode == "train":
+        return _bench_train(model, size, batch_size, dev, backends, warmup, iters, log)
+    return _bench_infer(model, size, batch_size, dev, backends, weights, images, calibration, mean, std,
+                        warmup, iters, max_images, log)
+
+
+def _load(arch: str, num_classes: int, weights: str | os.PathLike | None, device: torch.device) -> nn.Module:
+    from bisenet import build_model, load_model
+    from bisenet.models import MODELS
+
+    if weights:
+        return load_model(weights, map_location="cpu").to(device).eval()
+    if arch not in MODELS:
+        raise BisenetError(f"unknown arch {arch!r}{nearest(arch, MODELS)}; valid: {', '.join(MODELS)}")
+    if num_classes < 1:
+        raise BisenetError(f"num_classes {num_classes}: must be a positive integer")
+    torch.manual_seed(0)
+    return build_model(arch, num_classes).to(device).eval()
+
+
+def _bench_infer(model, size, batch_size, device, backends, weights, images, calibration, mean, std,
+                 warmup, iters, max_images, log) -> list[dict[str, Any]]:
+    from bisenet.deploy.backends import build_backend
+    from bisenet.deploy.images import IMAGENET_MEAN, IMAGENET_STD, read_folder
+    from bisenet.info import count_flops
+
+    names = list(backends or DEFAULT_INFER)
+    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+    gflops = count_flops(model, size, batch_size) / 1e9
+    samples = read_folder(images, size, mean, std, max_images) if images else []
+    if samples:
+        x = torch.stack([samples[i % len(samples)] for i in range(batch_size)]).to(device)
+    else:
+        x = torch.randn(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
+    if calibration:
+        calib = read_folder(calibration, size, mean, std, max_images)
+    else:
+        calib = samples or [x[:1].cpu()]
+    measure_agreement = bool(samples and weights)
+    if samples and not weights:
+        log("agreement skipped: it needs --weights from a trained model (random weights give near-tie labels)")
+    reference = None
+    if measure_agreement:
+        with torch.inference_mode():
+            reference = [model(s.unsqueeze(0).to(device)).argmax(1) for s in samples]
+    built, rows = {}, {}
+    for name in names:
+        _reset_memory(device)
+        log(f"building {name} ...")
+        start = time.perf_counter()
+        opts = {"calibration": calib, "limit": max_images} if name == "int8" else {}
+        if name == "int8":
+            log(f"int8 calibration: {'random input (speed only)' if not (calibration or samples) else f'{len(calib)} images'}")
+        backend = build_backend(name, model, device, **opts)
+        backend(x)  # first call: compiles or allocates; counted in build time, not in latency
+        _sync(device)
+        row: dict[str, Any] = {"backend": name, "mode": "infer", "device": str(device), "size": f"{size[0]}x{size[1]}",
+                               "batch_size": batch_size, "threads": torch.get_num_threads(),
+                               "build_s": round(time.perf_counter() - start, 2), **_memory(device, "build_")}
+        # The run peak starts from what the built backend holds: export, calibration and
+        # compilation transients are not inference memory.
+        _reset_memory(device)
+        for _ in range(max(1, warmup)):
+            backend(x)
+        row.update(_memory(device))
+        if measure_agreement:
+            row["agreement"] = round(_agreement(backend, samples, reference, device), 5)
+        built[name], rows[name] = backend, row
+    log(f"timing {len(names)} backend(s) round-robin, {iters} iterations ...")
+    times = _time_round_robin({n: (lambda b=b: b(x)) for n, b in built.items()}, iters, device)
+    return _finish(rows, times, batch_size, gflops, names[0] if "eager" not in names else "eager")
+
+
+def _agreement(backend, samples, reference, device) -> float:
+    same = total = 0
+    for sample, ref in zip(samples, reference):
+        labels = backend(sample.unsqueeze(0).to(device)).argmax(1)
+        same += int((labels == ref).sum())
+        total += ref.numel()
+    return same / total
+
+
+def _finish(rows: dict, times: dict, batch_size: int, gflops: float, baseline: str) -> list[dict[str, Any]]:
+    # Other processes on the machine inflate every latency; the load average says how much.
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    for name, row in rows.items():
+        row.update(_stats(times[name], batch_size, gflops), load_avg_1m=load)
+    base = rows[baseline]["median_ms"]
+    for row in rows.values():
+        row[f"time_vs_{baseline}"] = round(row["median_ms"] / base, 3)
+    return list(rows.values())
+
+
+def _bench_train(model, size, batch_size, device, precisions, warmup, iters, log) -> list[dict[str, Any]]:
+    import copy
+
+    from bisenet.config import TrainConfig
+    from bisenet.engine.optim import build_optimizer
+    from bisenet.losses import build_loss
+
+    names = list(precisions or (("fp32", "bf16", "fp16") if device.type == "cuda" else ("fp32", "bf16")))
+    for name in names:
+        if name not in TRAIN_PRECISIONS:
+            raise BisenetError(f"unknown training precision {name!r}{nearest(name, TRAIN_PRECISIONS)}; valid: {', '.join(TRAIN_PRECISIONS)}")
+        if name == "fp16" and device.type != "cuda":
+            raise BisenetError("fp16 training needs --device cuda; on CPU use bf16")
+    cfg = TrainConfig()  # the reference recipe: OHEM on the main and every aux head, SGD groups
+    loss_fn = build_loss(cfg, 255, len(model.aux_heads))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, *size, generator=generator).to(device)
+    y = torch.randint(0, model.num_classes, (batch_size, *size), generator=generator).to(device)
+    gflops = _train_flops(copy.deepcopy(model).train(), x) / 1e9
+    steps, rows = {}, {}
+    for name in names:
+        _reset_memory(device)
+        log(f"building {name} training step ...")
+        start = time.perf_counter()
+        steps[name] = _train_step(copy.deepcopy(model).train(), loss_fn, cfg, name, device, x, y, build_optimizer)
+        steps[name]()
+        _sync(device)
+        rows[name] = {"backend": name, "mode": "train", "device": str(device), "size": f"{size[0]}x{size[1]}",
+                      "batch_size": batch_size, "threads": torch.get_num_threads(),
+                      "build_s": round(time.perf_counter() - start, 2), **_memory(device, "build_")}
+        _reset_memory(device)
+        for _ in range(max(1, warmup)):
+            steps[name]()
+        rows[name].update(_memory(device))
+    log(f"timing {len(names)} training setting(s) round-robin, {iters} iterations ...")
+    times = _time_round_robin(steps, iters, device)
+    return _finish(rows, times, batch_size, gflops, names[0] if "fp32" not in names else "fp32")
+
+
+def _train_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of a training step: the train-mode forward (all heads) x 3 (backward is about 2x forward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return 3 * int(counter.get_total_flops())
+
+
+def _train_step(model, loss_fn, cfg, precision, device, x, y, build_optimizer) -> Callable[[], float]:
+    """One closure: forward in train mode, OHEM + aux loss, backward, optimizer.step."""
+    channels_last = precision != "fp32"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    dtype = {"bf16": torch.bfloat16, "bf16_compile": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    forward = torch.compile(model) if precision.endswith("compile") else model
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def step() -> float:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            outputs = forward(x)
+        total, _ = loss_fn(outputs, y)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)  # frees the gradients between steps
+        return float(total.detach())
+
+    return step
+
+
+COLUMNS = (("backend", "backend", "{}"), ("median_ms", "median ms", "{:.1f}"), ("p90_ms", "p90 ms", "{:.1f}"),
+           ("fps", "img/s", "{:.2f}"), ("gflops_per_s", "GFLOP/s", "{:.0f}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+           ("peak_cuda_mb", "peak CUDA MB", "{:.0f}"), ("agreement", "agreement", "{:.4f}"), ("build_s", "build s", "{:.1f}"))
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows from run_benchmark as a Markdown table (columns that no row has are left out)."""
+    if not rows:
+        return "(no rows)"
+    ratio = next((k for k in rows[0] if k.startswith("time_vs_")), None)
+    cols = [(k, title, fmt) for k, title, fmt in COLUMNS if any(k in r for r in rows)]
+    if ratio:
+        cols.insert(3, (ratio, f"time / {ratio.removeprefix('time_vs_')}", "{:.3f}"))
+    lines = ["| " + " | ".join(title for _, title, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        cells = [fmt.format(row[k]) if row.get(k) is not None else "-" for k, _, fmt in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    first = rows[0]
+    lines.append(f"\n{first['mode']}, {first['device']}, batch {first['batch_size']}, {first['size']}, "
+                 f"{first['threads']} threads, {first['gflops']:.1f} GFLOP per {'step' if first['mode'] == 'train' else 'forward'}, "
+                 f"load average {first.get('load_avg_1m')} on {os.cpu_count()} CPUs")
+    return "\n".join(lines)

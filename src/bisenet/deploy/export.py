@@ -1,0 +1,197 @@
+"""ONNX export: logits or labels, static or dynamic shapes, checked against PyTorch."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bisenet.errors import BisenetError
+
+MIN_OPSET, MAX_OPSET = 13, 20  # 13: Resize with scales and ArgMax as used here; 20: newest the TorchScript exporter knows
+
+
+class ArgmaxWrapper(nn.Module):
+    """Model -> per-pixel class labels (int32, N x H x W): argmax lives here, not in the model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # int32 rather than ArgMax's int64: half the bytes, and what TensorRT prefers.
+        return self.model(x).argmax(dim=1).to(torch.int32)
+
+
+class HalfWrapper(nn.Module):
+    """Runs a half-precision model behind float32 inputs and outputs (casts in the graph)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
+def check_size(height: int, width: int, multiple: int = 32) -> None:
+    """Raise a BisenetError naming the nearest valid size unless H and W are multiples of 32."""
+    if height <= 0 or width <= 0 or height % multiple or width % multiple:
+        ph = max(multiple, -(-height // multiple) * multiple)
+        pw = max(multiple, -(-width // multiple) * multiple)
+        raise BisenetError(f"size {height}x{width}: height and width must be positive multiples of {multiple}; use {ph}x{pw}")
+
+
+def second_size(height: int, width: int) -> tuple[int, int]:
+    """Another valid size (about 3/4 H and 5/8 W) to prove a dynamic-shape model really is dynamic."""
+    return max(32, int(height * 0.75) // 32 * 32), max(32, int(width * 0.625) // 32 * 32)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    height: int,
+    width: int,
+    dynamic: bool = False,
+    argmax: bool = False,
+    opset: int = 17,
+    fp16: bool = False,
+    simplify: bool = True,
+    check: bool = True,
+) -> dict[str, Any]:
+    """Export `model` to ONNX at `path` (atomically) and return a report of what was checked."""
+    check_size(height, width)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BisenetError(f"opset {opset} is not supported; pass --opset between {MIN_OPSET} and {MAX_OPSET} (17 is a safe choice)")
+    path = Path(path)
+    if path.is_dir():
+        raise BisenetError(f"{path} is a folder; pass a file name such as {path / 'model.onnx'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reference = copy.deepcopy(model).cpu().float().eval()
+    num_classes = getattr(model, "num_classes", None)
+    net = HalfWrapper(copy.deepcopy(reference)).eval() if fp16 else reference
+    if argmax:
+        net, reference = ArgmaxWrapper(net).eval(), ArgmaxWrapper(reference).eval()
+    out_name = "labels" if argmax else "logits"
+    axes = None
+    if dynamic:
+        out_axes = {0: "batch", 1: "height", 2: "width"} if argmax else {0: "batch", 2: "height", 3: "width"}
+        axes = {"input": {0: "batch", 2: "height", 3: "width"}, out_name: out_axes}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    start = time.perf_counter()
+    try:
+        _torch_export(net, tmp, height, width, opset, axes)
+        simplified = _simplify(tmp) if simplify else None
+        _add_metadata(tmp, {"arch": type(model).__name__.lower(), "num_classes": str(num_classes), "output": out_name,
+                            "input_size": f"{height}x{width}", "dynamic": str(dynamic), "fp16": str(fp16)})
+        report: dict[str, Any] = {
+            "path": str(path), "opset": opset, "dynamic": dynamic, "argmax": argmax, "fp16": fp16,
+            "output": out_name, "simplified_with": simplified, "export_s": round(time.perf_counter() - start, 2),
+        }
+        if check:
+            sizes = [(1, height, width)] + ([(2, *second_size(height, width))] if dynamic else [])
+            # Always against the fp32 model: an fp16 export reports what half precision costs.
+            report["checks"] = check_onnx(tmp, reference, sizes)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    report["size_mb"] = round(path.stat().st_size / 2**20, 2)
+    return report
+
+
+def _torch_export(net: nn.Module, path: str, height: int, width: int, opset: int, axes: dict | None) -> None:
+    x = torch.zeros(1, 3, height, width)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but is the one that keeps Resize-by-scale
+        # dynamic in H and W; the input-size check in forward becomes a trace-time constant.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (x,), path, dynamo=False, opset_version=opset, do_constant_folding=True,
+            input_names=["input"], output_names=["labels" if isinstance(net, ArgmaxWrapper) else "logits"],
+            dynamic_axes=axes,
+        )
+
+
+def _simplify(path: str) -> str | None:
+    """Simplify the graph in place with onnxslim if it is installed; returns the tool used."""
+    try:
+        import onnxslim
+    except ImportError:
+        return None
+    import onnx
+
+    model = onnx.load(path)
+    try:
+        slim = onnxslim.slim(model)
+    except Exception as exc:  # noqa: BLE001 -- a simplifier bug must not cost the user the export
+        warnings.warn(f"onnxslim failed ({type(exc).__name__}: {exc}); keeping the unsimplified graph", stacklevel=2)
+        return None
+    onnx.checker.check_model(slim)
+    onnx.save(slim, path)
+    return f"onnxslim {onnxslim.__version__}"
+
+
+def _add_metadata(path: str, props: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(path)
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = f"bisenet.{key}", value
+    onnx.save(model, path)
+
+
+def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
+    """An onnxruntime session on CPU, or on the CUDA EP (falling back to CPU) for a CUDA device."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3
+    # No busy-waiting between runs: spinning threads would steal the cores from PyTorch
+    # (pre/post-processing, or other backends timed alongside in `bench`).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def check_onnx(path: str | os.PathLike, net: nn.Module, sizes: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
+    """Run the ONNX file and `net` on the same random inputs; max |diff| and label agreement per size."""
+    try:
+        session = ort_session(path)
+    except Exception as exc:  # noqa: BLE001 -- e.g. no fp16 kernels in this onnxruntime build
+        return [{"skipped": f"onnxruntime cannot load the model here ({type(exc).__name__}: {str(exc)[:160]})"}]
+    generator = torch.Generator().manual_seed(0)
+    results = []
+    for batch, h, w in sizes:
+        x = torch.randn(batch, 3, h, w, generator=generator)
+        with torch.no_grad():
+            ref = net(x).numpy()
+        try:
+            out = session.run(None, {"input": x.numpy()})[0]
+        except Exception as exc:  # noqa: BLE001 -- reported per size, not fatal
+            results.append({"size": f"{batch}x{h}x{w}", "skipped": f"{type(exc).__name__}: {str(exc)[:160]}"})
+            continue
+        if out.shape != ref.shape:
+            raise RuntimeError(f"ONNX output shape {out.shape} != PyTorch {ref.shape} at {batch}x3x{h}x{w}")
+        row: dict[str, Any] = {"size": f"{batch}x{h}x{w}"}
+        if ref.ndim == 4:
+            row["max_abs_diff"] = float(np.abs(out - ref).max())
+            row["agreement"] = float((out.argmax(1) == ref.argmax(1)).mean())
+        else:
+            row["agreement"] = float((out == ref).mean())
+        results.append(row)
+    return results

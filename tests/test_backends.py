@@ -1,0 +1,135 @@
+"""Inference backends: one contract, label agreement with fp32 eager on the bundled images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import bisenet
+from bisenet.deploy import BACKENDS, build_backend, fold_batchnorm
+from bisenet.deploy.images import read_folder
+from bisenet.errors import BisenetError
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "dubai"
+CONFIG = REPO / "configs" / "bisenetv2_dubai.yaml"
+SIZE = (96, 96)
+RUN_SLOW = os.environ.get("BISENET_SLOW_TESTS") == "1"  # torch.compile takes minutes on 2 cores
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, torch.Tensor]:
+    """The bundled train (calibration) and val (agreement) images, normalised, at SIZE."""
+    data = bisenet.load_config(CONFIG).data
+    return {split: torch.stack(read_folder(EXAMPLE / split / "images", SIZE, data.mean, data.std))
+            for split in ("train", "val")}
+
+
+@pytest.fixture(scope="session")
+def model(images) -> torch.nn.Module:
+    """BiSeNetV2 whose BN statistics come from real images: confident, varied labels.
+
+    Default BN statistics (mean 0, var 1) leave random-weight logits near ties, where any
+    rounding flips the argmax; statistics measured on the Dubai images give every class a
+    share of the pixels and margins well above bf16/int8 noise, in seconds instead of a
+    training run.
+    """
+    torch.manual_seed(0)
+    net = bisenet.build_model("bisenetv2", 5)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over all batches
+    net.train()
+    with torch.no_grad():
+        for batch in images["train"].split(14):
+            net(batch)
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def reference(model, images) -> torch.Tensor:
+    with torch.no_grad():
+        return model(images["val"]).argmax(1)
+
+
+def test_reference_labels_are_not_degenerate(reference) -> None:
+    shares = torch.bincount(reference.flatten(), minlength=5) / reference.numel()
+    assert (shares > 0.02).sum() >= 3, shares
+
+
+# Bounds: fp32-equivalent backends must agree; bf16 and int8 round, so a looser but real bound.
+AGREEMENT = {"eager": 1.0, "fold_bn": 0.99, "onnxruntime": 0.99, "amp": 0.95, "int8": 0.8, "compile": 0.95}
+
+
+@pytest.mark.parametrize("name", [
+    "eager", "fold_bn", "onnxruntime", "amp", "int8",
+    pytest.param("compile", marks=[pytest.mark.slow, pytest.mark.skipif(not RUN_SLOW, reason="set BISENET_SLOW_TESTS=1")]),
+])
+def test_backend_agrees_with_eager(name, model, images, reference) -> None:
+    opts = {"calibration": list(images["train"][:6].split(1))} if name == "int8" else {}
+    backend = build_backend(name, model, "cpu", **opts)
+    assert backend.name == name
+    logits = backend(images["val"])
+    assert logits.dtype == torch.float32 and logits.device.type == "cpu"
+    assert logits.shape == (len(images["val"]), 5, *SIZE)
+    agreement = (logits.argmax(1) == reference).float().mean().item()
+    assert agreement >= AGREEMENT[name], f"{name}: agreement {agreement:.4f}"
+
+
+def test_dynamic_backends_take_other_sizes_and_batches(model) -> None:
+    x = torch.randn(2, 3, 64, 128)
+    with torch.no_grad():
+        ref = model(x)
+    out = build_backend("onnxruntime", model)(x)
+    assert out.shape == ref.shape and (out - ref).abs().max() < 1e-3
+
+
+def test_int8_calibrates_from_a_folder(model, images, reference) -> None:
+    data = bisenet.load_config(CONFIG).data
+    backend = build_backend("int8", model, calibration=EXAMPLE / "train" / "images", size=SIZE,
+                            mean=data.mean, std=data.std, limit=4)
+    agreement = (backend(images["val"]).argmax(1) == reference).float().mean().item()
+    assert agreement >= AGREEMENT["int8"]
+
+
+def test_int8_without_calibration_names_the_fix(model) -> None:
+    with pytest.raises(BisenetError, match="calibration"):
+        build_backend("int8", model)
+
+
+def test_unknown_backend_lists_the_valid_ones(model) -> None:
+    with pytest.raises(BisenetError) as info:
+        build_backend("tensorrt", model)
+    message = str(info.value)
+    assert "tensorrt" in message and all(name in message for name in BACKENDS)
+
+
+def test_cuda_on_a_cpu_machine_names_the_fix(model) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BisenetError, match="--device cpu"):
+        build_backend("eager", model, "cuda")
+
+
+@pytest.mark.parametrize("arch", ["bisenetv1", "bisenetv2"])
+def test_fold_batchnorm_removes_every_used_bn_and_keeps_the_output(arch) -> None:
+    torch.manual_seed(0)
+    net = bisenet.build_model(arch, 3).eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    folded = fold_batchnorm(net)
+    prefixes = tuple(f"{name}." for name in net.aux_heads)
+    # Left: BNs in the aux heads (not run in eval mode) and BNs that follow no conv.
+    left = [n for n, m in folded.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and not n.startswith(prefixes)]
+    assert left == (["segment.S5_5.bn"] if arch == "bisenetv2" else [])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (folded(x) - net(x)).abs().max() < 1e-3
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched

@@ -1,0 +1,80 @@
+"""`bisenet bench`: JSON rows for inference and training, errors as one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import bisenet
+from bisenet.cli import main
+from bisenet.deploy.bench import format_table, peak_rss_mb, reset_peak_rss
+
+REPO = Path(__file__).resolve().parents[1]
+VAL_IMAGES = REPO / "examples" / "dubai" / "val" / "images"
+CONFIG = REPO / "configs" / "bisenetv2_dubai.yaml"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "v2.pth"
+    torch.save(bisenet.build_model("bisenetv2", 5).state_dict(), path)
+    return path
+
+
+def test_infer_json_has_one_row_per_backend(weights, tmp_path, capsys) -> None:
+    out = tmp_path / "rows.json"
+    code = main(["bench", "--size", "64x64", "--backend", "eager", "fold_bn", "--warmup", "1", "--iters", "3",
+                 "--weights", str(weights), "--images", str(VAL_IMAGES), "--config", str(CONFIG),
+                 "--max-images", "2", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert [r["backend"] for r in rows] == ["eager", "fold_bn"]
+    for row in rows:
+        assert row["mode"] == "infer" and row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
+        assert 0.0 <= row["agreement"] <= 1.0
+        assert row["peak_rss_mb"] > 0 and row["gflops"] > 0 and row["fps"] > 0
+    assert rows[0]["agreement"] == 1.0 and rows[0]["time_vs_eager"] == 1.0
+    printed = capsys.readouterr().out
+    assert "| eager |" in printed and "agreement" in printed
+
+
+def test_train_json_times_each_precision(tmp_path) -> None:
+    out = tmp_path / "train.json"
+    code = main(["bench", "--mode", "train", "--num-classes", "3", "--size", "64x64", "--batch-size", "2",
+                 "--backend", "fp32", "bf16", "--warmup", "0", "--iters", "1", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert [r["backend"] for r in rows] == ["fp32", "bf16"]
+    assert all(r["mode"] == "train" and r["median_ms"] > 0 and "agreement" not in r for r in rows)
+    assert rows[1]["time_vs_fp32"] > 0
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--backend", "tensorrt"], "valid: eager, amp, fold_bn, compile, onnxruntime, int8"),
+    (["--mode", "train", "--backend", "fp16"], "fp16 training needs --device cuda"),
+    (["--size", "100x64"], "use 128x64"),
+    (["--weights", "no/such/file.pth"], "no/such/file.pth: weights file not found"),
+    (["--images", "no/such/folder"], "image folder not found"),
+])
+def test_user_errors_are_one_line_with_exit_2(argv, expected, capsys) -> None:
+    code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager", *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and expected in err, err
+
+
+def test_peak_rss_reset_and_table() -> None:
+    reset_peak_rss()
+    before = peak_rss_mb()
+    # 256 MiB, every page written: more than the allocator can have kept resident from earlier tests.
+    block = torch.ones(256 * 2**20 // 4)
+    assert peak_rss_mb() >= before + 200
+    del block
+    rows = [{"backend": "eager", "mode": "infer", "device": "cpu", "size": "64x64", "batch_size": 1, "threads": 2,
+             "median_ms": 10.0, "gflops": 1.0, "time_vs_eager": 1.0}]
+    table = format_table(rows)
+    assert table.splitlines()[0].startswith("| backend | median ms") and "| eager | 10.0 |" in table

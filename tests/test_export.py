@@ -1,0 +1,114 @@
+"""ONNX export: dynamic shapes at two sizes, argmax labels, atomic writes, CLI errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import bisenet
+from bisenet.cli import main
+from bisenet.deploy.export import export_onnx
+from bisenet.errors import BisenetError
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = bisenet.build_model("bisenetv2", 4).eval()
+    # Non-trivial BN statistics, so that folding them into the convs is actually exercised.
+    generator = torch.Generator().manual_seed(1)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return net
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, model) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "v2.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _run(path: Path, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x.numpy()})[0]
+
+
+@pytest.fixture(scope="module")
+def dynamic(tmp_path_factory, model) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("dynamic") / "dyn.onnx"
+    return path, export_onnx(model, path, 64, 96, dynamic=True)
+
+
+def test_dynamic_export_matches_pytorch_at_two_sizes(model, dynamic) -> None:
+    path, report = dynamic
+    assert [c["size"] for c in report["checks"]] == ["1x64x96", "2x32x32"]
+    assert all(c["max_abs_diff"] < 1e-3 for c in report["checks"])
+    for shape in [(1, 3, 64, 96), (2, 3, 96, 128)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        out = _run(path, x)
+        assert out.shape == ref.shape
+        assert np.abs(out - ref).max() < 1e-3
+    assert sorted(p.name for p in path.parent.iterdir()) == ["dyn.onnx"]  # no temp file left behind
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["bisenet.num_classes"] == "4" and meta["bisenet.output"] == "logits"
+
+
+def test_argmax_export_outputs_int32_labels(model, tmp_path) -> None:
+    path = tmp_path / "labels.onnx"
+    report = export_onnx(model, path, 64, 64, dynamic=True, argmax=True, simplify=False)
+    assert report["output"] == "labels" and all(c["agreement"] > 0.999 for c in report["checks"])
+    assert onnx.load(str(path)).graph.output[0].name == "labels"
+    x = torch.randn(2, 3, 64, 128)
+    labels = _run(path, x)
+    assert labels.dtype == np.int32 and labels.shape == (2, 64, 128)
+    with torch.no_grad():
+        ref = model(x).argmax(1).numpy()
+    assert (labels == ref).mean() > 0.999
+
+
+def test_static_fp16_export_halves_the_file(model, dynamic, tmp_path) -> None:
+    report = export_onnx(model, tmp_path / "fp16.onnx", 64, 64, fp16=True, simplify=False)
+    assert report["size_mb"] < 0.6 * dynamic[1]["size_mb"]
+    check = report["checks"][0]
+    assert "skipped" in check or check["agreement"] > 0.95  # some onnxruntime builds lack fp16 CPU kernels
+    dims = [d.dim_value for d in onnx.load(str(tmp_path / "fp16.onnx")).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 64, 64]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"height": 100, "width": 64}, "multiples of 32; use 128x64"),
+    ({"height": 64, "width": 64, "opset": 9}, "opset 9"),
+])
+def test_bad_arguments_raise_one_line_errors(model, tmp_path, kwargs, message) -> None:
+    with pytest.raises(BisenetError, match=message) as info:
+        export_onnx(model, tmp_path / "m.onnx", **kwargs)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_prints_the_check(weights, tmp_path, capsys) -> None:
+    out = tmp_path / "sub" / "m.onnx"
+    code = main(["export", "--weights", str(weights), "--out", str(out), "--height", "64", "--width", "64",
+                 "--dynamic", "--argmax"])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "label agreement 1.00000" in printed or "label agreement 0.99" in printed
+    assert "check 2x" in printed  # the second size of the dynamic check
+
+
+def test_cli_export_bad_weights_path_is_one_line_exit_2(tmp_path, capsys) -> None:
+    code = main(["export", "--weights", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "missing.pth" in err and "not found" in err
+    assert not (tmp_path / "m.onnx").exists()
