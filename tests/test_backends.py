@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -133,3 +134,22 @@ def test_fold_batchnorm_removes_every_used_bn_and_keeps_the_output(arch) -> None
     with torch.no_grad():
         assert (folded(x) - net(x)).abs().max() < 1e-3
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+
+
+def test_folded_copy_survives_fp16_with_trained_size_variances() -> None:
+    # Trained BiSeNetV2 BNs have running variances above 1e5, past fp16's range: a plain
+    # .half() zeroes those channels. A BN after a ReLU is not folded, so its statistics are absorbed.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.BatchNorm2d(8)).eval()
+    with torch.no_grad():
+        net[0].weight.mul_(300)
+        net[2].running_mean.fill_(300.0)
+        net[2].running_var.fill_(4e5)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+        naive = copy.deepcopy(net).half()(x.half()).float()
+        safe = fold_batchnorm(net).half()(x.half()).float()
+    scale = ref.abs().max()
+    assert (naive - ref).abs().max() > 0.1 * scale  # the failure this guards against
+    assert (safe - ref).abs().max() < 1e-2 * scale

@@ -36,7 +36,10 @@ class HalfWrapper(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model.half()
+        from bisenet.deploy.fold import fold_batchnorm
+
+        # Fold BN in fp32 first: trained running variances overflow fp16 (see absorb_statistics).
+        self.model = fold_batchnorm(model).half()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.half()).float()

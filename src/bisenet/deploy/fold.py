@@ -51,6 +51,9 @@ def conv_bn_pairs(model: nn.Module, size: tuple[int, int] = (64, 64)) -> list[tu
 def fold_batchnorm(model: nn.Module, check: bool = True) -> nn.Module:
     """An eval-mode copy of `model` with every conv -> BN pair folded into one conv.
 
+    BNs that follow no conv keep their place but get their statistics absorbed into weight and
+    bias (see absorb_statistics), so the copy is safe to cast to fp16.
+
     With `check`, the copy is compared with the original on a random input and a
     RuntimeError is raised if they differ (a fold that changed the maths).
     """
@@ -64,9 +67,32 @@ def fold_batchnorm(model: nn.Module, check: bool = True) -> nn.Module:
     for conv_name, bn_name in pairs:
         _replace(folded, conv_name, fuse_conv_bn_eval(modules[conv_name], modules[bn_name]))
         _replace(folded, bn_name, nn.Identity())
+    for module in folded.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            absorb_statistics(module)
     if check:
         _check_same(model, folded)
     return folded
+
+
+def absorb_statistics(bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Rewrite an eval-mode BN in place as the same affine map with mean 0 and variance 1.
+
+    Trained running variances reach 1e5 and more, past fp16's largest value (65504): a plain
+    model.half() turns them into inf and zeroes those channels. The affine form has small numbers.
+    """
+    with torch.no_grad():
+        scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+        weight = bn.weight.float() * scale if bn.affine else scale
+        bias = (bn.bias.float() if bn.affine else 0.0) - bn.running_mean.float() * weight
+        if bn.affine:
+            bn.weight.copy_(weight)
+            bn.bias.copy_(bias)
+        else:
+            bn.weight, bn.bias = nn.Parameter(weight), nn.Parameter(bias)
+            bn.affine = True
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)  # var + eps == 1
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
