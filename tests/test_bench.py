@@ -8,21 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import bisenet
 from bisenet.cli import main
 from bisenet.deploy.bench import format_table, peak_rss_mb, reset_peak_rss
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_IMAGES = REPO / "examples" / "dubai" / "val" / "images"
 CONFIG = REPO / "configs" / "bisenetv2_dubai.yaml"
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "v2.pth"
-    torch.save(bisenet.build_model("bisenetv2", 5).state_dict(), path)
-    return path
 
 
 def test_infer_json_has_one_row_per_backend(weights, tmp_path, capsys) -> None:

@@ -22,15 +22,6 @@ CONFIG = REPO / "configs" / "bisenetv2_dubai.yaml"
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    """A published-format state_dict (5 classes: matches the dubai preset)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "v2.pth"
-    torch.save(bisenet.build_model("bisenetv2", 5).state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     """Three example photos at odd sizes in a folder (two share a size)."""
     folder = tmp_path_factory.mktemp("photos")
