@@ -22,7 +22,7 @@ from bisenet.config import parse_size
 from bisenet.deploy.bench import format_table, image_normalisation, run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
-ALL = ["eager", "amp", "fold_bn", "compile", "onnxruntime", "int8"]
+ALL = ["eager", "amp", "fold_bn", "compile", "onnxruntime", "int8", "int8_compile"]
 
 
 def isolated_peak_rss(args: argparse.Namespace, backend: str) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from pathlib import Path
 
@@ -63,15 +64,18 @@ def test_reference_labels_are_not_degenerate(reference) -> None:
 
 
 # Bounds: fp32-equivalent backends must agree; bf16 and int8 round, so a looser but real bound.
-AGREEMENT = {"eager": 1.0, "fold_bn": 0.99, "onnxruntime": 0.99, "amp": 0.95, "int8": 0.8, "compile": 0.95}
+AGREEMENT = {"eager": 1.0, "fold_bn": 0.99, "onnxruntime": 0.99, "amp": 0.95, "int8": 0.8, "compile": 0.95,
+             "int8_compile": 0.8}
+HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
 
 
 @pytest.mark.parametrize("name", [
     "eager", "fold_bn", "onnxruntime", "amp", "int8",
+    pytest.param("int8_compile", marks=pytest.mark.skipif(not HAS_TORCHAO, reason="needs torchao (pip install torchao)")),
     pytest.param("compile", marks=[pytest.mark.slow, pytest.mark.skipif(not RUN_SLOW, reason="set BISENET_SLOW_TESTS=1")]),
 ])
 def test_backend_agrees_with_eager(name, model, images, reference) -> None:
-    opts = {"calibration": list(images["train"][:6].split(1))} if name == "int8" else {}
+    opts = {"calibration": list(images["train"][:6].split(1))} if name.startswith("int8") else {}
     backend = build_backend(name, model, "cpu", **opts)
     assert backend.name == name
     logits = backend(images["val"])
@@ -97,9 +101,10 @@ def test_int8_calibrates_from_a_folder(model, images, reference) -> None:
     assert agreement >= AGREEMENT["int8"]
 
 
-def test_int8_without_calibration_names_the_fix(model) -> None:
+@pytest.mark.parametrize("name", ["int8", "int8_compile"])
+def test_int8_without_calibration_names_the_fix(model, name) -> None:
     with pytest.raises(BisenetError, match="calibration"):
-        build_backend("int8", model)
+        build_backend(name, model)
 
 
 def test_unknown_backend_lists_the_valid_ones(model) -> None:

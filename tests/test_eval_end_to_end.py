@@ -157,3 +157,19 @@ def test_torchrun_two_processes_match_one(tiny, published, tmp_path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert one["confusion_matrix"] == two["confusion_matrix"] and two["images"] == 4
+
+
+def test_int8_eval_calibrates_on_the_train_split(tmp_path, model, published) -> None:
+    # No calibration folder given: evaluate() reads images of the config's train split.
+    cfg = load_config(CONFIG, {"eval": {"crop_size": [64, 64]}})
+    fp32 = evaluate(cfg, published, data_root=EXAMPLE, list_file=EXAMPLE / "val.txt", progress=False, device="cpu")
+    int8 = evaluate(cfg, published, data_root=EXAMPLE, list_file=EXAMPLE / "val.txt", progress=False, device="cpu",
+                    backend="int8", calibration_images=2)
+    assert int8["backend"] == "int8" and int8["images"] == fp32["images"]
+    assert abs(int8["pixel_acc"] - fp32["pixel_acc"]) < 10
+
+
+def test_int8_eval_names_a_missing_calibration_folder(published) -> None:
+    with pytest.raises(bisenet.errors.BisenetError, match="no-such-folder"):
+        evaluate(CONFIG, published, data_root=EXAMPLE, progress=False, device="cpu", backend="int8",
+                 calibration="no-such-folder")

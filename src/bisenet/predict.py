@@ -95,14 +95,23 @@ class Segmenter:
     """Segment RGB uint8 images with a BiSeNet model: `Segmenter.from_checkpoint(path).predict(image)`."""
 
     def __init__(self, model: nn.Module | Callable, num_classes: int, info: LabelInfo, device: str | torch.device = "cpu",
-                 mode: str = "ss", backend: str = "eager", batch_size: int = 4, protocol: Protocol | None = None) -> None:
+                 mode: str = "ss", backend: str = "eager", batch_size: int = 4, protocol: Protocol | None = None,
+                 calibration: str | os.PathLike | None = None) -> None:
         from bisenet.engine.distributed import resolve_device
 
         self.device = resolve_device(str(device))
         self.num_classes = num_classes
         self.info = info
         if isinstance(model, nn.Module):
-            model = build_runner(model.to(self.device).eval(), backend, self.device)
+            from bisenet.deploy.backends import CALIBRATED
+
+            options = {}
+            if backend in CALIBRATED:
+                if calibration is None:
+                    raise BisenetError(f"the {backend} backend needs calibration images: pass --calibration DIR "
+                                       "(a folder of images like the ones to segment)")
+                options = {"calibration": calibration, "mean": info.mean, "std": info.std}
+            model = build_runner(model.to(self.device).eval(), backend, self.device, **options)
         self.model = model
         self.protocol = protocol or make_protocol(mode, scales=info.scales, crop=info.crop)
         self.batch_size = max(1, batch_size)
@@ -112,7 +121,8 @@ class Segmenter:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         config: Config | str | os.PathLike | dict | None = None, mode: str = "ss",
-                        backend: str = "eager", batch_size: int = 4) -> Segmenter:
+                        backend: str = "eager", batch_size: int = 4,
+                        calibration: str | os.PathLike | None = None) -> Segmenter:
         """Load published or own weights; names/palette/mean/std from `config`, the checkpoint, or a preset."""
         from bisenet.checkpoint import load_model, read_weights
         from bisenet.engine.distributed import resolve_device
@@ -121,7 +131,7 @@ class Segmenter:
         model = load_model(path, map_location=device)
         stored = read_weights(path).get("config")
         info = label_info(model.num_classes, config, stored if isinstance(stored, dict) else None)
-        return cls(model, model.num_classes, info, device, mode, backend, batch_size)
+        return cls(model, model.num_classes, info, device, mode, backend, batch_size, calibration=calibration)
 
     @property
     def palette(self) -> list[list[int]]:

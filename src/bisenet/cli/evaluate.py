@@ -23,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="images per forward pass (same-size images are batched)")
     parser.add_argument("--workers", type=int, help="data-loading processes")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--backend", default="eager", help="inference backend (eager, fold_bn, compile, onnxruntime, ...)")
+    parser.add_argument("--backend", default="eager",
+                        help="inference backend: eager amp fold_bn compile onnxruntime int8 int8_compile")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help="int8 backends: folder of calibration images (default: images of the train split)")
+    parser.add_argument("--calibration-images", type=int, default=8, metavar="N", help="int8 calibration images (default 8)")
     parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON, with confusion and IoU plots beside it")
     parser.add_argument("--save-pred", metavar="DIR", help="write one train-id PNG per image, named after its stem")
     parser.add_argument("--cityscapes-ids", action="store_true",
@@ -81,6 +85,7 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
         stride=parse_size(args.stride, "--stride") if args.stride else None, flip=args.flip,
         batch_size=args.batch_size, device=args.device, backend=args.backend, save_pred_dir=args.save_pred,
         cityscapes_ids=args.cityscapes_ids, workers=args.workers,
+        calibration=args.calibration, calibration_images=args.calibration_images,
     )
 
 

@@ -16,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=EVAL_MODES, default="ss", help="inference protocol (default ss)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass")
-    parser.add_argument("--backend", default="eager", help="inference backend (eager, fold_bn, compile, onnxruntime, ...)")
+    parser.add_argument("--backend", default="eager",
+                        help="inference backend: eager amp fold_bn compile onnxruntime int8 int8_compile")
+    parser.add_argument("--calibration", metavar="DIR",
+                        help="int8 backends: folder of calibration images (default: the first INPUT folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -24,10 +27,18 @@ def run(args: argparse.Namespace) -> int:
     from bisenet.predict import Segmenter, predict_paths
 
     segmenter = Segmenter.from_checkpoint(args.weights, device=args.device, config=args.config, mode=args.mode,
-                                          backend=args.backend, batch_size=args.batch_size)
+                                          backend=args.backend, batch_size=args.batch_size,
+                                          calibration=args.calibration or _first_folder(args.inputs))
     print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
           f"{segmenter.protocol.describe()} on {segmenter.device}")
     summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
     print(f"wrote {summary.images} image(s) x 3 PNGs and {summary.videos} video(s) to {args.out}"
           + (f"; skipped {len(summary.skipped)}" if summary.skipped else ""))
     return 0 if summary.images or summary.videos or not summary.skipped else 1
+
+
+def _first_folder(inputs: list[str]) -> str | None:
+    """The first INPUT that is a folder: default int8 calibration images."""
+    from pathlib import Path
+
+    return next((item for item in inputs if Path(item).is_dir()), None)

@@ -140,30 +140,55 @@ def build_onnxruntime(model: nn.Module, device: torch.device, export_size: tuple
     return OnnxBackend("onnxruntime", path, device, keep=folder)
 
 
+def _calibration_batches(calibration: Any, size: tuple[int, int] | None, mean: Sequence[float] | None,
+                         std: Sequence[float] | None, limit: int, backend: str) -> list[torch.Tensor]:
+    """Normalised 1 x 3 x H x W calibration batches from a folder of images or a list of images."""
+    from bisenet.deploy.images import IMAGENET_MEAN, IMAGENET_STD, as_batches, read_folder
+
+    if calibration is None:
+        raise BisenetError(f"the {backend} backend needs calibration images: pass calibration=<folder or list of images> "
+                           "(--calibration DIR on the CLI)")
+    if isinstance(calibration, (str, os.PathLike)):  # size None: the first image's, rounded to multiples of 32
+        calibration = read_folder(calibration, size, mean or IMAGENET_MEAN, std or IMAGENET_STD, limit)
+    batches = as_batches(calibration)
+    return batches[:limit] if limit else batches
+
+
 def build_int8(model: nn.Module, device: torch.device, calibration: Any = None, size: tuple[int, int] | None = None,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None, limit: int = 8,
                keep_fp32: Sequence[str] = (), **opts: Any) -> Backend:
     """onnxruntime static int8 (QDQ) calibrated on a folder of images or a list of normalised images."""
-    from bisenet.deploy.images import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        as_batches,
-        read_folder,
-    )
     from bisenet.deploy.quantize import quantize_onnx
 
-    if calibration is None:
-        raise BisenetError("the int8 backend needs calibration images: pass calibration=<folder or list of images> (--images DIR on the CLI)")
-    if isinstance(calibration, (str, os.PathLike)):
-        if size is None:
-            raise BisenetError("int8 calibration from a folder needs size=(H, W) to resize the images to")
-        calibration = read_folder(calibration, size, mean or IMAGENET_MEAN, std or IMAGENET_STD, limit)
-    batches = as_batches(calibration)[:limit] if limit else as_batches(calibration)
+    batches = _calibration_batches(calibration, size, mean, std, limit, "int8")
     folder, fp32 = _export_temp(model, tuple(batches[0].shape[-2:]))
     int8 = fp32.with_name("model_int8.onnx")
     quantize_onnx(fp32, int8, batches, keep_fp32=keep_fp32)
     return OnnxBackend("int8", int8, device, keep=folder)
 
+
+def build_int8_compile(model: nn.Module, device: torch.device, calibration: Any = None,
+                       size: tuple[int, int] | None = None, mean: Sequence[float] | None = None,
+                       std: Sequence[float] | None = None, limit: int = 8, **opts: Any) -> Backend:
+    """PyTorch int8 (torchao pt2e, x86 oneDNN VNNI) + torch.compile, the float parts in bf16; CPU only."""
+    from bisenet.deploy.quantize import quantize_pt2e
+
+    if device.type != "cpu":
+        raise BisenetError(f"the int8_compile backend runs on the CPU only, not {device}; on a GPU use compile (fp16) or int8 (onnxruntime)")
+    batches = _calibration_batches(calibration, size, mean, std, limit, "int8_compile")
+    quantized = quantize_pt2e(model.to(device), batches)
+    # dynamic=False: oneDNN's int8 weight prepacking needs concrete shapes, so each new input
+    # size compiles once (~10 s); a fixed deployment size compiles once in all.
+    # Freezing through the global config: passed as torch.compile(options=...) it misses the
+    # int8 weight-prepacking pass (torch 2.13), and compilation fails on onednn.qconv_prepack.
+    from torch._inductor import config as inductor_config
+
+    compiled = inductor_config.patch(freezing=True)(torch.compile(quantized, dynamic=False))
+    return TorchBackend("int8_compile", compiled, device, autocast=torch.bfloat16)
+
+
+# Backends that need calibration images (calibration=, size=, mean=, std=, limit=).
+CALIBRATED = ("int8", "int8_compile")
 
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "eager": build_eager,
@@ -172,6 +197,7 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
     "compile": build_compile,
     "onnxruntime": build_onnxruntime,
     "int8": build_int8,
+    "int8_compile": build_int8_compile,
 }
 
 

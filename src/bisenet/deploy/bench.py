@@ -161,7 +161,7 @@ def _load(arch: str, num_classes: int, weights: str | os.PathLike | None, device
 
 def _bench_infer(model, size, batch_size, device, backends, weights, images, calibration, mean, std,
                  warmup, iters, max_images, log) -> list[dict[str, Any]]:
-    from bisenet.deploy.backends import build_backend
+    from bisenet.deploy.backends import CALIBRATED, build_backend
     from bisenet.deploy.images import IMAGENET_MEAN, IMAGENET_STD, read_folder
     from bisenet.info import count_flops
 
@@ -189,9 +189,9 @@ def _bench_infer(model, size, batch_size, device, backends, weights, images, cal
         _reset_memory(device)
         log(f"building {name} ...")
         start = time.perf_counter()
-        opts = {"calibration": calib, "limit": max_images} if name == "int8" else {}
-        if name == "int8":
-            log(f"int8 calibration: {'random input (speed only)' if not (calibration or samples) else f'{len(calib)} images'}")
+        opts = {"calibration": calib, "limit": max_images} if name in CALIBRATED else {}
+        if name in CALIBRATED:
+            log(f"{name} calibration: {'random input (speed only)' if not (calibration or samples) else f'{len(calib)} images'}")
         backend = build_backend(name, model, device, **opts)
         backend(x)  # first call: compiles or allocates; counted in build time, not in latency
         _sync(device)

@@ -49,13 +49,24 @@ def read_image(
 
 def read_folder(
     folder: str | os.PathLike,
-    size: tuple[int, int],
+    size: tuple[int, int] | None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     limit: int | None = None,
 ) -> list[torch.Tensor]:
-    """Every image of a folder (up to `limit`) as normalised 3 x H x W tensors at `size`."""
-    return [read_image(p, size, mean, std) for p in list_images(folder, limit)]
+    """Every image of a folder (up to `limit`) as normalised 3 x H x W tensors at `size`.
+
+    size=None: the first image's size rounded to multiples of 32 (at least 32), for all of them.
+    """
+    files = list_images(folder, limit)
+    if size is None:
+        import cv2
+
+        first = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
+        if first is None:
+            raise BisenetError(f"{files[0]}: cannot read this image file")
+        size = tuple(max(32, round(side / 32) * 32) for side in first.shape[:2])
+    return [read_image(p, size, mean, std) for p in files]
 
 
 def as_batches(images: Iterable[np.ndarray | torch.Tensor]) -> list[torch.Tensor]:

@@ -67,3 +67,50 @@ def quantize_onnx(
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
     return {"calibration_batches": len(calibration), "fp32_nodes": len(exclude), "per_channel": per_channel}
+
+
+def _import_pt2e():
+    """torchao's pt2e quantisation API, quietly (its import logs about CUDA-only kernels), or a clear error."""
+    import logging
+
+    quiet = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer
+    except ImportError:
+        from bisenet.errors import BisenetError
+
+        raise BisenetError("the int8_compile backend needs torchao: pip install torchao (or pip install -e '.[deploy]')") from None
+    finally:
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+    return prepare_pt2e, convert_pt2e, x86_inductor_quantizer
+
+
+def quantize_pt2e(model: torch.nn.Module, calibration: Sequence[torch.Tensor],
+                  keep_float: Sequence[str] | None = None) -> torch.nn.Module:
+    """An int8 (x86, oneDNN VNNI) copy of an eval-mode model, calibrated on normalised NCHW batches.
+
+    The model is exported with dynamic batch, height and width (multiples of 32), so the
+    result runs at any valid size. Submodules named in `keep_float` (default: the model's
+    `quant_float_modules`) stay in float; run the result under bf16 autocast and torch.compile.
+    """
+    prepare_pt2e, convert_pt2e, xiq = _import_pt2e()
+    keep_float = getattr(model, "quant_float_modules", ()) if keep_float is None else keep_float
+    example = torch.zeros(2, 3, *calibration[0].shape[-2:])  # batch 2: a batch of 1 would be specialised
+    dims = {"x": {0: torch.export.Dim("batch", min=1, max=1024),
+                  2: 32 * torch.export.Dim("height32", min=1, max=512),
+                  3: 32 * torch.export.Dim("width32", min=1, max=512)}}
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    for name in keep_float:
+        quantizer.set_module_name_qconfig(name, None)
+    with torch.no_grad():
+        graph = torch.export.export(model.eval(), (example,), dynamic_shapes=dims).module()
+        prepared = prepare_pt2e(graph, quantizer)
+        for batch in calibration:
+            prepared(batch)
+        return convert_pt2e(prepared)

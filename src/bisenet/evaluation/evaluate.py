@@ -155,16 +155,40 @@ def evaluate(
     workers: int | None = None,
     progress: bool = True,
     backend_options: dict | None = None,
+    calibration: str | os.PathLike | None = None,
+    calibration_images: int = 8,
 ) -> dict:
     """Evaluate weights (a file or a model) on a split with ss/ssc/msf/mscf; optional JSON and plots.
 
     Returns {"mIoU", "IoU": {class: value or None}, "pixel_acc", "fwIoU", "mode", "images", ...}.
     """
     cfg = config if isinstance(config, Config) else load_config(config)
+    from bisenet.deploy.backends import CALIBRATED
+
+    if backend in CALIBRATED and not (backend_options or {}).get("calibration"):
+        backend_options = {**(backend_options or {}), **_calibration_options(cfg, calibration, calibration_images,
+                                                                                data_root, crop)}
     with _torchrun_group(device) as run_device:
         return _evaluate(cfg, weights_or_model, mode, split, data_root, list_file, scales, crop, stride, flip,
                          batch_size, run_device, backend, save_pred_dir, cityscapes_ids, json_path, workers, progress,
                          backend_options)
+
+
+def _calibration_options(cfg: Config, folder: str | os.PathLike | None, count: int, data_root: Any,
+                         crop: tuple[int, int] | None) -> dict:
+    """int8 calibration: `folder`'s images, else `count` images spread over the train split, at the crop size."""
+    from bisenet.data import validate_split
+    from bisenet.data.dataset import split_pairs
+    from bisenet.deploy.images import read_image
+
+    size = crop or cfg.eval.crop_size or cfg.augment.crop_size
+    if folder is not None:
+        return {"calibration": folder, "size": size, "mean": cfg.data.mean, "std": cfg.data.std, "limit": count}
+    validate_split(cfg, "train", data_root)
+    entries = split_pairs(cfg, "train", data_root).entries
+    step = max(1, len(entries) // max(1, count))
+    images = [read_image(entry.image, size, cfg.data.mean, cfg.data.std) for entry in entries[::step][:count]]
+    return {"calibration": images, "limit": count}
 
 
 @contextlib.contextmanager
