@@ -100,6 +100,21 @@ class ModelContract:
             assert torch.isfinite(out).all()
             assert out.requires_grad
 
+    def test_low_resolution_outputs_upsample_to_the_train_outputs(self):
+        # upsample=False (what training uses) returns each head's logits at its own stride;
+        # bilinear upsampling to the input size gives exactly the default outputs.
+        model = self.make_model().train()
+        x = make_input()
+        torch.manual_seed(3)  # same dropout masks in both passes
+        full = model(x)
+        torch.manual_seed(3)
+        low = model(x, upsample=False)
+        assert len(low) == len(full)
+        for a, b in zip(low, full):
+            assert a.shape[-2] < SIZE[0] and SIZE[0] % a.shape[-2] == 0
+            up = F.interpolate(a, size=SIZE, mode="bilinear", align_corners=False)
+            torch.testing.assert_close(up, b, rtol=1e-4, atol=1e-4)
+
     def test_eval_output(self):
         model = self.make_model().eval()
         x = make_input()

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
                         help="infer: eager amp fold_bn compile onnxruntime int8 int8_compile (default: eager amp fold_bn onnxruntime); "
-                             "train: fp32 bf16 fp16 bf16_compile (default: fp32 bf16, plus fp16 on CUDA)")
+                             "train: fp32_plain (textbook step, the baseline) fp32 bf16 fp16 bf16_compile "
+                             "(default: fp32_plain fp32 bf16, plus fp16 on CUDA)")
     parser.add_argument("--weights", default=None, help="trained weights: needed for a meaningful label agreement")
     parser.add_argument("--images", default=None, help="folder of images: timing input, agreement and int8 calibration")
     parser.add_argument("--calibration", default=None, help="folder of images for int8 calibration (default: --images)")

@@ -19,7 +19,9 @@ from torch import nn
 
 from bisenet.errors import BisenetError, nearest
 
-TRAIN_PRECISIONS = ("fp32", "bf16", "fp16", "bf16_compile")
+# fp32_plain is the textbook step (full-size logits from the model, cross-entropy on them), the
+# baseline; the others are `bisenet train`'s step, whose loss upsamples low-resolution logits itself.
+TRAIN_PRECISIONS = ("fp32_plain", "fp32", "bf16", "fp16", "bf16_compile")
 DEFAULT_INFER = ("eager", "amp", "fold_bn", "onnxruntime")
 
 
@@ -239,7 +241,7 @@ def _bench_train(model, size, batch_size, device, precisions, warmup, iters, log
     from bisenet.engine.optim import build_optimizer
     from bisenet.losses import build_loss
 
-    names = list(precisions or (("fp32", "bf16", "fp16") if device.type == "cuda" else ("fp32", "bf16")))
+    names = list(precisions or (("fp32_plain", "fp32", "bf16", "fp16") if device.type == "cuda" else ("fp32_plain", "fp32", "bf16")))
     for name in names:
         if name not in TRAIN_PRECISIONS:
             raise BisenetError(f"unknown training precision {name!r}{nearest(name, TRAIN_PRECISIONS)}; valid: {', '.join(TRAIN_PRECISIONS)}")
@@ -268,7 +270,8 @@ def _bench_train(model, size, batch_size, device, precisions, warmup, iters, log
         rows[name].update(_memory(device))
     log(f"timing {len(names)} training setting(s) round-robin, {iters} iterations ...")
     times = _time_round_robin(steps, iters, device)
-    return _finish(rows, times, batch_size, gflops, names[0] if "fp32" not in names else "fp32")
+    baseline = next((name for name in ("fp32_plain", "fp32") if name in names), names[0])
+    return _finish(rows, times, batch_size, gflops, baseline)
 
 
 def _train_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -282,7 +285,8 @@ def _train_flops(model: nn.Module, x: torch.Tensor) -> int:
 
 def _train_step(model, loss_fn, cfg, precision, device, x, y, build_optimizer) -> Callable[[], float]:
     """One closure: forward in train mode, OHEM + aux loss, backward, optimizer.step."""
-    channels_last = precision != "fp32"
+    channels_last = not precision.startswith("fp32")
+    upsample = precision == "fp32_plain"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -293,7 +297,7 @@ def _train_step(model, loss_fn, cfg, precision, device, x, y, build_optimizer) -
 
     def step() -> float:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            outputs = forward(x)
+            outputs = forward(x, upsample=upsample)
         total, _ = loss_fn(outputs, y)
         scaler.scale(total).backward()
         scaler.step(optimizer)

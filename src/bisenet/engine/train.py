@@ -134,7 +134,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
             labels = labels.to(device, non_blocking=True)
 
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                outputs = net(images)
+                # Logits at each head's own stride: the loss upsamples them one image at a time.
+                outputs = net(images, upsample=False)
             loss, parts = criterion(outputs, labels)
 
             flags = all_reduce_max(torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device))

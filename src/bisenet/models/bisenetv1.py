@@ -135,8 +135,9 @@ class OutputHead(nn.Module):
         self.conv = ConvBNReLU(in_ch, mid_ch, 3)
         self.conv_out = nn.Conv2d(mid_ch, num_classes, 1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upsample_bilinear(self.conv_out(self.conv(x)), self.up_factor)
+    def forward(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor:
+        logits = self.conv_out(self.conv(x))
+        return upsample_bilinear(logits, self.up_factor) if upsample else logits
 
 
 class BiSeNetV1(nn.Module):
@@ -166,13 +167,15 @@ class BiSeNetV1(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Logits at the input size; upsample=False leaves each head's logits at its own stride
+        (the training loss upsamples them itself, without storing full-size logits)."""
         check_input_size(x, training=self.training)
         context8, context16 = self.cp(x)
-        logits = self.conv_out(self.ffm(self.sp(x), context8))
+        logits = self.conv_out(self.ffm(self.sp(x), context8), upsample)
         if not self.training:
             return logits
-        return logits, self.conv_out16(context8), self.conv_out32(context16)
+        return logits, self.conv_out16(context8, upsample), self.conv_out32(context16, upsample)
 
     def load_pretrained_backbone(self, source: str) -> None:
         """Load ImageNet ResNet-18 weights (torchvision format) into the context path.

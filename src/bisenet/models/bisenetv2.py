@@ -154,8 +154,10 @@ class SegmentHead(nn.Module):
             BilinearUp(up_factor // 2 if aux else up_factor),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(self.drop(self.conv(x)))
+    def forward(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor:
+        expand, classify, up = self.conv_out
+        logits = classify(expand(self.drop(self.conv(x))))
+        return up(logits) if upsample else logits
 
 
 class BiSeNetV2(nn.Module):
@@ -180,10 +182,13 @@ class BiSeNetV2(nn.Module):
         self.aux5_4 = SegmentHead(128, 128, num_classes, 32, aux=True)
         init_kaiming_fan_out(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, upsample: bool = True) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Logits at the input size; upsample=False leaves each head's logits at its own stride
+        (the training loss upsamples them itself, without storing full-size logits)."""
         check_input_size(x, training=self.training)
         feat2, feat3, feat4, feat5_4, semantic = self.segment(x)
-        logits = self.head(self.bga(self.detail(x), semantic))
+        logits = self.head(self.bga(self.detail(x), semantic), upsample)
         if not self.training:
             return logits
-        return logits, self.aux2(feat2), self.aux3(feat3), self.aux4(feat4), self.aux5_4(feat5_4)
+        return (logits, self.aux2(feat2, upsample), self.aux3(feat3, upsample), self.aux4(feat4, upsample),
+                self.aux5_4(feat5_4, upsample))

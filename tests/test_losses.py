@@ -1,0 +1,63 @@
+"""Losses: the fused upsampled cross-entropy equals the textbook one, values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from bisenet.losses import CrossEntropy, OhemCrossEntropy, pixel_cross_entropy
+
+
+def textbook(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    up = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(up, labels, ignore_index=255, reduction="none")
+
+
+@pytest.mark.parametrize("factor", [4, 8, 32])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampled_cross_entropy_matches_interpolate_then_cross_entropy(factor, channels_last) -> None:
+    gen = torch.Generator().manual_seed(factor)
+    logits = torch.randn(3, 7, 4, 6, generator=gen, dtype=torch.float64).float() * 3
+    if channels_last:
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 7, (3, 4 * factor, 6 * factor), generator=gen)
+    labels[0, :3] = 255
+    labels[2] = 255  # one image entirely ignored
+    weights = torch.rand(labels.shape, generator=gen)
+
+    a = logits.clone().requires_grad_()
+    fused = pixel_cross_entropy(a, labels)
+    (fused * weights).sum().backward()
+    b = logits.clone().requires_grad_()
+    ref = textbook(b, labels)
+    (ref * weights).sum().backward()
+
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+    assert (fused[2] == 0).all() and (a.grad[2] == 0).all()
+
+
+def test_bf16_logits_get_a_bf16_gradient() -> None:
+    logits = torch.randn(2, 5, 8, 8).bfloat16().requires_grad_()
+    labels = torch.randint(0, 5, (2, 64, 64))
+    loss = pixel_cross_entropy(logits, labels)
+    assert loss.dtype == torch.float32
+    loss.mean().backward()
+    assert logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad.float()).all()
+
+
+@pytest.mark.parametrize("criterion", [OhemCrossEntropy(0.7, 1 / 16), CrossEntropy()])
+def test_criteria_give_the_same_loss_and_gradient_on_low_resolution_logits(criterion) -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 8, 8, generator=gen) * 4
+    labels = torch.randint(0, 5, (2, 64, 64), generator=gen)
+    labels[:, :5] = 255
+    low = logits.clone().requires_grad_()
+    full = logits.clone().requires_grad_()
+    loss_low = criterion(low, labels)
+    loss_full = criterion(F.interpolate(full, size=(64, 64), mode="bilinear", align_corners=False), labels)
+    loss_low.backward()
+    loss_full.backward()
+    torch.testing.assert_close(loss_low, loss_full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(low.grad, full.grad, rtol=1e-4, atol=1e-6)
