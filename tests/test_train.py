@@ -14,7 +14,7 @@ import torch
 
 import bisenet
 from bisenet.cli import main as cli_main
-from bisenet.engine.optim import lr_factor, parameter_groups
+from bisenet.engine.optim import build_optimizer, lr_factor, parameter_groups
 from bisenet.engine.sampler import IterationSampler
 from bisenet.engine.train import TrainingError, train
 from bisenet.errors import ConfigError
@@ -80,6 +80,16 @@ def test_ohem_keeps_hard_pixels_and_a_minimum():
     assert loss_fn(easy, labels).item() == pytest.approx(per_pixel[2:7].max().item(), rel=1e-4)
     all_ignored = torch.full_like(labels, 255)
     assert loss_fn(logits, all_ignored).item() == 0.0
+
+
+def test_adamw_optimizer_keeps_the_groups_and_unknown_names_get_the_nearest():
+    cfg = tiny_config("train.optimizer=adamw", "train.lr=0.002")
+    optimizer = build_optimizer(bisenet.build_model("bisenetv2", 5), cfg.train)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["body_decay"] == pytest.approx(0.002) and lrs["head_decay"] == pytest.approx(0.002 * cfg.train.head_lr_factor)
+    with pytest.raises(ConfigError, match="adamw"):
+        tiny_config("train.optimizer=adam")
 
 
 def test_parameter_groups_no_decay_on_bn_and_bias_and_head_lr():

@@ -29,11 +29,13 @@ def parameter_groups(model: nn.Module, train_cfg: TrainConfig) -> list[dict]:
     return result
 
 
-def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum over `parameter_groups`; lr is set per step by the schedule."""
+def build_optimizer(model: nn.Module, train_cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (or AdamW) over `parameter_groups`; lr is set per step by the schedule."""
     groups = parameter_groups(model, train_cfg)
     for group in groups:
         group["lr"] = train_cfg.lr * group["lr_scale"]
+    if train_cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=train_cfg.lr, betas=(train_cfg.momentum, 0.999))
     return torch.optim.SGD(groups, lr=train_cfg.lr, momentum=train_cfg.momentum)
 
 

@@ -146,8 +146,8 @@ class BiSeNetV1(nn.Module):
     # Parameters of these submodules train with the larger "head" learning rate.
     head_modules = ("ffm", "conv_out", "conv_out16", "conv_out32")
     aux_heads = ("conv_out16", "conv_out32")
-    # Kept in bf16 by int8 quantisation, as in BiSeNetV2: the attention-gated fusion and the classifier.
-    quant_float_modules = ("ffm", "conv_out.conv_out")
+    # Kept in bf16 by int8 quantisation, as in BiSeNetV2: the attention-gated fusion and the main head.
+    quant_float_modules = ("ffm", "conv_out")
 
     def __init__(self, num_classes: int = 19) -> None:
         super().__init__()
