@@ -93,7 +93,7 @@ def test_adamw_optimizer_keeps_the_groups_and_unknown_names_get_the_nearest():
 
 
 def test_parameter_groups_no_decay_on_bn_and_bias_and_head_lr():
-    cfg = tiny_config()
+    cfg = tiny_config("train.head_lr_factor=10.0")
     model = bisenet.build_model("bisenetv2", 5)
     groups = {g["name"]: g for g in parameter_groups(model, cfg.train)}
     names = {id(p): n for n, p in model.named_parameters()}
