@@ -7,7 +7,7 @@ import json
 import cv2
 
 from bisenet.cli import main as cli_main
-from bisenet.quickstart import EXAMPLE_ROOT
+from bisenet.quickstart import EXAMPLE_ROOT, MIN_ITERS, QUICKSTART_OVERRIDES, fit_iterations
 
 
 def test_quickstart_leaves_checkpoint_metrics_curves_and_predictions(tmp_path, capsys):
@@ -28,3 +28,11 @@ def test_quickstart_leaves_checkpoint_metrics_curves_and_predictions(tmp_path, c
         assert written is not None and written.shape[:2] == photo.shape[:2], suffix
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 2
+
+
+def test_schedule_fits_the_time_budget_between_the_floor_and_the_recipe(tmp_path):
+    small = {**QUICKSTART_OVERRIDES, "data.root": str(EXAMPLE_ROOT), "augment.crop_size": [64, 64],
+             "train.batch_size": 2, "train.workers": 0}
+    assert fit_iterations(small, tmp_path / "probe", budget_seconds=1e6) == 450  # the recipe is the cap
+    assert fit_iterations(small, tmp_path / "probe", budget_seconds=0) == MIN_ITERS
+    assert not (tmp_path / "probe").exists()  # the timing run leaves nothing behind

@@ -2,6 +2,7 @@
 
 from bisenet.checkpoint import load_model
 from bisenet.config import Config, load_config
+from bisenet.engine.train import TrainResult, train
 from bisenet.evaluation import evaluate, score_predictions
 from bisenet.models import build_model
 from bisenet.predict import Segmenter, colorize
@@ -11,11 +12,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Config",
     "Segmenter",
+    "TrainResult",
     "build_model",
     "colorize",
     "evaluate",
     "load_config",
     "load_model",
     "score_predictions",
+    "train",
     "__version__",
 ]

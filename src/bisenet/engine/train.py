@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class TrainResult:
     best_miou: float | None
     last_miou: float | None
     stopped_by: str | None  # "SIGTERM" / "SIGINT" when interrupted, else None
+    # Steady-state wall time per iteration (the first one, with its start-up costs, left out;
+    # evaluations included); None when fewer than two iterations ran.
+    seconds_per_iter: float | None = None
 
 
 def train(cfg: Config, work_dir: str | Path, resume: str | Path | None = None,
@@ -120,6 +124,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     net.train()
     monitor.start(start_iter)
     sums: dict[str, float] = {}
+    first_step_done = None
     with stop.installed():
         batches = iter(loader)
         while iteration < tc.max_iters:
@@ -172,11 +177,15 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. "
                               f"Continue with: bisenet train CONFIG --work-dir {work_dir} --resume")
                 break
+            if first_step_done is None:
+                first_step_done = time.perf_counter()
+        steady_iters = iteration - start_iter - 1
+        seconds_per_iter = (time.perf_counter() - first_step_done) / steady_iters if steady_iters > 0 else None
         del batches
     curves = monitor.close()
     if dist_info.is_main and curves:
         print(f"curves: {curves}")
-    return TrainResult(work_dir, iteration, best_miou, last_miou, stopped_by)
+    return TrainResult(work_dir, iteration, best_miou, last_miou, stopped_by, seconds_per_iter)
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
