@@ -17,11 +17,13 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
     full-size logits are neither stored for backward nor kept for more than one image at a
     time: backward recomputes them. With 5 heads x 19 classes at 512x512 that full-size
     work was half of a bf16 training step on CPU; one image's worth stays in the L3 cache.
+    Memory layouts follow the CPU kernels' speed: the forward reduces over classes, fast in
+    NCHW; the backward's upsampling and its adjoint are 2x faster in channels_last.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-        logits = logits.contiguous()  # channels_last logits make the upsampling ~2x slower
+        logits = logits.contiguous()  # NCHW: reductions over channels are slower in channels_last
         losses, lses = [], []
         for image, label in zip(logits.split(1), labels.split(1)):
             up = F.interpolate(image.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
@@ -40,7 +42,8 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
         size = list(labels.shape[-2:])
         grads = []
         for image, label, image_lse, image_grad in zip(logits.split(1), labels.split(1), lse.split(1), grad.split(1)):
-            up = F.interpolate(image.float(), size=size, mode="bilinear", align_corners=False)
+            image = image.float().contiguous(memory_format=torch.channels_last)
+            up = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
             valid = label != ctx.ignore_index
             target = label.masked_fill(~valid, 0).unsqueeze(1)
             weight = (image_grad * valid).unsqueeze(1)
