@@ -112,3 +112,31 @@ def test_cli_export_bad_weights_path_is_one_line_exit_2(tmp_path, capsys) -> Non
     assert code == 2
     assert err.count("\n") == 0 and "missing.pth" in err and "not found" in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_writes_fp16_safetensors_that_keep_large_bn_variances(model, tmp_path, capsys) -> None:
+    trained_like = bisenet.build_model("bisenetv2", 4).eval()
+    trained_like.load_state_dict(model.state_dict())
+    with torch.no_grad():  # trained BiSeNetV2 variances pass fp16's 65504
+        trained_like.detail.S1[0].bn.running_var.mul_(2e5)
+    source = tmp_path / "trained.pth"
+    torch.save(trained_like.state_dict(), source)
+    out = tmp_path / "v2.safetensors"
+    code = main(["export", "--weights", str(source), "--out", str(out), "--fp16", "--height", "64", "--width", "64"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "fp16 weights" in printed and "label agreement" in printed
+    reloaded = bisenet.load_model(out)
+    variance = reloaded.detail.S1[0].bn.running_var
+    assert torch.isfinite(variance).all() and variance.max() > 65504
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 64)
+        assert (reloaded(x).argmax(1) == trained_like(x).argmax(1)).float().mean() > 0.99
+    # fp16 weights and fp32 statistics: about half the size of the fp32 file
+    assert out.stat().st_size < 0.6 * source.stat().st_size
+
+
+def test_safetensors_export_refuses_onnx_only_flags(weights, tmp_path, capsys) -> None:
+    code = main(["export", "--weights", str(weights), "--out", str(tmp_path / "w.safetensors"), "--argmax"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "--argmax" in err and ".onnx" in err
+    assert list(tmp_path.iterdir()) == []

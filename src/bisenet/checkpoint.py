@@ -145,12 +145,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str, half: bool = True) -> None:
-    """Write eval-only weights as .safetensors (fp16 by default), with arch and num_classes."""
+    """Write eval-only weights as .safetensors (fp16 by default), with arch and num_classes.
+
+    BatchNorm running statistics stay float32 (a few KB): trained variances pass 1e5, beyond
+    fp16's 65504, and would load as inf.
+    """
     from safetensors.torch import save_file
 
     aux = tuple(f"{name}." for name in getattr(model, "aux_heads", ()))
+    statistics = (".running_mean", ".running_var")
     state = {
-        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        k: (v.half() if half and v.is_floating_point() and not k.endswith(statistics) else v).contiguous()
         for k, v in model.state_dict().items()
         if not k.startswith(aux)
     }

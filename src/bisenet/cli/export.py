@@ -1,4 +1,4 @@
-"""`bisenet export`: weights -> ONNX (logits or labels), checked with onnxruntime."""
+"""`bisenet export`: weights -> ONNX (logits or labels, checked with onnxruntime) or -> .safetensors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `bisenet export`."""
     parser.add_argument("--weights", required=True, help="checkpoint, published state_dict or .safetensors file")
-    parser.add_argument("--out", required=True, help="ONNX file to write (written atomically)")
+    parser.add_argument("--out", required=True, help="ONNX file to write (written atomically); a .safetensors name "
+                        "writes eval-only weights instead (fp16 with --fp16)")
     parser.add_argument("--height", type=int, default=512, help="export/check height, a multiple of 32 (default 512)")
     parser.add_argument("--width", type=int, default=1024, help="export/check width, a multiple of 32 (default 1024)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
@@ -24,10 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export and print what was checked; exit 1 when the ONNX output disagrees with PyTorch."""
     from bisenet import load_model
-    from bisenet.deploy.export import check_size, export_onnx
+    from bisenet.deploy.export import check_size, export_onnx, export_weights
+    from bisenet.errors import BisenetError
 
     check_size(args.height, args.width)  # before loading weights: fail fast on a bad size
+    if args.out.endswith(".safetensors") and (args.dynamic or args.argmax):
+        raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")
     model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
+    if args.out.endswith(".safetensors"):
+        report = export_weights(model, args.out, fp16=args.fp16, height=args.height, width=args.width)
+        check = report["checks"][0]
+        print(f"wrote {report['path']} ({report['size_mb']} MB, {report['arch']}, {'fp16' if args.fp16 else 'fp32'} weights, "
+              f"no aux heads)\n  check {check['size']} vs the loaded weights: max |diff| {check['max_abs_diff']:.2e}, "
+              f"label agreement {check['agreement']:.5f}")
+        return 0 if check["agreement"] >= 0.99 else 1
     report = export_onnx(model, args.out, args.height, args.width, dynamic=args.dynamic, argmax=args.argmax,
                          opset=args.opset, fp16=args.fp16, simplify=not args.no_simplify, check=not args.no_check)
     shape = "N x 3 x H x W" if args.dynamic else f"1 x 3 x {args.height} x {args.width}"

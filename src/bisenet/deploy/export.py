@@ -198,3 +198,28 @@ def check_onnx(path: str | os.PathLike, net: nn.Module, sizes: list[tuple[int, i
             row["agreement"] = float((out == ref).mean())
         results.append(row)
     return results
+
+
+def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True, height: int = 512,
+                   width: int = 1024) -> dict[str, Any]:
+    """Eval-only .safetensors weights (fp16 unless fp16=False), reloaded and checked against `model`."""
+    from bisenet.checkpoint import load_model, save_inference_weights
+    from bisenet.models import MODELS
+
+    check_size(height, width)
+    path = Path(path)
+    if path.suffix != ".safetensors" or path.is_dir():
+        raise BisenetError(f"{path}: weights are written to a file ending in .safetensors, e.g. {path.with_suffix('.safetensors').name}")
+    arch = next((name for name, cls in MODELS.items() if isinstance(model, cls)), None)
+    if arch is None:
+        raise BisenetError(f"cannot save a {type(model).__name__}: valid models are {', '.join(MODELS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reference = copy.deepcopy(model).cpu().float().eval()
+    save_inference_weights(reference, path, arch, half=fp16)
+    reloaded = load_model(path)
+    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = reference(x), reloaded(x)
+    check = {"size": f"{height}x{width}", "max_abs_diff": float((got - expected).abs().max()),
+             "agreement": float((got.argmax(1) == expected.argmax(1)).float().mean())}
+    return {"path": str(path), "size_mb": round(path.stat().st_size / 2**20, 2), "arch": arch, "checks": [check]}
