@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,19 @@ def test_safetensors_export_refuses_onnx_only_flags(weights, tmp_path, capsys) -
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "--argmax" in err and ".onnx" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_are_readable_by_others_like_any_new_file(weights, tmp_path) -> None:
+    # mkstemp and safetensors create 0600 files; exports and checkpoints get 0666 less umask.
+    from bisenet.checkpoint import atomic_save
+
+    umask = os.umask(0o022)
+    try:
+        onnx_path, st_path, ckpt = tmp_path / "m.onnx", tmp_path / "w.safetensors", tmp_path / "c.pt"
+        main(["export", "--weights", str(weights), "--out", str(onnx_path), "--height", "64", "--width", "64", "--no-check"])
+        main(["export", "--weights", str(weights), "--out", str(st_path), "--height", "64", "--width", "64"])
+        atomic_save({"x": 1}, ckpt)
+    finally:
+        os.umask(umask)
+    for path in (onnx_path, st_path, ckpt):
+        assert path.stat().st_mode & 0o777 == 0o644, path

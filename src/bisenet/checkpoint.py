@@ -128,6 +128,17 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
     model.load_state_dict(state, strict=False)
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temporary file onto `path` with the usual permissions (0666 less umask).
+
+    mkstemp and safetensors create 0600 files; a shared checkpoint or export must stay readable.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
@@ -138,7 +149,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -163,4 +174,4 @@ def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str,
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    publish(tmp, path)

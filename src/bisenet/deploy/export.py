@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bisenet.checkpoint import publish
 from bisenet.errors import BisenetError
 
 MIN_OPSET, MAX_OPSET = 13, 20  # 13: Resize with scales and ArgMax as used here; 20: newest the TorchScript exporter knows
@@ -104,7 +105,7 @@ def export_onnx(
             sizes = [(1, height, width)] + ([(2, *second_size(height, width))] if dynamic else [])
             # Always against the fp32 model: an fp16 export reports what half precision costs.
             report["checks"] = check_onnx(tmp, reference, sizes)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
