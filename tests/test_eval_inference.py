@@ -105,6 +105,30 @@ def test_protocol_defaults_and_errors() -> None:
         make_protocol("fast")
 
 
+def test_single_scale_at_another_scale_resizes_the_input() -> None:
+    seen = []
+
+    class Recorder(Echo):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(tuple(x.shape[-2:]))
+            return super().forward(x)
+
+    protocol = make_protocol("ss", scale=2.0)
+    assert protocol.scales == (2.0,) and protocol.describe() == "ss scales 2"
+    x = smooth_images(1, 64, 96)
+    out = infer(Recorder(), x, protocol)
+    assert seen == [(128, 192)] and out.shape == x.shape  # run at 2x, scored at the label's size
+    assert (out.argmax(dim=1) == x.argmax(dim=1)).float().mean() > 0.97
+
+
+def test_eval_scale_is_checked_in_the_config() -> None:
+    import bisenet
+
+    assert bisenet.load_config(None, {"data.dataset": "camvid", "eval.scale": 2.0}).eval.scale == 2.0
+    with pytest.raises(BisenetError, match=r"eval.scale = 0.0 must lie in \(0, 8\]"):
+        bisenet.load_config(None, {"data.dataset": "camvid", "eval.scale": 0.0})
+
+
 def test_wrong_output_size_is_a_clear_error() -> None:
     class Half(nn.Module):
         def forward(self, x):

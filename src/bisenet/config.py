@@ -99,6 +99,7 @@ class EvalConfig:
     """Evaluation protocol defaults."""
 
     mode: str = "ss"
+    scale: float = 1.0  # ss/ssc: resize inputs by this first (CamVid's 960x720 protocol on 480x360 data: 2.0)
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
     flip: bool = False
     crop_size: tuple[int, int] | None = None  # sliding window (H, W); null = whole image
@@ -341,4 +342,6 @@ def _resolve(cfg: Config, source: str) -> Config:
         raise ConfigError(f"{source}: train.batch_size must be at least 2 per process (BatchNorm needs 2 images), got {cfg.train.batch_size}")
     if cfg.train.lr <= 0:
         raise ConfigError(f"{source}: train.lr must be positive, got {cfg.train.lr}")
+    if not 0 < cfg.eval.scale <= 8:
+        raise ConfigError(f"{source}: eval.scale = {cfg.eval.scale} must lie in (0, 8]; 1.0 scores images at their own size")
     return dataclasses.replace(cfg, data=data)

@@ -52,6 +52,7 @@ class LabelInfo:
     crop: tuple[int, int]  # sliding window for ssc/mscf
     source: str  # where this came from, said to the user
     scales: tuple[float, ...] | None = None  # msf/mscf scales (None: the protocol's six)
+    scale: float = 1.0  # ss/ssc input resize (eval.scale)
 
 
 def label_info(num_classes: int, config: Config | None = None, stored: dict | None = None) -> LabelInfo:
@@ -79,7 +80,7 @@ def label_info(num_classes: int, config: Config | None = None, stored: dict | No
         names = d.class_names or [str(i) for i in range(num_classes)]
         palette = d.palette or [list(c) for c in generated_palette(num_classes)]
         return LabelInfo(list(names), [list(c) for c in palette], list(d.mean), list(d.std), tuple(crop), where,
-                         tuple(cfg.eval.scales))
+                         tuple(cfg.eval.scales), cfg.eval.scale)
     for info in DATASETS.values():
         if info.num_classes == num_classes:
             crop = CITYSCAPES_CROP if info.name == "cityscapes" else (512, 512)
@@ -113,7 +114,7 @@ class Segmenter:
                 options = {"calibration": calibration, "mean": info.mean, "std": info.std}
             model = build_runner(model.to(self.device).eval(), backend, self.device, **options)
         self.model = model
-        self.protocol = protocol or make_protocol(mode, scales=info.scales, crop=info.crop)
+        self.protocol = protocol or make_protocol(mode, scales=info.scales, crop=info.crop, scale=info.scale)
         self.batch_size = max(1, batch_size)
         self._mean = torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255

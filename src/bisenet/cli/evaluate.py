@@ -15,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
     parser.add_argument("--data-root", help="override data.root")
     parser.add_argument("--list", help="list file of image,label pairs (overrides the split's list)")
+    parser.add_argument("--scale", type=float, help="ss/ssc: resize inputs by this first (default eval.scale, 1.0)")
     parser.add_argument("--scales", nargs="+", help="msf/mscf scales, e.g. 0.5 0.75 1.0 (or 0.5,0.75,1.0)")
     parser.add_argument("--crop", help="sliding window HxW for ssc/mscf (multiples of 32)")
     parser.add_argument("--stride", help="sliding stride HxW (default 2/3 of the crop)")
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="data-loading processes")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--backend", default="eager",
-                        help="inference backend: eager amp fold_bn compile onnxruntime int8 int8_compile")
+                        help="inference backend: eager amp fold_bn compile onnxruntime openvino int8 int8_compile int8_openvino")
     parser.add_argument("--calibration", metavar="DIR",
                         help="int8 backends: folder of calibration images (default: images of the train split)")
     parser.add_argument("--calibration-images", type=int, default=8, metavar="N", help="int8 calibration images (default 8)")
@@ -81,7 +82,7 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
             )
     return evaluate(
         config, args.weights, mode=args.mode, split=args.split, data_root=args.data_root, list_file=args.list,
-        scales=_scales(args.scales), crop=parse_size(args.crop, "--crop") if args.crop else None,
+        scales=_scales(args.scales), scale=args.scale, crop=parse_size(args.crop, "--crop") if args.crop else None,
         stride=parse_size(args.stride, "--stride") if args.stride else None, flip=args.flip,
         batch_size=args.batch_size, device=args.device, backend=args.backend, save_pred_dir=args.save_pred,
         cityscapes_ids=args.cityscapes_ids, workers=args.workers,

@@ -212,9 +212,11 @@ def _evaluate(model: nn.Module, val_set, device: torch.device, cfg: Config, moni
               iteration: int, best_miou: float | None) -> float:
     """Single-scale val mIoU (each rank scores a shard); rank 0 logs the table and a few masks."""
     from bisenet.evaluation import evaluate_model
+    from bisenet.evaluation.inference import make_protocol
 
     model.eval()
-    result = evaluate_model(model, val_set, device, mode="ss", class_names=cfg.data.class_names,
+    result = evaluate_model(model, val_set, device, protocol=make_protocol("ss", scale=cfg.eval.scale),
+                            class_names=cfg.data.class_names,
                             distributed=dist.is_initialized())
     if monitor.enabled:
         monitor.log_eval(iteration, result, max(result["mIoU"], best_miou or 0.0))

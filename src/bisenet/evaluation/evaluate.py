@@ -148,6 +148,7 @@ def evaluate(
     flip: bool | None = None,
     batch_size: int | None = None,
     device: str | torch.device = "auto",
+    scale: float | None = None,
     backend: str = "eager",
     save_pred_dir: str | os.PathLike | None = None,
     cityscapes_ids: bool = False,
@@ -169,7 +170,7 @@ def evaluate(
         backend_options = {**(backend_options or {}), **_calibration_options(cfg, calibration, calibration_images,
                                                                                 data_root, crop)}
     with _torchrun_group(device) as run_device:
-        return _evaluate(cfg, weights_or_model, mode, split, data_root, list_file, scales, crop, stride, flip,
+        return _evaluate(cfg, weights_or_model, mode, split, data_root, list_file, scales, scale, crop, stride, flip,
                          batch_size, run_device, backend, save_pred_dir, cityscapes_ids, json_path, workers, progress,
                          backend_options)
 
@@ -211,7 +212,7 @@ def _torchrun_group(device: str | torch.device) -> Iterator[str | torch.device]:
 
 
 def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, data_root: Any, list_file: Any,
-              scales: list[float] | None, crop: tuple[int, int] | None, stride: tuple[int, int] | None,
+              scales: list[float] | None, scale: float | None, crop: tuple[int, int] | None, stride: tuple[int, int] | None,
               flip: bool | None, batch_size: int | None, device: str | torch.device, backend: str,
               save_pred_dir: Any, cityscapes_ids: bool, json_path: Any, workers: int | None, progress: bool,
               backend_options: dict | None) -> dict:
@@ -226,7 +227,7 @@ def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, 
         crop = ec.crop_size or (CITYSCAPES_CROP if cfg.data.dataset == "cityscapes" else cfg.augment.crop_size)
     # eval.flip: false is also the default, so it only means "the protocol's default" (on for msf/mscf).
     protocol = make_protocol(mode, scales or ec.scales, flip if flip is not None else (ec.flip or None),
-                             crop, stride or ec.stride)
+                             crop, stride or ec.stride, scale=scale or ec.scale)
     raw_lut = None
     if cityscapes_ids:
         if save_pred_dir is None:

@@ -52,13 +52,18 @@ def make_protocol(
     crop: tuple[int, int] | None = None,
     stride: tuple[int, int] | None = None,
     crop_batch: int = 4,
+    scale: float = 1.0,
 ) -> Protocol:
-    """Check and fill a protocol: multi-scale modes default to the six scales plus flip, sliding ones need a crop."""
+    """Check and fill a protocol: multi-scale modes default to the six scales plus flip, sliding ones need a crop.
+
+    `scale` resizes the input of the single-scale modes (ss, ssc) first: CamVid papers score
+    the 480x360 release at 960x720, i.e. scale 2.
+    """
     if mode not in MODES:
         raise BisenetError(f"evaluation mode {mode!r} is not one of {', '.join(MODES)}")
     multi_scale = mode in ("msf", "mscf")
     sliding = mode in ("ssc", "mscf")
-    scales = tuple(float(s) for s in (scales or DEFAULT_SCALES)) if multi_scale else (1.0,)
+    scales = tuple(float(s) for s in (scales or DEFAULT_SCALES)) if multi_scale else (float(scale),)
     if any(not s > 0 for s in scales):
         raise BisenetError(f"scales must be positive, got {', '.join(f'{s:g}' for s in scales)}")
     flip = multi_scale if flip is None else bool(flip)
