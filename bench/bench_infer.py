@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from bisenet.config import parse_size
+from bisenet.deploy.backends import CALIBRATED
 from bisenet.deploy.bench import format_table, image_normalisation, run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
-ALL = ["eager", "amp", "fold_bn", "compile", "onnxruntime", "int8", "int8_compile"]
+ALL = ["eager", "amp", "fold_bn", "compile", "onnxruntime", "openvino", "int8", "int8_compile", "int8_openvino"]
 
 
 def isolated_peak_rss(args: argparse.Namespace, backend: str) -> float | None:
@@ -34,7 +35,7 @@ def isolated_peak_rss(args: argparse.Namespace, backend: str) -> float | None:
         for flag in ("weights", "config"):
             if getattr(args, flag):
                 cmd += [f"--{flag}", str(getattr(args, flag))]
-        if backend == "int8":
+        if backend in CALIBRATED:
             cmd += ["--calibration", str(args.calibration or args.images)] if (args.calibration or args.images) else []
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:

@@ -63,13 +63,17 @@ def test_reference_labels_are_not_degenerate(reference) -> None:
 # Bounds: fp32-equivalent backends must agree; bf16 and int8 round, so near-ties flip. Measured
 # on this trained model (1 thread): amp 0.9969, compile 0.9969, int8 0.9961, int8_compile 0.9928.
 AGREEMENT = {"eager": 1.0, "fold_bn": 0.999, "onnxruntime": 0.999, "amp": 0.99, "int8": 0.985, "compile": 0.99,
-             "int8_compile": 0.98}
+             "int8_compile": 0.98, "openvino": 0.99, "int8_openvino": 0.98}
 HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
+HAS_OPENVINO = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
+NEEDS_OPENVINO = pytest.mark.skipif(not HAS_OPENVINO, reason="needs OpenVINO and NNCF (pip install openvino nncf)")
 
 
 @pytest.mark.parametrize("name", [
     "eager", "fold_bn", "onnxruntime", "amp", "int8",
     pytest.param("int8_compile", marks=pytest.mark.skipif(not HAS_TORCHAO, reason="needs torchao (pip install torchao)")),
+    pytest.param("openvino", marks=NEEDS_OPENVINO),
+    pytest.param("int8_openvino", marks=NEEDS_OPENVINO),
     pytest.param("compile", marks=[pytest.mark.slow, pytest.mark.skipif(not RUN_SLOW, reason="set BISENET_SLOW_TESTS=1")]),
 ])
 def test_backend_agrees_with_eager(name, model, images, reference) -> None:
@@ -99,7 +103,40 @@ def test_int8_calibrates_from_a_folder(model, images, reference) -> None:
     assert agreement >= AGREEMENT["int8"]
 
 
-@pytest.mark.parametrize("name", ["int8", "int8_compile"])
+@NEEDS_OPENVINO
+def test_openvino_takes_other_sizes_and_batches(model) -> None:
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+    out = build_backend("openvino", model, precision="f32")(x)
+    assert out.shape == ref.shape and (out - ref).abs().max() < 1e-3
+
+
+@NEEDS_OPENVINO
+def test_int8_openvino_keeps_the_sensitive_convolutions_in_float(model) -> None:
+    from bisenet.deploy.openvino import float_node_names
+
+    backend = build_backend("int8_openvino", model, calibration=[torch.randn(1, 3, 64, 64)])
+    runtime = backend.request.get_compiled_model().get_runtime_model()
+    # The runtime graph names each executed node after the original ones and records its precision.
+    kinds = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ops()}
+    kept = float_node_names([n for n in kinds if "Conv" in n], model.openvino_float_modules)
+    assert {n for n in kept if n.startswith("/head/conv_out")}, "the classifier conv was not found by name"
+    assert all(kinds[n] != "u8" and kinds[n] != "i8" for n in kept), {n: kinds[n] for n in kept}
+    assert any(kinds[n] in ("u8", "i8") for n in kinds if n.startswith("/head/conv/")), "the head's 3x3 conv is not int8"
+
+
+def test_float_node_names_match_module_paths() -> None:
+    from bisenet.deploy.openvino import float_node_names
+
+    nodes = ["/detail/S1/S1.0/conv/Conv", "/detail/S1/S1.1/conv/Conv", "/head/conv_out.1/Conv/WithoutBiases",
+             "/head/conv/conv/Conv", "/segment/S1S2/conv/conv/Conv", "/segment/S1S2/fuse/conv/Conv", "/bga/left1/left1.2/Conv"]
+    kept = float_node_names(nodes, ("head.conv_out", "bga", "segment.S1S2.conv", "detail.S1.0"))
+    assert kept == ["/detail/S1/S1.0/conv/Conv", "/head/conv_out.1/Conv/WithoutBiases", "/segment/S1S2/conv/conv/Conv",
+                    "/bga/left1/left1.2/Conv"]
+
+
+@pytest.mark.parametrize("name", ["int8", "int8_compile", "int8_openvino"])
 def test_int8_without_calibration_names_the_fix(model, name) -> None:
     with pytest.raises(BisenetError, match="calibration"):
         build_backend(name, model)

@@ -191,8 +191,22 @@ def build_int8_compile(model: nn.Module, device: torch.device, calibration: Any 
     return TorchBackend("int8_compile", compiled, device, autocast=torch.bfloat16)
 
 
+def build_openvino(model: nn.Module, device: torch.device, **opts: Any) -> Backend:
+    """OpenVINO on the CPU, bf16 where the CPU has it (bisenet.deploy.openvino)."""
+    from bisenet.deploy.openvino import build_openvino as build
+
+    return build(model, device, **opts)
+
+
+def build_int8_openvino(model: nn.Module, device: torch.device, **opts: Any) -> Backend:
+    """OpenVINO int8, NNCF-quantised convolutions calibrated on images (bisenet.deploy.openvino)."""
+    from bisenet.deploy.openvino import build_int8_openvino as build
+
+    return build(model, device, **opts)
+
+
 # Backends that need calibration images (calibration=, size=, mean=, std=, limit=).
-CALIBRATED = ("int8", "int8_compile")
+CALIBRATED = ("int8", "int8_compile", "int8_openvino")
 
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "eager": build_eager,
@@ -202,6 +216,8 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
     "onnxruntime": build_onnxruntime,
     "int8": build_int8,
     "int8_compile": build_int8_compile,
+    "openvino": build_openvino,
+    "int8_openvino": build_int8_openvino,
 }
 
 

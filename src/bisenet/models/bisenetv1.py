@@ -148,6 +148,8 @@ class BiSeNetV1(nn.Module):
     aux_heads = ("conv_out16", "conv_out32")
     # Kept in bf16 by int8 quantisation, as in BiSeNetV2: the attention-gated fusion and the main head.
     quant_float_modules = ("ffm", "conv_out")
+    # OpenVINO int8 (convolution inputs only): the fusion and the classifier stay bf16.
+    openvino_float_modules = ("ffm", "conv_out.conv_out")
 
     def __init__(self, num_classes: int = 19) -> None:
         super().__init__()

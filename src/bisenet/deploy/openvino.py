@@ -1,0 +1,114 @@
+"""OpenVINO backends on the CPU: `openvino` (bf16 where the CPU has it, else fp32) and `int8_openvino`.
+
+Both run a temporary dynamic-shape ONNX export. `int8_openvino` quantises it with NNCF
+(static, calibrated on images): convolutions only, with the model's `openvino_float_modules`
+kept in bf16 (the int8-sensitive ones; see the model classes).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from bisenet.deploy.backends import Backend, _calibration_batches, _export_temp
+from bisenet.errors import BisenetError
+
+# Everything but convolutions stays in float: quantising the adds, gates, pools and resizes
+# as well cost 3-8% label agreement on a trained Dubai model for almost no speed.
+_FLOAT_OP_TYPES = ("Add", "Multiply", "Sigmoid", "MaxPool", "AvgPool", "ReduceMean", "Interpolate", "Concat")
+
+
+def _import_openvino(backend: str, nncf: bool = False) -> Any:
+    try:
+        import openvino
+
+        if nncf:
+            import nncf  # noqa: F401
+    except ImportError:
+        need = "openvino nncf" if nncf else "openvino"
+        raise BisenetError(f"the {backend} backend needs OpenVINO: pip install {need} (or pip install -e '.[deploy]')") from None
+    return openvino
+
+
+class OpenVinoBackend(Backend):
+    """A compiled OpenVINO model; normalised float32 NCHW in, float32 logits out (host memory both ways)."""
+
+    def __init__(self, name: str, compiled: Any, device: torch.device, keep: Any = None) -> None:
+        self.name, self.device = name, device
+        self.request = compiled.create_infer_request()
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+        self._keep = keep  # the temp folder holding the .onnx
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        feed = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        out = self.request.infer({0: feed})[0]
+        return torch.from_numpy(out.copy()).to(self.device)
+
+
+def _compile(core: Any, model: Any, precision: str | None) -> Any:
+    """Compile for the CPU at the latency hint, on as many threads as PyTorch uses, in bf16 where supported."""
+    if precision is None:
+        precision = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    return core.compile_model(model, "CPU", config)
+
+
+def _check_cpu(device: torch.device, backend: str) -> None:
+    if device.type != "cpu":
+        raise BisenetError(f"the {backend} backend runs on the CPU only, not {device}; on a GPU use compile or onnxruntime")
+
+
+def build_openvino(model: nn.Module, device: torch.device, precision: str | None = None,
+                   export_size: tuple[int, int] = (256, 256), **opts: Any) -> OpenVinoBackend:
+    """OpenVINO on the CPU, bf16 inference precision where the CPU supports it (precision='f32' forces fp32)."""
+    _check_cpu(device, "openvino")
+    ov = _import_openvino("openvino")
+    folder, path = _export_temp(model, export_size)
+    core = ov.Core()
+    return OpenVinoBackend("openvino", _compile(core, core.read_model(str(path)), precision), device, keep=folder)
+
+
+def _scope_tokens(name: str) -> list[str]:
+    """'/detail/S1/S1.0/conv/Conv' or 'detail.S1.0' -> ['detail', 'S1', '0', 'conv', ...].
+
+    The ONNX exporter scopes a Sequential's child as 'S1/S1.0', so repeated tokens collapse.
+    """
+    tokens: list[str] = []
+    for token in re.split(r"[/.]", name):
+        if token and (not tokens or tokens[-1] != token):
+            tokens.append(token)
+    return tokens
+
+
+def float_node_names(node_names: Sequence[str], modules: Sequence[str]) -> list[str]:
+    """The ONNX/OpenVINO node names that lie inside any of the PyTorch `modules` (dotted paths)."""
+    prefixes = [_scope_tokens(m) for m in modules]
+    return [n for n in node_names if any(_scope_tokens(n)[:len(p)] == p for p in prefixes)]
+
+
+def build_int8_openvino(model: nn.Module, device: torch.device, calibration: Any = None,
+                        size: tuple[int, int] | None = None, mean: Sequence[float] | None = None,
+                        std: Sequence[float] | None = None, limit: int = 8,
+                        keep_float: Sequence[str] | None = None, **opts: Any) -> OpenVinoBackend:
+    """OpenVINO int8 (NNCF static quantisation of the convolutions), calibrated on images; CPU only."""
+    _check_cpu(device, "int8_openvino")
+    ov = _import_openvino("int8_openvino", nncf=True)
+    import nncf
+
+    batches = _calibration_batches(calibration, size, mean, std, limit, "int8_openvino")
+    keep_float = getattr(model, "openvino_float_modules", ()) if keep_float is None else keep_float
+    folder, path = _export_temp(model, tuple(batches[0].shape[-2:]))
+    core = ov.Core()
+    graph = core.read_model(str(path))
+    convs = [op.get_friendly_name() for op in graph.get_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    ignored = nncf.IgnoredScope(names=float_node_names(convs, keep_float), types=list(_FLOAT_OP_TYPES), validate=False)
+    nncf.set_log_level(logging.ERROR)  # its INFO lines and progress bars would bury the caller's output
+    quantized = nncf.quantize(graph, nncf.Dataset([b.numpy() for b in batches]), subset_size=len(batches),
+                              preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=ignored)
+    return OpenVinoBackend("int8_openvino", _compile(core, quantized, None), device, keep=folder)
