@@ -132,6 +132,7 @@ def test_float_node_names_match_module_paths() -> None:
     nodes = ["/detail/S1/S1.0/conv/Conv", "/detail/S1/S1.1/conv/Conv", "/head/conv_out.1/Conv/WithoutBiases",
              "/head/conv/conv/Conv", "/segment/S1S2/conv/conv/Conv", "/segment/S1S2/fuse/conv/Conv", "/bga/left1/left1.2/Conv"]
     kept = float_node_names(nodes, ("head.conv_out", "bga", "segment.S1S2.conv", "detail.S1.0"))
+    assert float_node_names(nodes, ("segment",)) == nodes[4:6]
     assert kept == ["/detail/S1/S1.0/conv/Conv", "/head/conv_out.1/Conv/WithoutBiases", "/segment/S1S2/conv/conv/Conv",
                     "/bga/left1/left1.2/Conv"]
 
