@@ -7,6 +7,8 @@ kept in bf16 (the int8-sensitive ones; see the model classes).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 from collections.abc import Sequence
@@ -109,6 +111,7 @@ def build_int8_openvino(model: nn.Module, device: torch.device, calibration: Any
     convs = [op.get_friendly_name() for op in graph.get_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
     ignored = nncf.IgnoredScope(names=float_node_names(convs, keep_float), types=list(_FLOAT_OP_TYPES), validate=False)
     nncf.set_log_level(logging.ERROR)  # its INFO lines and progress bars would bury the caller's output
-    quantized = nncf.quantize(graph, nncf.Dataset([b.numpy() for b in batches]), subset_size=len(batches),
-                              preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=ignored)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        quantized = nncf.quantize(graph, nncf.Dataset([b.numpy() for b in batches]), subset_size=len(batches),
+                                  preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=ignored)
     return OpenVinoBackend("int8_openvino", _compile(core, quantized, None), device, keep=folder)

@@ -45,8 +45,9 @@ class TrainResult:
     best_miou: float | None
     last_miou: float | None
     stopped_by: str | None  # "SIGTERM" / "SIGINT" when interrupted, else None
-    # Steady-state wall time per iteration (the first one, with its start-up costs, left out;
-    # evaluations included); None when fewer than two iterations ran.
+    # Median wall time between consecutive iterations (the first, with its start-up costs, left
+    # out; the median also leaves out the few that save a checkpoint or evaluate); None when
+    # fewer than two iterations ran.
     seconds_per_iter: float | None = None
 
 
@@ -124,7 +125,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     net.train()
     monitor.start(start_iter)
     sums: dict[str, float] = {}
-    first_step_done = None
+    step_done: list[float] = []  # when each iteration finished, for seconds_per_iter
     with stop.installed():
         batches = iter(loader)
         while iteration < tc.max_iters:
@@ -177,10 +178,9 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. "
                               f"Continue with: bisenet train CONFIG --work-dir {work_dir} --resume")
                 break
-            if first_step_done is None:
-                first_step_done = time.perf_counter()
-        steady_iters = iteration - start_iter - 1
-        seconds_per_iter = (time.perf_counter() - first_step_done) / steady_iters if steady_iters > 0 else None
+            step_done.append(time.perf_counter())
+        gaps = sorted(b - a for a, b in zip(step_done, step_done[1:]))
+        seconds_per_iter = gaps[len(gaps) // 2] if gaps else None
         del batches
     curves = monitor.close()
     if dist_info.is_main and curves:
