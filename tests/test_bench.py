@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bisenet.cli import main
-from bisenet.deploy.bench import format_table, peak_rss_mb, reset_peak_rss
+from bisenet.deploy.bench import add_alone, format_table, peak_rss_mb, reset_peak_rss, run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_IMAGES = REPO / "examples" / "dubai" / "val" / "images"
@@ -69,3 +69,21 @@ def test_peak_rss_reset_and_table() -> None:
              "median_ms": 10.0, "gflops": 1.0, "time_vs_eager": 1.0}]
     table = format_table(rows)
     assert table.splitlines()[0].startswith("| backend | median ms") and "| eager | 10.0 |" in table
+
+
+def test_alone_runs_add_their_own_timing_and_ratio() -> None:
+    rows = run_benchmark(num_classes=3, size=(64, 64), backends=["eager", "fold_bn", "amp"], warmup=0, iters=2)
+    messages: list[str] = []
+
+    def argv_for(name: str) -> list[str]:
+        size = "100x64" if name == "amp" else "64x64"  # amp's alone run fails: its row keeps no alone columns
+        return ["--size", size, "--backend", name, "--num-classes", "3", "--iters", "2", "--warmup", "0"]
+
+    add_alone(rows, argv_for, passes=1, log=messages.append)
+    eager, fold_bn, amp = rows
+    assert eager["alone_time_vs_eager"] == 1.0 and eager["alone_median_ms"] > 0 and eager["alone_peak_rss_mb"] > 0
+    assert fold_bn["alone_time_vs_eager"] == round(fold_bn["alone_median_ms"] / eager["alone_median_ms"], 3)
+    assert "alone_median_ms" not in amp
+    assert any("alone run failed" in m and "use 128x64" in m for m in messages), messages
+    header = format_table(rows).splitlines()[0]
+    assert "| alone ms | alone / eager |" in header and "peak RSS alone MB" in header

@@ -1,15 +1,20 @@
 """Benchmarks: inference latency per backend, or a full training step per precision.
 
 Backends are timed round-robin (one call of each in turn), so a slow spell on a shared
-machine hits every backend alike and the ratios stay fair.
+machine hits every backend alike and the ratios stay fair. `add_alone` then reruns each
+one alone in a fresh process, as it runs when deployed: no other library's threads beside it.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -234,6 +239,45 @@ def _finish(rows: dict, times: dict, batch_size: int, gflops: float, baseline: s
     return list(rows.values())
 
 
+def run_alone(argv: Sequence[str], log: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """`bisenet bench ARGV` (one backend) in a fresh process; its JSON row, or None (logged) if it failed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "row.json")
+        done = subprocess.run([sys.executable, "-m", "bisenet", "bench", *argv, "--json", out],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            (log or print)(f"alone run failed: bisenet bench {' '.join(argv)}: {done.stderr.strip().splitlines()[-1:]}")
+            return None
+        with open(out) as f:
+            return json.load(f)[0]
+
+
+def add_alone(rows: list[dict[str, Any]], argv_for: Callable[[str], list[str]], passes: int = 2,
+              log: Callable[[str], None] | None = None) -> None:
+    """Add alone_median_ms, alone_time_vs_<baseline> and alone_peak_rss_mb: each backend rerun by itself.
+
+    `passes` rounds over all backends, the fastest round kept per backend: on a shared machine
+    the fastest run is the least disturbed one, and interleaved rounds share any drift.
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for round_ in range(passes):
+        for row in rows:
+            name = row["backend"]
+            (log or (lambda m: None))(f"alone, round {round_ + 1}/{passes}: {name} ...")
+            got = run_alone(argv_for(name), log)
+            if got and (name not in best or got["median_ms"] < best[name]["median_ms"]):
+                best[name] = got
+    ratio = next((k for k in rows[0] if k.startswith("time_vs_")), None)
+    base = best.get(ratio.removeprefix("time_vs_")) if ratio else None
+    for row in rows:
+        got = best.get(row["backend"])
+        if got is None:
+            continue
+        row["alone_median_ms"], row["alone_peak_rss_mb"] = got["median_ms"], got.get("peak_rss_mb")
+        if base:
+            row[f"alone_{ratio}"] = round(got["median_ms"] / base["median_ms"], 3)
+
+
 def _bench_train(model, size, batch_size, device, precisions, warmup, iters, log) -> list[dict[str, Any]]:
     import copy
 
@@ -310,7 +354,8 @@ def _train_step(model, loss_fn, cfg, precision, device, x, y, build_optimizer) -
 
 COLUMNS = (("backend", "backend", "{}"), ("median_ms", "median ms", "{:.1f}"), ("p90_ms", "p90 ms", "{:.1f}"),
            ("fps", "img/s", "{:.2f}"), ("gflops_per_s", "GFLOP/s", "{:.0f}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
-           ("peak_cuda_mb", "peak CUDA MB", "{:.0f}"), ("agreement", "agreement", "{:.4f}"), ("build_s", "build s", "{:.1f}"))
+           ("peak_cuda_mb", "peak CUDA MB", "{:.0f}"), ("agreement", "agreement", "{:.4f}"), ("build_s", "build s", "{:.1f}"),
+           ("alone_median_ms", "alone ms", "{:.1f}"), ("alone_peak_rss_mb", "peak RSS alone MB", "{:.0f}"))
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -321,6 +366,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     cols = [(k, title, fmt) for k, title, fmt in COLUMNS if any(k in r for r in rows)]
     if ratio:
         cols.insert(3, (ratio, f"time / {ratio.removeprefix('time_vs_')}", "{:.3f}"))
+        if any(f"alone_{ratio}" in r for r in rows):
+            at = next(i for i, c in enumerate(cols) if c[0] == "alone_median_ms") + 1
+            cols.insert(at, (f"alone_{ratio}", f"alone / {ratio.removeprefix('time_vs_')}", "{:.3f}"))
     lines = ["| " + " | ".join(title for _, title, _ in cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         cells = [fmt.format(row[k]) if row.get(k) is not None else "-" for k, _, fmt in cols]
