@@ -29,10 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from bisenet.errors import BisenetError
 
     check_size(args.height, args.width)  # before loading weights: fail fast on a bad size
-    if args.out.endswith(".safetensors") and (args.dynamic or args.argmax):
+    weights_only = args.out.endswith(".safetensors")
+    if weights_only and (args.dynamic or args.argmax):
         raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")
     model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
-    if args.out.endswith(".safetensors"):
+    if weights_only:
         report = export_weights(model, args.out, fp16=args.fp16, height=args.height, width=args.width)
         check = report["checks"][0]
         print(f"wrote {report['path']} ({report['size_mb']} MB, {report['arch']}, {'fp16' if args.fp16 else 'fp32'} weights, "
