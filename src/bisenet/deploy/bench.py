@@ -246,7 +246,7 @@ def run_alone(argv: Sequence[str], log: Callable[[str], None] | None = None) -> 
         done = subprocess.run([sys.executable, "-m", "bisenet", "bench", *argv, "--json", out],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            (log or print)(f"alone run failed: bisenet bench {' '.join(argv)}: {done.stderr.strip().splitlines()[-1:]}")
+            (log or (lambda m: print(m, file=sys.stderr)))(f"alone run failed: bisenet bench {' '.join(argv)}: {done.stderr.strip().splitlines()[-1:]}")
             return None
         with open(out) as f:
             return json.load(f)[0]
@@ -259,11 +259,12 @@ def add_alone(rows: list[dict[str, Any]], argv_for: Callable[[str], list[str]], 
     `passes` rounds over all backends, the fastest round kept per backend: on a shared machine
     the fastest run is the least disturbed one, and interleaved rounds share any drift.
     """
+    say = log or (lambda m: None)
     best: dict[str, dict[str, Any]] = {}
     for round_ in range(passes):
         for row in rows:
             name = row["backend"]
-            (log or (lambda m: None))(f"alone, round {round_ + 1}/{passes}: {name} ...")
+            say(f"alone, round {round_ + 1}/{passes}: {name} ...")
             got = run_alone(argv_for(name), log)
             if got and (name not in best or got["median_ms"] < best[name]["median_ms"]):
                 best[name] = got
