@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -209,6 +210,16 @@ def test_bad_config_key_names_nearest(tmp_path, capsys):
     with pytest.raises(ConfigError, match="did you mean 'max_iters'"):
         bisenet.load_config({"train": {"max_iter": 5}})
     assert not (tmp_path / "last.pt").exists()
+
+
+@pytest.mark.parametrize(("raw", "hint"), [
+    ({"train": {"crop_size": [256, 256]}}, "did you mean 'augment.crop_size' or 'eval.crop_size'?"),  # exact, elsewhere
+    ({"model": {"nmu_classes": 3}}, "did you mean 'data.num_classes'?"),  # close, elsewhere
+    ({"augment": {"flipp": True}}, "did you mean 'flip'?"),  # close, same section
+])
+def test_misplaced_config_key_names_its_section(raw, hint):
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        bisenet.load_config(raw)
 
 
 def test_amp_fp16_on_cpu_is_refused_clearly(tmp_path):

@@ -7,6 +7,7 @@ Unknown keys are rejected with the nearest valid name; `key.path=value` override
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -215,12 +216,26 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{nearest(str(key), names)}; valid keys: {', '.join(names)}")
+            hint = _other_section(str(key), prefix, 1.0) or nearest(str(key), names) or _other_section(str(key), prefix, 0.75)
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}; valid keys: {', '.join(names)}")
     kwargs = {}
     for name in names:
         if name in raw:
             kwargs[name] = _coerce(hints[name], raw[name], source, prefix + name)
     return cls(**kwargs)
+
+
+def _other_section(key: str, prefix: str, cutoff: float) -> str:
+    """' (did you mean 'augment.crop_size'?)' for a key that belongs under another section."""
+    if not prefix:
+        return ""
+    elsewhere: dict[str, list[str]] = {}
+    for name, section in typing.get_type_hints(Config).items():
+        if f"{name}." != prefix:
+            for f in dataclasses.fields(section):
+                elsewhere.setdefault(f.name, []).append(f"{name}.{f.name}")
+    match = difflib.get_close_matches(key, list(elsewhere), n=1, cutoff=cutoff)
+    return f" (did you mean {' or '.join(repr(d) for d in elsewhere[match[0]])}?)" if match else ""
 
 
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
