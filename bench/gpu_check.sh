@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One prepared call for a lent GPU machine (the device tool; issues 6 and 7). Everything it
+# measures lands in $OUT. Two parts, each sized to fit one 10-minute call:
+#
+#   bash bench/gpu_check.sh checks            # CUDA tests, the inference table at 512x1024 and
+#                                             # 1024x2048, the training-step table (~4 min)
+#   bash bench/gpu_check.sh camvid ITERS      # BiSeNetV2 on CamVid, the paper's recipe (batch 16,
+#                                             # 720x960 crops, lr 5e-2) for ITERS iterations; fp16
+#                                             # safetensors and the logs come back in $OUT
+#
+# The camvid part needs the data packed here first and carried: `python bench/pack_camvid.py`,
+# then run(..., carry=[".gpu"]). The machine has PyTorch but not this package's install:
+# PYTHONPATH=src runs it from the tree.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
+OUT="${OUT:-/tmp/gpu_check}"
+DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu smoke-tests the script on a machine without a GPU
+mkdir -p "$OUT"
+part="${1:-checks}"
+
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+
+if [ "$part" = checks ]; then
+    python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/tests_cuda.log"
+    for size in 512x1024 1024x2048; do
+        python3 -m bisenet bench --device "$DEVICE" --size "$size" --backend eager amp fold_bn compile onnxruntime \
+            --warmup 10 --iters 100 --json "$OUT/infer_$size.json" 2>&1 | tee "$OUT/infer_$size.log"
+    done
+    python3 -m bisenet bench --mode train --device "$DEVICE" --size 512x512 --batch-size 4 \
+        --backend fp32_plain fp32 bf16 fp16 --warmup 3 --iters 20 --json "$OUT/train.json" 2>&1 | tee "$OUT/train.log"
+elif [ "$part" = camvid ]; then
+    iters="${2:?give the number of iterations, e.g. 10000 as in the paper}"
+    data=.gpu/camvid
+    [ -f "$data/train.txt" ] || { echo "$data/train.txt not found: run python bench/pack_camvid.py here and carry .gpu"; exit 2; }
+    work=/tmp/camvid_gpu every=$(( iters / 4 > 0 ? iters / 4 : 1 ))
+    python3 -m bisenet train configs/bisenetv2_camvid.yaml --work-dir "$work" --data-root "$data" --device "$DEVICE" \
+        --max-iters "$iters" --workers 14 --eval-interval "$every" --checkpoint-interval "$every" \
+        --set data.cache=memory 2>&1 | tee "$OUT/train_camvid.log"
+    python3 -m bisenet export --weights "$work/last.pt" --out "$OUT/bisenetv2_camvid.safetensors" --fp16 \
+        --height 384 --width 480 2>&1 | tee -a "$OUT/train_camvid.log"
+    cp "$work/metrics.jsonl" "$work/curves.png" "$OUT/" 2>/dev/null
+else
+    echo "usage: bash bench/gpu_check.sh checks | camvid ITERS"; exit 2
+fi
