@@ -32,11 +32,18 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise CheckpointError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
         return _read_safetensors(path, map_location)
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not head:
+        raise CheckpointError(f"{path}: the weights file is empty; re-copy it or point at another checkpoint")
+    if not (head == b"PK" or head[:1] == b"\x80"):  # torch.save writes a zip archive (older versions a pickle)
+        raise CheckpointError(f"{path}: not a PyTorch weights file (torch.save's .pt/.pth) nor .safetensors; "
+                              "pass a checkpoint, a published state_dict or a .safetensors file")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path}: refused to load: the file holds Python objects other than tensors ({str(exc).splitlines()[0][:120]}); "
+            f"{path}: refused to load: the file holds Python objects other than tensors ({_unpickler_reason(exc)}); "
             "re-save it as a plain state_dict with torch.save(model.state_dict(), path)"
         ) from None
     except Exception as exc:
@@ -49,6 +56,17 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         obj = obj["state_dict"]
     state = {k.removeprefix("module."): v for k, v in obj.items()}
     return {"model": state}
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    """What torch's weights_only loader refused (e.g. 'Unsupported global: GLOBAL os.system'), without its advice."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        lines = [text.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]]
+    else:
+        advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(")
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(advice)]
+    return (lines[0] if lines and lines[0] else type(exc).__name__)[:120]
 
 
 def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
