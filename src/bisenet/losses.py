@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from bisenet.config import TrainConfig
 
 
 class _UpsampledCrossEntropy(torch.autograd.Function):
@@ -119,7 +123,7 @@ class SegmentationLoss(nn.Module):
         return total, parts
 
 
-def build_loss(train_cfg, ignore_index: int, num_aux: int) -> SegmentationLoss:
+def build_loss(train_cfg: TrainConfig, ignore_index: int, num_aux: int) -> SegmentationLoss:
     """The configured criterion ('ohem' or 'ce') on the main and `num_aux` aux outputs."""
     if train_cfg.loss == "ohem":
         criterion = OhemCrossEntropy(train_cfg.ohem_thresh, train_cfg.ohem_min_kept_fraction, ignore_index)

@@ -24,6 +24,7 @@ class DatasetInfo:
 
     @property
     def num_classes(self) -> int:
+        """Classes the model predicts (one per name)."""
         return len(self.class_names)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from bisenet.data.catalog import CITYSCAPES, build_lut
 from bisenet.data.decode import FileProblem, read_label
@@ -39,7 +40,7 @@ def _up_to_date(source: Path, target: Path) -> bool:
         return False
 
 
-def write_png_atomic(path: Path, array) -> None:
+def write_png_atomic(path: Path, array: np.ndarray) -> None:
     """Encode a PNG and move it into place with os.replace: readers never see half a file."""
     ok, encoded = cv2.imencode(".png", array)
     if not ok:

@@ -155,7 +155,7 @@ def _add_metadata(path: str, props: dict[str, str]) -> None:
     onnx.save(model, path)
 
 
-def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
+def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> Any:
     """An onnxruntime session on CPU, or on the CUDA EP (falling back to CPU) for a CUDA device."""
     import onnxruntime as ort
 

@@ -13,7 +13,8 @@ from bisenet.config import Config, to_dict
 from bisenet.errors import CheckpointError
 
 
-def checkpoint_state(cfg: Config, model: nn.Module, optimizer, scheduler, scaler, iteration: int,
+def checkpoint_state(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, iteration: int,
                      best_miou: float | None) -> dict:
     """{model, optimizer, scheduler, scaler, iteration, rng, config, arch, num_classes, best_miou}."""
     return {
@@ -32,7 +33,8 @@ def checkpoint_state(cfg: Config, model: nn.Module, optimizer, scheduler, scaler
     }
 
 
-def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
+def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
                        device: torch.device) -> tuple[int, float | None]:
     """Load a training checkpoint into the live objects; returns (iteration, best mIoU)."""
     path = Path(path)

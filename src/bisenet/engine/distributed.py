@@ -21,10 +21,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that logs and writes checkpoints."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """More than one process (torchrun)."""
         return self.world_size > 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,7 +276,8 @@ class _StopRequest:
         self.signal = signal.Signals(signum).name
 
     @contextlib.contextmanager
-    def installed(self):
+    def installed(self) -> Iterator[_StopRequest]:
+        """Route SIGTERM/SIGINT to the flag while the block runs, then restore the previous handlers."""
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
             for s in previous:
