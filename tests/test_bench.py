@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +91,28 @@ def test_alone_runs_add_their_own_timing_and_ratio() -> None:
     assert any("alone run failed" in m and "use 128x64" in m for m in messages), messages
     header = format_table(rows).splitlines()[0]
     assert "| alone ms | alone / eager |" in header and "peak RSS alone MB" in header
+
+
+def test_pack_camvid_writes_jpeg_images_lossless_labels_and_matching_lists(tmp_path) -> None:
+    src, out = REPO / "examples" / "dubai", tmp_path / "packed"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "pack_camvid.py"), "--src", str(src), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "MiB" in proc.stdout
+    for split in ("train", "val"):
+        source = (src / f"{split}.txt").read_text().split()
+        packed = (out / f"{split}.txt").read_text().split()
+        assert len(packed) == len(source)
+        for before, after in zip(source, packed):
+            image, label = after.split(",")
+            assert image.endswith(".jpg") and label == before.split(",")[1]
+            assert np.array_equal(cv2.imread(str(out / label), cv2.IMREAD_UNCHANGED),
+                                  cv2.imread(str(src / label), cv2.IMREAD_UNCHANGED))
+            original = cv2.imread(str(src / before.split(",")[0])).astype(np.int16)
+            assert np.abs(cv2.imread(str(out / image)).astype(np.int16) - original).mean() < 4
+
+
+def test_pack_camvid_names_a_missing_source(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "pack_camvid.py"), "--src", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "train.txt: not found" in proc.stderr
