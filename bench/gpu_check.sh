@@ -5,7 +5,8 @@
 #   bash bench/gpu_check.sh checks            # CUDA tests, the inference table at 512x1024 and
 #                                             # 1024x2048, the training-step table (~4 min)
 #   bash bench/gpu_check.sh camvid ITERS      # BiSeNetV2 on CamVid, the paper's recipe (batch 16,
-#                                             # 720x960 crops, lr 5e-2) for ITERS iterations; fp16
+#                                             # 720x960 crops, lr 5e-2) for ITERS iterations, augmented
+#                                             # on the GPU (CACHE=memory: CPU workers instead); fp16
 #                                             # safetensors and the logs come back in $OUT
 #
 # The camvid part needs the data packed here first and carried: `python bench/pack_camvid.py`,
@@ -37,7 +38,7 @@ elif [ "$part" = camvid ]; then
     work=/tmp/camvid_gpu every=$(( iters / 4 > 0 ? iters / 4 : 1 ))
     python3 -m bisenet train configs/bisenetv2_camvid.yaml --work-dir "$work" --data-root "$data" --device "$DEVICE" \
         --max-iters "$iters" --workers 14 --eval-interval "$every" --checkpoint-interval "$every" \
-        --set data.cache=memory 2>&1 | tee "$OUT/train_camvid.log"
+        --set data.cache="${CACHE:-device}" 2>&1 | tee "$OUT/train_camvid.log"
     python3 -m bisenet export --weights "$work/last.pt" --out "$OUT/bisenetv2_camvid.safetensors" --fp16 \
         --height 384 --width 480 2>&1 | tee -a "$OUT/train_camvid.log"
     cp "$work/metrics.jsonl" "$work/curves.png" "$OUT/" 2>/dev/null

@@ -21,7 +21,7 @@ from bisenet.errors import ConfigError, nearest
 ARCHS = ("bisenetv1", "bisenetv2")
 AMP_MODES = ("none", "fp16", "bf16")
 EVAL_MODES = ("ss", "ssc", "msf", "mscf")
-CACHE_MODES = ("none", "memory", "disk")
+CACHE_MODES = ("none", "memory", "disk", "device")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class DataConfig:
     palette: list[list[int]] | None = None
     mean: list[float] | None = None  # RGB, on [0, 1] pixels
     std: list[float] | None = None
-    cache: str = "none"  # decoded-image cache: none | memory | disk
+    cache: str = "none"  # decoded-image cache: none | memory | disk | device (train split on the GPU, augmented there)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from bisenet.data.cache import DecodedCache
 from bisenet.data.catalog import build_lut, invalid_values
 from bisenet.data.decode import FileProblem
 from bisenet.data.lists import PairList, missing_files, read_list, resolve_list_path
-from bisenet.data.transforms import eval_sample, normalise_tables, sample_params, train_sample
+from bisenet.data.transforms import CropParams, eval_sample, normalise_tables, sample_params, train_sample
 from bisenet.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -82,6 +82,7 @@ class SegmentationDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.cache = DecodedCache(cache, cache_dir)
+        self.mean, self.std = tuple(mean), tuple(std)
         self._tables = normalise_tables(mean, std)
         lut = build_lut(label_map, ignore_index)
         # Cityscapes lists may point at *_labelTrainIds.png: those skip the labelIds map.
@@ -123,14 +124,24 @@ class SegmentationDataset(Dataset):
         if self.augment is None:
             img, lab = eval_sample(image, label, self._luts[index], self._tables)
         else:
-            aug = self.augment
-            seq = np.random.SeedSequence([int(self.seed), int(epoch), index])
-            params = sample_params(np.random.default_rng(seq), image.shape[:2], aug.crop_size, aug.scale_range,
-                                   aug.flip, aug.brightness, aug.contrast, aug.saturation)
-            img, lab = train_sample(image, label, params, aug.crop_size, self._luts[index], self.ignore_index,
+            params = self.crop_params(epoch, index, image.shape[:2])
+            img, lab = train_sample(image, label, params, self.augment.crop_size, self._luts[index], self.ignore_index,
                                     self._tables)
         # numpy astype: torch .to(int64) spins up intra-op threads and is ~30x slower here
         return torch.from_numpy(img), torch.from_numpy(lab.astype(np.int64))
+
+    def crop_params(self, epoch: int, index: int, source_hw: tuple[int, int]) -> CropParams:
+        """The augmentation drawn for sample `index` in `epoch` (a pure function of seed, epoch, index)."""
+        aug = self.augment
+        assert aug is not None, "crop_params is for training datasets"
+        seq = np.random.SeedSequence([int(self.seed), int(epoch), int(index)])
+        return sample_params(np.random.default_rng(seq), source_hw, aug.crop_size, aug.scale_range,
+                             aug.flip, aug.brightness, aug.contrast, aug.saturation)
+
+    def decoded(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Sample `index` decoded and checked: BGR uint8 HxWx3 image, raw HxW label, its raw -> train id table."""
+        image, label = self._load(index)
+        return image, label, self._luts[index]
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decoded image and raw label, verified once per process (size, values)."""
@@ -189,7 +200,8 @@ def build_dataset(config: Config | str | Path | dict, split: str, data_root: str
         std=data.std,
         augment=cfg.augment if split == "train" else None,
         seed=cfg.train.seed,
-        cache=data.cache,
+        # `device` keeps the decoded train split in memory here; DeviceBatches copies it to the device.
+        cache="memory" if data.cache == "device" else data.cache,
     )
 
 

@@ -90,7 +90,7 @@ def eval_sample(
     return to_chw(image_bgr, tables), np.ascontiguousarray(map_label(label, lut))
 
 
-def _axis(src_len: int, scaled_len: int, crop_len: int, offset: int, flipped: bool):
+def crop_axis(src_len: int, scaled_len: int, crop_len: int, offset: int, flipped: bool):
     """Affine source coordinate a * x + b for crop index x, the source span and valid crop span."""
     f = src_len / scaled_len
     if flipped:
@@ -135,8 +135,8 @@ def train_sample(
     ch, cw = crop_hw
     sh, sw = params.scaled_hw
     oy, ox = params.offset
-    ay, by, (y0, y1), (r0, r1) = _axis(h, sh, ch, oy, False)
-    ax, bx, (x0, x1), (c0, c1) = _axis(w, sw, cw, ox, params.flip)
+    ay, by, (y0, y1), (r0, r1) = crop_axis(h, sh, ch, oy, False)
+    ax, bx, (x0, x1), (c0, c1) = crop_axis(w, sw, cw, ox, params.flip)
     matrix = np.array([[ax, 0.0, bx], [0.0, ay, by]], dtype=np.float64)  # offsets already relative to (x0, y0)
     # BORDER_REPLICATE gives cv2.resize's edge behaviour; padding is written explicitly below.
     flags = cv2.WARP_INVERSE_MAP

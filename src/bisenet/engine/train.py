@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from bisenet.config import Config, save_config
 from bisenet.data import build_dataset, validate_split
+from bisenet.data.device_augment import DeviceBatches
 from bisenet.engine.checkpoints import checkpoint_state, load_finetune_weights, restore_checkpoint
 from bisenet.engine.distributed import DistInfo, all_reduce_max, barrier, cleanup, init_distributed
 from bisenet.engine.monitor import RunMonitor, warn
@@ -105,14 +106,19 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
 
     sampler = IterationSampler(len(train_set), tc.batch_size, tc.seed, dist_info.rank, dist_info.world_size,
                                start_iter, tc.max_iters)
-    loader = DataLoader(
-        train_set, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.workers,
-        pin_memory=device.type == "cuda", drop_last=False,
-        # A private generator: creating the loader must not consume the global RNG.
-        generator=torch.Generator().manual_seed(tc.seed),
-        persistent_workers=False, prefetch_factor=4 if tc.workers > 0 else None,
-        worker_init_fn=_ignore_stop_signals,
-    )
+    if cfg.data.cache == "device":  # the decoded split on the device, augmented there: no workers
+        if device.type == "cpu":
+            warn("data.cache: device on a CPU augments 2.7x slower than the OpenCV loader; use data.cache: memory")
+        loader = DeviceBatches(train_set, sampler, tc.batch_size, device)
+    else:
+        loader = DataLoader(
+            train_set, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.workers,
+            pin_memory=device.type == "cuda", drop_last=False,
+            # A private generator: creating the loader must not consume the global RNG.
+            generator=torch.Generator().manual_seed(tc.seed),
+            persistent_workers=False, prefetch_factor=4 if tc.workers > 0 else None,
+            worker_init_fn=_ignore_stop_signals,
+        )
     images_per_step = tc.batch_size * dist_info.world_size
     monitor.print(
         f"training {cfg.model.arch} on {len(train_set)} images ({cfg.data.dataset}), {cfg.num_classes} classes | "
