@@ -3,7 +3,8 @@
 # measures lands in $OUT. Two parts, each sized to fit one 10-minute call:
 #
 #   bash bench/gpu_check.sh checks            # CUDA tests, the inference table at 512x1024 and
-#                                             # 1024x2048, the training-step table (~4 min)
+#                                             # 1024x2048, the training-step table (~7 min:
+#                                             # compile builds take most of it)
 #   bash bench/gpu_check.sh camvid ITERS      # BiSeNetV2 on CamVid, the paper's recipe (batch 16,
 #                                             # 720x960 crops, lr 5e-2) for ITERS iterations, augmented
 #                                             # on the GPU (CACHE=memory: CPU workers instead); fp16
@@ -16,7 +17,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/gpu_check}"
-DEVICE="${DEVICE:-cuda}"  # DEVICE=cpu smoke-tests the script on a machine without a GPU
+# DEVICE=cpu SIZES=64x64 ITERS=2 smoke-tests the script on a machine without a GPU.
+DEVICE="${DEVICE:-cuda}" SIZES="${SIZES:-512x1024 1024x2048}" ITERS="${ITERS:-100}"
 mkdir -p "$OUT"
 part="${1:-checks}"
 
@@ -24,13 +26,30 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 
 if [ "$part" = checks ]; then
-    python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/tests_cuda.log"
-    for size in 512x1024 1024x2048; do
-        python3 -m bisenet bench --device "$DEVICE" --size "$size" --backend eager amp fold_bn compile onnxruntime \
-            --warmup 10 --iters 100 --json "$OUT/infer_$size.json" 2>&1 | tee "$OUT/infer_$size.log"
+    # One bench process per backend (each beside eager, its baseline), so a backend that fails
+    # costs its own row, not the call; the device tool returns at most 8 files, so logs go to
+    # one file and the rows are merged into one JSON.
+    log="$OUT/checks.log" rows=/tmp/gpu_rows
+    mkdir -p "$rows"
+    python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py >>"$log" 2>&1 || echo "CUDA tests failed" | tee -a "$log"
+    for size in $SIZES; do
+        for backend in amp fold_bn compile compile_graphs onnxruntime; do
+            timeout 240 python3 -m bisenet bench --device "$DEVICE" --size "$size" --backend eager "$backend" \
+                --warmup 10 --iters "$ITERS" --json "$rows/infer_${size}_$backend.json" >>"$log" 2>&1 \
+                || echo "bench $size $backend failed" | tee -a "$log"
+        done
     done
-    python3 -m bisenet bench --mode train --device "$DEVICE" --size 512x512 --batch-size 4 \
-        --backend fp32_plain fp32 bf16 fp16 --warmup 3 --iters 20 --json "$OUT/train.json" 2>&1 | tee "$OUT/train.log"
+    timeout 300 python3 -m bisenet bench --mode train --device "$DEVICE" --size 512x512 --batch-size 4 \
+        --backend fp32_plain fp32 bf16 fp16 --warmup 3 --iters 20 --json "$rows/train.json" >>"$log" 2>&1 \
+        || echo "train bench failed" | tee -a "$log"
+    python3 - "$rows" "$OUT/rows.json" <<'PY'
+import json, pathlib, sys
+rows = [row for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")) for row in json.loads(path.read_text())]
+pathlib.Path(sys.argv[2]).write_text(json.dumps(rows, indent=1))
+for r in rows:
+    print(r["mode"], r["size"], r["backend"], r["median_ms"], "ms", r.get("peak_cuda_mb"), "MB")
+PY
+    tail -n 5 "$log"
 elif [ "$part" = camvid ]; then
     iters="${2:?give the number of iterations, e.g. 10000 as in the paper}"
     data=.gpu/camvid

@@ -157,6 +157,11 @@ def test_cuda_on_a_cpu_machine_names_the_fix(model) -> None:
         build_backend("eager", model, "cuda")
 
 
+def test_cuda_graphs_on_the_cpu_names_the_fix(model) -> None:
+    with pytest.raises(BisenetError, match="needs --device cuda; on CPU use compile"):
+        build_backend("compile_graphs", model, "cpu")
+
+
 @pytest.mark.parametrize("arch", ["bisenetv1", "bisenetv2"])
 def test_fold_batchnorm_removes_every_used_bn_and_keeps_the_output(arch) -> None:
     torch.manual_seed(0)

@@ -66,7 +66,7 @@ def test_cuda_eager_agrees_with_cpu(model, images) -> None:
 
 
 # amp and compile run in fp16 on CUDA: near-ties flip, as with bf16 on the CPU (same bounds as there).
-AGREEMENT = {"eager": 0.999, "fold_bn": 0.999, "amp": 0.99, "compile": 0.99, "onnxruntime": 0.999}
+AGREEMENT = {"eager": 0.999, "fold_bn": 0.999, "amp": 0.99, "compile": 0.99, "compile_graphs": 0.99, "onnxruntime": 0.999}
 
 
 @pytest.mark.parametrize("name", list(AGREEMENT))
@@ -78,6 +78,14 @@ def test_cuda_backend_agrees_with_eager(name, model, images) -> None:
     assert logits.device.type == "cuda" and logits.dtype == torch.float32
     agreement = (logits.argmax(1).cpu() == reference).float().mean().item()
     assert agreement >= AGREEMENT[name], f"{name}: agreement {agreement:.4f}"
+
+
+def test_cuda_graphs_outputs_survive_the_next_call(model, images) -> None:
+    backend = build_backend("compile_graphs", model, "cuda")
+    first = backend(images[:1].cuda())
+    kept = first.clone()
+    backend(images[1:2].cuda())
+    assert torch.equal(first, kept)
 
 
 def test_eval_on_cuda_matches_cpu(model, tmp_path) -> None:

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
-                        help="infer: eager amp fold_bn compile onnxruntime openvino int8 int8_compile int8_openvino (default: eager amp fold_bn onnxruntime); "
+                        help="infer: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino (default: eager amp fold_bn onnxruntime); "
                              "train: fp32_plain (textbook step, the baseline) fp32 bf16 fp16 bf16_compile "
                              "(default: fp32_plain fp32 bf16, plus fp16 on CUDA)")
     parser.add_argument("--weights", default=None, help="trained weights: needed for a meaningful label agreement")

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="data-loading processes")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--backend", default="eager",
-                        help="inference backend: eager amp fold_bn compile onnxruntime openvino int8 int8_compile int8_openvino")
+                        help="inference backend: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino")
     parser.add_argument("--calibration", metavar="DIR",
                         help="int8 backends: folder of calibration images (default: images of the train split)")
     parser.add_argument("--calibration-images", type=int, default=8, metavar="N", help="int8 calibration images (default 8)")

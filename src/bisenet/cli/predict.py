@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass")
     parser.add_argument("--backend", default="eager",
-                        help="inference backend: eager amp fold_bn compile onnxruntime openvino int8 int8_compile int8_openvino")
+                        help="inference backend: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino")
     parser.add_argument("--calibration", metavar="DIR",
                         help="int8 backends: folder of calibration images (default: the first INPUT folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

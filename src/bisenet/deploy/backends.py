@@ -124,6 +124,25 @@ def build_compile(model: nn.Module, device: torch.device, dtype: str | None = No
     return TorchBackend("compile", compiled, device, channels_last=True, input_dtype=cast)
 
 
+def build_compile_graphs(model: nn.Module, device: torch.device, dtype: str | None = None, **opts: Any) -> Backend:
+    """`compile` whose forward replays a CUDA graph (inductor's mode="reduce-overhead"); CUDA only.
+
+    At batch 1 a real-time model's kernels are short, so launching them costs a share of the
+    time that one graph replay removes. Each call copies the logits out of the graph's buffers.
+    """
+    if device.type != "cuda":
+        raise BisenetError("the compile_graphs backend replays CUDA graphs and needs --device cuda; on CPU use compile")
+    backend = build_compile(model, device, dtype=dtype, mode="reduce-overhead")
+    graphed = backend.module
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()  # the previous call's outputs may be overwritten now
+        return graphed(x).clone()
+
+    backend.name, backend.module = "compile_graphs", forward
+    return backend
+
+
 def _export_temp(model: nn.Module, size: tuple[int, int]) -> tuple[tempfile.TemporaryDirectory, Path]:
     from bisenet.deploy.export import export_onnx
 
@@ -213,6 +232,7 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
     "amp": build_amp,
     "fold_bn": build_fold_bn,
     "compile": build_compile,
+    "compile_graphs": build_compile_graphs,
     "onnxruntime": build_onnxruntime,
     "int8": build_int8,
     "int8_compile": build_int8_compile,
