@@ -49,7 +49,7 @@ def test_train_json_times_each_precision(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--backend", "tensorrt"], "valid: eager, amp, fold_bn, compile, onnxruntime, int8, int8_compile"),
+    (["--backend", "tensorrt"], "valid: eager, amp, fold_bn, compile, compile_graphs, onnxruntime, int8, int8_compile"),
     (["--mode", "train", "--backend", "fp16"], "fp16 training needs --device cuda"),
     (["--size", "100x64"], "use 128x64"),
     (["--weights", "no/such/file.pth"], "no/such/file.pth: weights file not found"),
