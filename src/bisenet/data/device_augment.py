@@ -36,6 +36,7 @@ class DeviceBatches:
         self.device = torch.device(device)
         self.images: list[torch.Tensor] = []  # 3 x h x w uint8 RGB
         self.labels: list[torch.Tensor] = []  # h x w uint8 train ids (mapped once: nearest sampling commutes)
+        dataset.preload()  # decodes and checks every pair on threads, into the dataset's memory cache
         for index in range(len(dataset)):
             image_bgr, label, table = dataset.decoded(index)
             rgb = torch.from_numpy(image_bgr[:, :, ::-1].copy()).permute(2, 0, 1).contiguous()
