@@ -6,7 +6,7 @@
 #                                             # 1024x2048, the training-step table (~7 min:
 #                                             # compile builds take most of it)
 #   bash bench/gpu_check.sh camvid ITERS      # BiSeNetV2 on CamVid, the paper's recipe (batch 16,
-#                                             # 720x960 crops, lr 5e-2) for ITERS iterations, augmented
+#                                             # 704x960 crops, lr 5e-2) for ITERS iterations, augmented
 #                                             # on the GPU (CACHE=memory: CPU workers instead); fp16
 #                                             # safetensors and the logs come back in $OUT
 #

@@ -45,8 +45,11 @@ def main() -> None:
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     cv2.imwrite(str(DOCS / "dubai_quickstart_examples.png"), np.vstack(rows)[:-4])
-    shutil.copy(run / "train" / "curves.png", DOCS / "dubai_quickstart_curves.png")
-    print(f"wrote {DOCS / 'dubai_quickstart_examples.png'} and {DOCS / 'dubai_quickstart_curves.png'}")
+    copies = {run / "train" / "curves.png": DOCS / "dubai_quickstart_curves.png",
+              run / "metrics_iou.png": DOCS / "dubai_quickstart_iou.png"}
+    for source, target in copies.items():
+        shutil.copy(source, target)
+    print(f"wrote {DOCS / 'dubai_quickstart_examples.png'}, " + ", ".join(str(t) for t in copies.values()))
 
 
 if __name__ == "__main__":

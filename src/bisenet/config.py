@@ -29,7 +29,8 @@ class ModelConfig:
     """Which network to build."""
 
     arch: str = "bisenetv2"
-    # V1 only: ImageNet ResNet-18 weights: a path, "download", or null for random init.
+    # V1 only: ImageNet ResNet-18 weights: a torchvision resnet18-*.pth path, "imagenet" (the
+    # torch hub cache), or null for random init.
     pretrained: str | None = None
     sync_bn: bool = False
 
