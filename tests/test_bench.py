@@ -54,6 +54,8 @@ def test_train_json_times_each_precision(tmp_path) -> None:
     (["--size", "100x64"], "use 128x64"),
     (["--weights", "no/such/file.pth"], "no/such/file.pth: weights file not found"),
     (["--images", "no/such/folder"], "image folder not found"),
+    (["--device", "gpu"], "device 'gpu': not a device name; pass"),
+    (["--json", "/dev/null/rows.json"], "--json /dev/null/rows.json: cannot create folder /dev/null"),
 ])
 def test_user_errors_are_one_line_with_exit_2(argv, expected, capsys) -> None:
     code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager", *argv])

@@ -134,3 +134,13 @@ def test_nothing_readable_is_a_failure(weights, tmp_path, capsys) -> None:
     assert main(["predict", "--weights", str(weights), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"),
                  "--device", "cpu", "--quiet"]) == 1
     assert "missing.png: not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # no empty output folder left behind
+
+
+def test_out_under_a_file_is_a_one_line_error(weights, photos, tmp_path, capsys) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["predict", "--weights", str(weights), str(photos), "--out", str(blocker / "o"),
+                 "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bisenet predict: error: --out: cannot create folder") and "Traceback" not in "".join(err)

@@ -222,6 +222,33 @@ def test_misplaced_config_key_names_its_section(raw, hint):
         bisenet.load_config(raw)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.log_interval=0", "train.log_interval must be at least 1, got 0"),
+    ("train.checkpoint_interval=0", "train.checkpoint_interval must be at least 1"),
+    ("train.workers=-1", "train.workers must be at least 0 (0 = load in the main process)"),
+    ("augment.crop_size=[100,100]", "augment.crop_size = 100x100 must be positive multiples of 32 (the network's stride); try 128x128"),
+    ("eval.crop_size=[0,64]", "eval.crop_size = 0x64 must be positive multiples of 32"),
+    ("data.palette=[[300,0,0]]", "data.palette entry [300, 0, 0] must be 3 integers in 0-255"),
+    ("data.palette=[[1,2,3]]", "data.palette has 1 colours for 5 classes"),
+])
+def test_values_that_would_fail_mid_run_are_refused_at_load(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        bisenet.load_config(DUBAI_CONFIG, [override])
+
+
+def test_binary_file_as_config_and_unusable_work_dir_are_one_line_errors(tmp_path, capsys):
+    binary = tmp_path / "weights.yaml"
+    binary.write_bytes(b"\xe8\x00\xff" * 10)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for argv, expected in ((["train", str(binary)], "not a YAML text file"),
+                           (["train", str(DUBAI_CONFIG), "--work-dir", str(blocker / "run"), "--set", *TINY[1:]],
+                            "cannot create folder")):
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+
+
 def test_amp_fp16_on_cpu_is_refused_clearly(tmp_path):
     with pytest.raises(bisenet.errors.BisenetError, match="fp16 needs a CUDA device"):
         train(tiny_config("train.amp=fp16"), tmp_path)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bisenet.errors import CheckpointError
+from bisenet.errors import CheckpointError, make_dir
 from bisenet.models import MODELS, build_model
 
 # One entry per arch that only that arch has, and the entry whose first dim is num_classes.
@@ -160,7 +160,7 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, f"checkpoint {path}")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

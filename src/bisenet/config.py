@@ -143,7 +143,9 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found; pass a YAML file such as configs/bisenetv2_dubai.yaml")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a YAML text file; pass a config such as configs/bisenetv2_dubai.yaml") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
@@ -348,16 +350,40 @@ def _resolve(cfg: Config, source: str) -> Config:
         raise ConfigError(
             f"{source}: data.class_names has {len(data.class_names)} names but num_classes is {data.num_classes}"
         )
+    if data.palette is not None:
+        bad = next((c for c in data.palette if len(c) != 3 or not all(0 <= v <= 255 for v in c)), None)
+        if bad is not None:
+            raise ConfigError(f"{source}: data.palette entry {bad} must be 3 integers in 0-255 (R, G, B)")
+        if len(data.palette) < data.num_classes:
+            raise ConfigError(f"{source}: data.palette has {len(data.palette)} colours for {data.num_classes} classes; "
+                              "give one [R, G, B] per class, or leave it out for a generated palette")
+    _check_ranges(cfg, source)
+    return dataclasses.replace(cfg, data=data)
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    """Numbers that would otherwise fail deep inside a run (a zero interval, a crop off the stride)."""
     lo, hi = cfg.augment.scale_range
     if not 0 < lo <= hi:
         raise ConfigError(f"{source}: augment.scale_range = [{lo}, {hi}] must satisfy 0 < low <= high")
-    for key, value in (("train.max_iters", cfg.train.max_iters), ("train.batch_size", cfg.train.batch_size)):
-        if value < 1:
-            raise ConfigError(f"{source}: {key} must be at least 1, got {value}")
-    if cfg.train.batch_size < 2:
-        raise ConfigError(f"{source}: train.batch_size must be at least 2 per process (BatchNorm needs 2 images), got {cfg.train.batch_size}")
-    if cfg.train.lr <= 0:
-        raise ConfigError(f"{source}: train.lr must be positive, got {cfg.train.lr}")
+    t = cfg.train
+    minimums = (("train.max_iters", t.max_iters, 1), ("train.batch_size", t.batch_size, 1),
+                ("train.log_interval", t.log_interval, 1), ("train.checkpoint_interval", t.checkpoint_interval, 1),
+                ("train.eval_interval", t.eval_interval, 0), ("train.warmup_iters", t.warmup_iters, 0),
+                ("train.workers", t.workers, 0))
+    for key, value, least in minimums:
+        if value < least:
+            meaning = {"train.eval_interval": " (0 = no evaluation during training)",
+                       "train.workers": " (0 = load in the main process)"}.get(key, "")
+            raise ConfigError(f"{source}: {key} must be at least {least}{meaning}, got {value}")
+    if t.batch_size < 2:
+        raise ConfigError(f"{source}: train.batch_size must be at least 2 per process (BatchNorm needs 2 images), got {t.batch_size}")
+    if t.lr <= 0:
+        raise ConfigError(f"{source}: train.lr must be positive, got {t.lr}")
+    for key, size in (("augment.crop_size", cfg.augment.crop_size), ("eval.crop_size", cfg.eval.crop_size)):
+        if size is not None and (min(size) <= 0 or size[0] % 32 or size[1] % 32):
+            fix = "x".join(str(max(32, -(-side // 32) * 32)) for side in size)
+            raise ConfigError(f"{source}: {key} = {size[0]}x{size[1]} must be positive multiples of 32 "
+                              f"(the network's stride); try {fix}")
     if not 0 < cfg.eval.scale <= 8:
         raise ConfigError(f"{source}: eval.scale = {cfg.eval.scale} must lie in (0, 8]; 1.0 scores images at their own size")
-    return dataclasses.replace(cfg, data=data)

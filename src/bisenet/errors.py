@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class BisenetError(Exception):
@@ -29,3 +31,13 @@ def nearest(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest valid name, or '' if none is close."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def make_dir(path: str | os.PathLike, what: str) -> Path:
+    """Create folder `path` (and its parents), or raise a one-line error naming `what` it is for."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission, read-only disk
+        raise BisenetError(f"{what}: cannot create folder {folder} ({exc.strerror or exc}); choose another path") from None
+    return folder

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, generated_palette
-from bisenet.errors import BisenetError, ConfigError
+from bisenet.errors import BisenetError, ConfigError, make_dir
 from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, make_protocol
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -261,9 +261,10 @@ def predict_paths(segmenter: Segmenter, inputs: Iterable[str | os.PathLike], out
     if not 0.0 <= alpha <= 1.0:
         raise BisenetError(f"--overlay {alpha} must lie in [0, 1] (the mask's opacity)")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary()
     images, videos = expand_inputs(inputs, summary)
+    if images or videos:  # no empty output folder when every input was skipped
+        make_dir(out, "--out")
     for message in summary.skipped:
         tqdm.write(f"skipped {message}", file=sys.stderr)
     name = _Namer()

@@ -38,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
     from bisenet.config import parse_size
     from bisenet.deploy.bench import format_table, image_normalisation, run_benchmark
-    from bisenet.errors import BisenetError
+    from bisenet.errors import BisenetError, make_dir
 
     size = parse_size(args.size, "--size")
+    if args.json:  # before the run, so a bad path does not cost its results
+        make_dir(Path(args.json).parent, f"--json {args.json}")
     if args.threads is not None:
         if args.threads < 1:
             raise BisenetError(f"--threads {args.threads}: must be at least 1")
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if args.json:
         out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(out.parent, f"--json {out}")
         out.write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 

@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from bisenet.errors import BisenetError
 
     check_size(args.height, args.width)  # before loading weights: fail fast on a bad size
+    if args.num_classes is not None and args.num_classes < 1:
+        raise BisenetError(f"--num-classes {args.num_classes}: must be at least 1 (or leave it out to read it from the weights)")
     weights_only = args.out.endswith(".safetensors")
     if weights_only and (args.dynamic or args.argmax):
         raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")

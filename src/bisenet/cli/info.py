@@ -6,6 +6,7 @@ import argparse
 import json
 
 from bisenet.config import ARCHS, parse_size
+from bisenet.errors import BisenetError
 from bisenet.info import model_info
 
 
@@ -17,7 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stats = model_info(args.arch, args.num_classes, parse_size(args.size, "--size"))
+    from bisenet.deploy.export import check_size
+
+    if args.num_classes < 1:
+        raise BisenetError(f"--num-classes {args.num_classes}: must be at least 1")
+    size = parse_size(args.size, "--size")
+    check_size(*size)
+    stats = model_info(args.arch, args.num_classes, size)
     if args.json:
         print(json.dumps(stats))
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bisenet.errors import DataError
+from bisenet.errors import DataError, make_dir
 
 LISTS_FIX = "regenerate it with `bisenet data lists` or fix the paths"
 
@@ -102,7 +102,7 @@ def write_list(path: Path, pairs: list[tuple[Path, Path]], root: Path) -> int:
     lines = []
     for image, label in pairs:
         lines.append(f"{_relative(image, root)},{_relative(label, root)}\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, f"list file {path}")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(lines), encoding="utf-8")
     tmp.replace(path)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bisenet.checkpoint import publish
-from bisenet.errors import BisenetError
+from bisenet.errors import BisenetError, make_dir
 
 MIN_OPSET, MAX_OPSET = 13, 20  # 13: Resize with scales and ArgMax as used here; 20: newest the TorchScript exporter knows
 
@@ -78,7 +78,7 @@ def export_onnx(
     path = Path(path)
     if path.is_dir():
         raise BisenetError(f"{path} is a folder; pass a file name such as {path / 'model.onnx'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, f"--out {path}")
     reference = copy.deepcopy(model).cpu().float().eval()
     num_classes = getattr(model, "num_classes", None)
     net = HalfWrapper(copy.deepcopy(reference)).eval() if fp16 else reference
@@ -214,7 +214,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
     arch = next((name for name, cls in MODELS.items() if isinstance(model, cls)), None)
     if arch is None:
         raise BisenetError(f"cannot save a {type(model).__name__}: valid models are {', '.join(MODELS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, f"--out {path}")
     reference = copy.deepcopy(model).cpu().float().eval()
     save_inference_weights(reference, path, arch, half=fp16)
     reloaded = load_model(path)

@@ -34,11 +34,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """'auto' picks CUDA when present; 'cuda' under torchrun means this rank's GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    from bisenet.errors import ConfigError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r}: not a device name; pass auto, cpu or cuda[:N]") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            from bisenet.errors import ConfigError
-
             raise ConfigError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)

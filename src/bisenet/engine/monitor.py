@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from bisenet.errors import make_dir
+
 
 class RunMonitor:
     """Logs training and evaluation figures. Only rank 0 makes one with `enabled=True`."""
@@ -25,7 +27,7 @@ class RunMonitor:
         self._log_file = None
         if not enabled:
             return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.work_dir, "train.work_dir (--work-dir)")
         self._jsonl = open(self.work_dir / "metrics.jsonl", "a", buffering=1)
         self._log_file = open(self.work_dir / "train.log", "a", buffering=1)
         if tensorboard:

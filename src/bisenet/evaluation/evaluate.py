@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bisenet.config import Config, load_config
-from bisenet.errors import BisenetError
+from bisenet.errors import BisenetError, make_dir
 from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, make_protocol
 from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_to_list, new_confusion, update_confusion
 from bisenet.evaluation.scoring import train_to_raw_lut
@@ -91,6 +91,8 @@ def evaluate_model(
         indices = indices[dist.get_rank()::dist.get_world_size()]  # strided shard: no padded duplicates
     batches = size_batches(dataset, indices, batch_size)
     workers = _default_workers() if workers is None else workers
+    if workers < 0:
+        raise BisenetError(f"--workers {workers}: must be 0 (load in the main process) or more")
     loader = DataLoader(
         _Indexed(dataset), batch_sampler=batches, num_workers=workers if len(batches) > 1 else 0,
         pin_memory=device.type == "cuda",
@@ -98,7 +100,7 @@ def evaluate_model(
     names = getattr(dataset, "names", None) or [str(i) for i in range(len(dataset))]
     out_dir = Path(save_pred_dir) if save_pred_dir is not None else None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(out_dir, "--save-pred")
     confusion = new_confusion(num_classes, device)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as writer, torch.inference_mode():

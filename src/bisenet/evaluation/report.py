@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bisenet.errors import make_dir
+
 
 def _pct(value: float | None) -> str:
     return "   n/a" if value is None else f"{value * 100:6.2f}"
@@ -33,7 +35,7 @@ def format_table(result: dict) -> str:
 def write_report(result: dict, json_path: str | os.PathLike) -> list[Path]:
     """Write the JSON, plus STEM_confusion.png and STEM_iou.png next to it; return the paths."""
     path = Path(json_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, f"metrics file {path}")
     tmp = path.with_name(f".{path.name}.tmp")
     # One line per confusion-matrix row instead of one line per number.
     text = re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", json.dumps(result, indent=2))
