@@ -32,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
           f"{segmenter.protocol.describe()} on {segmenter.device}")
     summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
-    print(f"wrote {summary.images} image(s) x 3 PNGs and {summary.videos} video(s) to {args.out}"
-          + (f"; skipped {len(summary.skipped)}" if summary.skipped else ""))
+    written = (f"wrote {summary.images} image(s) x 3 PNGs and {summary.videos} video(s) to {args.out}"
+               if summary.images or summary.videos else "wrote nothing")
+    print(written + (f"; skipped {len(summary.skipped)}" if summary.skipped else ""))
     return 0 if summary.images or summary.videos or not summary.skipped else 1
 
 
