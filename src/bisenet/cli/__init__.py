@@ -24,7 +24,12 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
+    import torch
+
+    from bisenet import __version__
+
     parser = argparse.ArgumentParser(prog="bisenet", description="BiSeNetV1/V2 real-time semantic segmentation.")
+    parser.add_argument("--version", action="version", version=f"bisenet {__version__} (PyTorch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
