@@ -15,7 +15,8 @@ import torch
 
 import bisenet
 from bisenet.cli import main as cli_main
-from bisenet.engine.optim import build_optimizer, lr_factor, parameter_groups
+from bisenet.engine.checkpoints import restore_checkpoint
+from bisenet.engine.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 from bisenet.engine.sampler import IterationSampler
 from bisenet.engine.train import TrainingError, train
 from bisenet.errors import ConfigError
@@ -160,6 +161,18 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     assert f"resumed from {killed / 'last.pt'} at iteration {saved}" in (killed / "train.log").read_text()
 
 
+def test_resume_with_a_scaler_from_a_run_without_one(tmp_path):
+    # A bf16/fp32 run saves an empty scaler state; continuing it with fp16 (on a GPU) needs a fresh scaler.
+    cfg = tiny_config("train.max_iters=2")
+    train(cfg, tmp_path)
+    model = bisenet.build_model(cfg.model.arch, cfg.num_classes)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    assert restore_checkpoint(tmp_path / "last.pt", cfg, model, optimizer, scheduler, scaler, torch.device("cpu"))[0] == 2
+    assert scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
+
+
 @pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
 def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
     # A cluster scheduler signals the whole process group, data workers included.
@@ -257,10 +270,12 @@ def test_amp_fp16_on_cpu_is_refused_clearly(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "bisenet", *cli_args(tmp_path, "train.max_iters=2")]
+           "-m", "bisenet", *cli_args(tmp_path, "train.max_iters=2", "train.eval_interval=2")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "x 2 process(es)" in proc.stdout and "= 4 images per step" in proc.stdout
+    # Both ranks scored their shards with rank 0's BatchNorm statistics, all-reduced into one result.
+    assert '"type": "eval"' in (tmp_path / "metrics.jsonl").read_text()
     assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 2
 
 

@@ -70,18 +70,24 @@ def image_normalisation(config: str | os.PathLike | None = None, weights: str | 
     return None, None
 
 
+_cuda_baseline: dict[torch.device, int] = {}
+
+
 def _reset_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        # Earlier backends stay built (and allocated): count only what comes on top of them.
+        _cuda_baseline[device] = torch.cuda.memory_allocated(device)
     else:
         reset_peak_rss()
 
 
 def _memory(device: torch.device, prefix: str = "") -> dict[str, float]:
     if device.type == "cuda":
-        return {f"{prefix}peak_cuda_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+        added = torch.cuda.max_memory_allocated(device) - _cuda_baseline.get(device, 0)
+        return {f"{prefix}peak_cuda_mb": round(added / 2**20, 1)}
     return {f"{prefix}peak_rss_mb": round(peak_rss_mb(), 1)}
 
 

@@ -156,7 +156,7 @@ def _add_metadata(path: str, props: dict[str, str]) -> None:
 
 
 def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> Any:
-    """An onnxruntime session on CPU, or on the CUDA EP (falling back to CPU) for a CUDA device."""
+    """An onnxruntime session on CPU, or on the CUDA EP for a CUDA device (an error if this build lacks it)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -166,9 +166,14 @@ def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | Non
     # No busy-waiting between runs: spinning threads would steal the cores from PyTorch
     # (pre/post-processing, or other backends timed alongside in `bench`).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
-    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers: list = ["CPUExecutionProvider"]
+    device = torch.device(device)
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            # Falling back to the CPU silently would report CPU times as CUDA ones.
+            raise BisenetError("onnxruntime on cuda: this onnxruntime has no CUDAExecutionProvider; "
+                               "pip install onnxruntime-gpu, or use --device cpu")
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 

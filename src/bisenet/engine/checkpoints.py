@@ -52,7 +52,8 @@ def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, o
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
+    if ckpt.get("scaler"):  # empty when the run had no fp16 scaler (bf16 or fp32): start a fresh one
+        scaler.load_state_dict(ckpt["scaler"])
     if "torch" in ckpt.get("rng", {}):
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
     return int(ckpt["iteration"]), ckpt.get("best_miou")

@@ -43,8 +43,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if device.index is not None and world_size > 1:
+            raise ConfigError(f"--device {name}: under torchrun each process takes its own GPU (LOCAL_RANK); "
+                              "pass --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs")
         if device.index is None:
-            device = torch.device("cuda", local_rank)
+            # One visible GPU per process (some schedulers) means every rank's GPU is cuda:0.
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
 
 
@@ -58,7 +63,9 @@ def init_distributed(device_name: str) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+        # device_id binds NCCL to this rank's GPU at once (no guessing in barrier()).
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
+                                device_id=device if device.type == "cuda" else None)
     return DistInfo(rank, world_size, local_rank, device)
 
 

@@ -2,7 +2,8 @@
 
 Runs unchanged on CPU, one GPU, or many under torchrun (DDP). Every source of randomness
 is a pure function of (seed, iteration, rank), so a run resumed from `last.pt` ends with
-the same weights as one that was never interrupted.
+the same weights as one that was never interrupted (bit for bit on CPU; CUDA kernels add
+their own last-bit noise).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         else:
             warn("model.sync_bn needs CUDA; using per-process BatchNorm on CPU")
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest kernels are chosen once
     model.to(device=device, memory_format=memory_format)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc)
@@ -202,7 +205,7 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             raise BisenetError("--amp fp16 needs a CUDA device; on CPU use --amp bf16 (or none)")
         return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise BisenetError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
     return torch.bfloat16
 
@@ -222,6 +225,11 @@ def _evaluate(model: nn.Module, val_set, device: torch.device, cfg: Config, moni
     from bisenet.evaluation.inference import make_protocol
 
     model.eval()
+    if dist.is_initialized():
+        # Without SyncBN each rank's running statistics drift between DDP's broadcasts; score
+        # rank 0's model (the one saved) on every shard.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
     result = evaluate_model(model, val_set, device, protocol=make_protocol("ss", scale=cfg.eval.scale),
                             class_names=cfg.data.class_names,
                             distributed=dist.is_initialized())

@@ -81,7 +81,8 @@ def evaluate_model(
     """Score an eval-mode model (or backend) on a val SegmentationDataset; returns the metrics dict.
 
     With `distributed=True` every rank must call it: each scores a shard and the confusion
-    matrix is all-reduced. The training loop calls it on rank 0 alone (the default).
+    matrix is all-reduced (the training loop does this under torchrun). With False it scores the
+    whole split in this process.
     """
     device = torch.device(device)
     protocol = protocol or make_protocol(mode)
