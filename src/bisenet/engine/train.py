@@ -134,7 +134,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     iteration = start_iter
     net.train()
     monitor.start(start_iter)
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}  # per-head loss sums since the last log line
     step_done: list[float] = []  # when each iteration finished, for seconds_per_iter
     with stop.installed():
         batches = iter(loader)
@@ -165,11 +165,12 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
 
             names = ["main"] + [f"aux{i}" for i in range(1, len(parts))]
             for name, value in zip(["loss"] + names, [loss] + parts):
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
+                # Summed on the device: a float() per loss would make the host wait for each step.
+                sums[name] = sums.get(name, 0.0) + value.detach().float()
             count = iteration - start_iter
             if iteration % tc.log_interval == 0 or iteration == tc.max_iters or count == 1:
                 span = min(tc.log_interval, count) if iteration % tc.log_interval == 0 else max(1, count % tc.log_interval)
-                monitor.log_train(iteration, {k: v / span for k, v in sums.items()}, optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"], images_per_step)
+                monitor.log_train(iteration, {k: float(v) / span for k, v in sums.items()}, optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"], images_per_step)
                 sums = {}
 
             finished = iteration == tc.max_iters
