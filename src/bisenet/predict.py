@@ -308,6 +308,8 @@ def predict_paths(segmenter: Segmenter, inputs: Iterable[str | os.PathLike], out
 def _predict_video(segmenter: Segmenter, path: Path, target: Path, alpha: float, summary: PredictSummary,
                    progress: bool) -> None:
     """Overlay every frame of a video and write an mp4 (mp4v) at the source frame rate."""
+    # FFmpeg's own messages ("moov atom not found") would precede the one-line skip below.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         message = f"video {path} cannot be opened (corrupt, or a codec OpenCV lacks)"
