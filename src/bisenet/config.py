@@ -381,9 +381,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
     if t.lr <= 0:
         raise ConfigError(f"{source}: train.lr must be positive, got {t.lr}")
     for key, size in (("augment.crop_size", cfg.augment.crop_size), ("eval.crop_size", cfg.eval.crop_size)):
-        if size is not None and (min(size) <= 0 or size[0] % 32 or size[1] % 32):
-            fix = "x".join(str(max(32, -(-side // 32) * 32)) for side in size)
-            raise ConfigError(f"{source}: {key} = {size[0]}x{size[1]} must be positive multiples of 32 "
-                              f"(the network's stride); try {fix}")
+        if size is not None and min(size) <= 0:
+            raise ConfigError(f"{source}: {key} = {size[0]}x{size[1]} must be positive")
     if not 0 < cfg.eval.scale <= 8:
         raise ConfigError(f"{source}: eval.scale = {cfg.eval.scale} must lie in (0, 8]; 1.0 scores images at their own size")

@@ -30,7 +30,7 @@ from bisenet.engine.monitor import RunMonitor, warn
 from bisenet.engine.optim import build_optimizer, build_scheduler
 from bisenet.engine.sampler import IterationSampler
 from bisenet.checkpoint import atomic_save
-from bisenet.errors import BisenetError, DataError
+from bisenet.errors import BisenetError, ConfigError, DataError
 from bisenet.losses import build_loss
 from bisenet.models import build_model
 
@@ -66,6 +66,12 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | None = None,
 
 def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_from) -> TrainResult:
     tc, device = cfg.train, dist_info.device
+    # The network's stride, checked before the work dir is made (the data pipeline takes any crop).
+    crop_h, crop_w = cfg.augment.crop_size
+    if crop_h % 32 or crop_w % 32:
+        fix = f"{-(-crop_h // 32) * 32}x{-(-crop_w // 32) * 32}"
+        raise ConfigError(f"augment.crop_size = {crop_h}x{crop_w}: training crops must be multiples of 32 "
+                          f"(the network's stride); try {fix}")
     monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main)
     amp_dtype = _amp_dtype(tc.amp, device)
 
