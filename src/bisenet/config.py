@@ -362,13 +362,12 @@ def _resolve(cfg: Config, source: str) -> Config:
 
 
 def _check_ranges(cfg: Config, source: str) -> None:
-    """Numbers that would otherwise fail deep inside a run (a zero interval, a crop off the stride)."""
+    """Numbers that would otherwise fail deep inside a run (a zero interval, a negative worker count)."""
     lo, hi = cfg.augment.scale_range
     if not 0 < lo <= hi:
         raise ConfigError(f"{source}: augment.scale_range = [{lo}, {hi}] must satisfy 0 < low <= high")
     t = cfg.train
-    minimums = (("train.max_iters", t.max_iters, 1), ("train.batch_size", t.batch_size, 1),
-                ("train.log_interval", t.log_interval, 1), ("train.checkpoint_interval", t.checkpoint_interval, 1),
+    minimums = (("train.max_iters", t.max_iters, 1), ("train.log_interval", t.log_interval, 1), ("train.checkpoint_interval", t.checkpoint_interval, 1),
                 ("train.eval_interval", t.eval_interval, 0), ("train.warmup_iters", t.warmup_iters, 0),
                 ("train.workers", t.workers, 0))
     for key, value, least in minimums:

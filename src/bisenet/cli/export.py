@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export and print what was checked; exit 1 when the ONNX output disagrees with PyTorch."""
     from bisenet import load_model
-    from bisenet.deploy.export import check_size, export_onnx, export_weights
+    from bisenet.deploy.export import export_onnx, export_weights
+    from bisenet.models.layers import check_size
     from bisenet.errors import BisenetError
 
     check_size(args.height, args.width)  # before loading weights: fail fast on a bad size

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bisenet.deploy.export import check_size
+    from bisenet.models.layers import check_size
 
     if args.num_classes < 1:
         raise BisenetError(f"--num-classes {args.num_classes}: must be at least 1")

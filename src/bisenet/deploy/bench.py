@@ -135,7 +135,7 @@ def run_benchmark(
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Time each backend (infer) or precision (train); one row per backend, see format_table."""
-    from bisenet.deploy.export import check_size
+    from bisenet.models.layers import check_size
 
     check_size(*size)
     if batch_size < 1 or iters < 1 or warmup < 0:

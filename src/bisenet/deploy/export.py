@@ -16,6 +16,7 @@ from torch import nn
 
 from bisenet.checkpoint import publish
 from bisenet.errors import BisenetError, make_dir
+from bisenet.models.layers import check_size
 
 MIN_OPSET, MAX_OPSET = 13, 20  # 13: Resize with scales and ArgMax as used here; 20: newest the TorchScript exporter knows
 
@@ -44,14 +45,6 @@ class HalfWrapper(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.half()).float()
-
-
-def check_size(height: int, width: int, multiple: int = 32) -> None:
-    """Raise a BisenetError naming the nearest valid size unless H and W are multiples of 32."""
-    if height <= 0 or width <= 0 or height % multiple or width % multiple:
-        ph = max(multiple, -(-height // multiple) * multiple)
-        pw = max(multiple, -(-width // multiple) * multiple)
-        raise BisenetError(f"size {height}x{width}: height and width must be positive multiples of {multiple}; use {ph}x{pw}")
 
 
 def second_size(height: int, width: int) -> tuple[int, int]:

@@ -33,6 +33,7 @@ from bisenet.checkpoint import atomic_save
 from bisenet.errors import BisenetError, ConfigError, DataError
 from bisenet.losses import build_loss
 from bisenet.models import build_model
+from bisenet.models.layers import check_size
 
 
 class TrainingError(BisenetError):
@@ -67,11 +68,10 @@ def train(cfg: Config, work_dir: str | Path, resume: str | Path | None = None,
 def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_from) -> TrainResult:
     tc, device = cfg.train, dist_info.device
     # The network's stride, checked before the work dir is made (the data pipeline takes any crop).
-    crop_h, crop_w = cfg.augment.crop_size
-    if crop_h % 32 or crop_w % 32:
-        fix = f"{-(-crop_h // 32) * 32}x{-(-crop_w // 32) * 32}"
-        raise ConfigError(f"augment.crop_size = {crop_h}x{crop_w}: training crops must be multiples of 32 "
-                          f"(the network's stride); try {fix}")
+    try:
+        check_size(*cfg.augment.crop_size)
+    except BisenetError as exc:
+        raise ConfigError(f"augment.crop_size: {exc} (training crops enter the network as they are)") from None
     monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main)
     amp_dtype = _amp_dtype(tc.amp, device)
 

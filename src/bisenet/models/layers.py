@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bisenet.errors import BisenetError
+
 
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> ReLU, 'same' padding for odd kernels."""
@@ -93,3 +95,11 @@ def init_kaiming_fan_out(model: nn.Module) -> None:
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             nn.init.zeros_(module.weight) if getattr(module, "zero_init", False) else nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+def check_size(height: int, width: int, multiple: int = 32) -> None:
+    """Raise a BisenetError naming the nearest valid size unless H and W are multiples of 32."""
+    if height <= 0 or width <= 0 or height % multiple or width % multiple:
+        ph = max(multiple, -(-height // multiple) * multiple)
+        pw = max(multiple, -(-width // multiple) * multiple)
+        raise BisenetError(f"size {height}x{width}: height and width must be positive multiples of {multiple}; use {ph}x{pw}")
