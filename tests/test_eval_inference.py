@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bisenet.errors import BisenetError
-from bisenet.evaluation import Protocol, infer, make_protocol, predict_labels
+from bisenet.evaluation import Protocol, infer, labels_from_scores, make_protocol, predict_labels
 from bisenet.evaluation.inference import _windows
 
 
@@ -47,6 +47,19 @@ def test_ss_pads_and_crops_back_exactly(model: nn.Module, size: tuple[int, int])
     assert out.shape == x.shape
     assert torch.equal(out, x)
     assert torch.equal(predict_labels(model, x), x.argmax(dim=1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_labels_from_scores_is_argmax_first_on_ties(dtype: torch.dtype, channels_last: bool) -> None:
+    scores = torch.randn(2, 11, 33, 47, generator=torch.Generator().manual_seed(3)).to(dtype)
+    scores[:, 4, :5] = scores[:, 9, :5] = 100.0  # ties: the lower class wins, as with argmax
+    if channels_last:
+        scores = scores.contiguous(memory_format=torch.channels_last)
+    labels = labels_from_scores(scores)
+    assert labels.dtype == torch.int64 and labels.shape == (2, 33, 47)
+    assert torch.equal(labels, scores.argmax(dim=1))
+    assert (labels[:, :5] == 4).all()
 
 
 @pytest.mark.parametrize("size,crop,stride", [

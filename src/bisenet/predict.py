@@ -20,7 +20,7 @@ from tqdm import tqdm
 from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, generated_palette
 from bisenet.errors import BisenetError, ConfigError, make_dir
-from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, make_protocol
+from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, make_protocol, predict_labels
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -163,7 +163,7 @@ class Segmenter:
         for indices in groups.values():
             for k in range(0, len(indices), self.batch_size):
                 chunk = indices[k:k + self.batch_size]
-                labels = infer(self.model, self._tensor([images[i] for i in chunk]), self.protocol).argmax(dim=1)
+                labels = predict_labels(self.model, self._tensor([images[i] for i in chunk]), self.protocol)
                 for i, label in zip(chunk, labels.to(torch.int32).cpu().numpy()):
                     out[i] = label.astype(dtype)
         return out  # type: ignore[return-value]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from bisenet.errors import BisenetError, nearest
+from bisenet.evaluation.inference import labels_from_scores
 
 # fp32_plain is the textbook step (full-size logits from the model, cross-entropy on them), the
 # baseline; the others are `bisenet train`'s step, whose loss upsamples low-resolution logits itself.
@@ -196,7 +197,7 @@ def _bench_infer(model, size, batch_size, device, backends, weights, images, cal
     reference = None
     if measure_agreement:
         with torch.inference_mode():
-            reference = [model(s.unsqueeze(0).to(device)).argmax(1) for s in samples]
+            reference = [labels_from_scores(model(s.unsqueeze(0).to(device))) for s in samples]
     built, rows = {}, {}
     for name in names:
         _reset_memory(device)
@@ -229,7 +230,7 @@ def _bench_infer(model, size, batch_size, device, backends, weights, images, cal
 def _agreement(backend, samples, reference, device) -> float:
     same = total = 0
     for sample, ref in zip(samples, reference):
-        labels = backend(sample.unsqueeze(0).to(device)).argmax(1)
+        labels = labels_from_scores(backend(sample.unsqueeze(0).to(device)))
         same += int((labels == ref).sum())
         total += ref.numel()
     return same / total

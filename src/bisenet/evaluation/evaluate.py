@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from bisenet.config import Config, load_config
 from bisenet.errors import BisenetError, make_dir
-from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, make_protocol
+from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, labels_from_scores, make_protocol
 from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_to_list, new_confusion, update_confusion
 from bisenet.evaluation.scoring import train_to_raw_lut
 
@@ -113,7 +113,7 @@ def evaluate_model(
                     f"the model predicts {scores.shape[1]} classes but the dataset has {num_classes}; "
                     "check the weights and data.num_classes"
                 )
-            preds = scores.argmax(dim=1)
+            preds = labels_from_scores(scores)
             update_confusion(confusion, preds, labels)
             if out_dir is not None:
                 # uint8 suffices: the config keeps num_classes <= ignore_index <= 255.
