@@ -4,8 +4,10 @@
 
 Times all backends round-robin in one process, measures label agreement with fp32 eager on
 real images (needs trained weights), then times each backend alone in a fresh process, as it
-runs when deployed (`--passes` rounds, the fastest kept), with its peak RSS. The goal: a
-backend with >= 99% agreement at <= 0.2x the eager time.
+runs when deployed (`--passes` rounds, the fastest kept), with its peak RSS: eager as a plain
+PyTorch run, the baseline; the others with glibc keeping freed memory, as `bisenet predict` and
+`eval` run them on a CPU (round-robin runs share one plain process). The goal: a backend with
+>= 99% agreement at <= 0.2x the eager time.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def alone_argv(args: argparse.Namespace, backend: str) -> list[str]:
             argv += [f"--{flag}", str(getattr(args, flag))]
     if backend in CALIBRATED and (args.calibration or args.images):
         argv += ["--calibration", str(args.calibration or args.images)]
-    return argv
+    return argv + (["--keep-memory"] if backend != "eager" else [])
 
 
 def verdict(rows: list[dict], key: str, how: str) -> str:

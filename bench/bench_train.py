@@ -6,8 +6,9 @@ A step is forward in train mode (main + 4 aux heads), OHEM loss on every head, b
 SGD step. Settings are timed round-robin; each is then timed alone in a fresh process, with
 its peak RSS. fp32_plain is the textbook step (the model upsamples every head's logits to
 full size, cross-entropy on those), the baseline; fp32 and bf16 are `bisenet train`'s step, whose
-loss upsamples the low-resolution logits one image at a time. The goal: the fastest at <= 0.4x
-the fp32_plain step.
+loss upsamples the low-resolution logits one image at a time. Alone, fp32_plain runs as a plain
+PyTorch process and the others with glibc keeping freed memory, as `bisenet train` runs on a CPU
+(the round-robin run is one plain process). The goal: the fastest at <= 0.4x the fp32_plain step.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def alone_argv(args: argparse.Namespace, precision: str) -> list[str]:
     argv = ["--mode", "train", "--size", args.size, "--batch-size", str(args.batch_size), "--num-classes",
             str(args.num_classes), "--arch", args.arch, "--backend", precision, "--iters", str(args.iters),
             "--warmup", str(args.warmup)]
+    argv += ["--keep-memory"] if precision != "fp32_plain" else []
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 

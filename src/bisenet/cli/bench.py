@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch/onnxruntime CPU threads (default: torch's)")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="glibc keeps freed memory, as train/eval/predict set it on the CPU (process-wide; "
+                             "off by default so that the baselines time plain PyTorch)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the rows as a JSON list")
 
 
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         arch=args.arch, num_classes=args.num_classes, size=size, batch_size=args.batch_size, device=args.device,
         backends=args.backend, mode=args.mode, weights=args.weights, images=args.images, calibration=args.calibration,
         mean=mean, std=std, warmup=args.warmup, iters=args.iters, max_images=args.max_images,
-        log=lambda message: print(message, file=sys.stderr, flush=True),
+        log=lambda message: print(message, file=sys.stderr, flush=True), keep_memory=args.keep_memory,
     )
     print(format_table(rows))
     if args.json:

@@ -24,6 +24,7 @@ from torch import nn
 
 from bisenet.errors import BisenetError, nearest
 from bisenet.evaluation.inference import labels_from_scores
+from bisenet.runtime import keep_freed_memory
 
 # fp32_plain is the textbook step (full-size logits from the model, cross-entropy on them), the
 # baseline; the others are `bisenet train`'s step, whose loss upsamples low-resolution logits itself.
@@ -134,8 +135,13 @@ def run_benchmark(
     iters: int = 10,
     max_images: int = 8,
     log: Callable[[str], None] | None = None,
+    keep_memory: bool = False,
 ) -> list[dict[str, Any]]:
-    """Time each backend (infer) or precision (train); one row per backend, see format_table."""
+    """Time each backend (infer) or precision (train); one row per backend, see format_table.
+
+    `keep_memory` applies `runtime.keep_freed_memory()` first, as train/eval/predict do on the
+    CPU; it is process-wide, so off by default: the plain baselines are timed as plain PyTorch runs.
+    """
     from bisenet.models.layers import check_size
 
     check_size(*size)
@@ -152,11 +158,16 @@ def run_benchmark(
                 raise BisenetError(f"unknown backend {name!r}{nearest(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
 
     dev = resolve_device(device)
+    kept = keep_memory and keep_freed_memory()
     model = _load(arch, num_classes, weights, dev)
     if mode == "train":
-        return _bench_train(model, size, batch_size, dev, backends, warmup, iters, log)
-    return _bench_infer(model, size, batch_size, dev, backends, weights, images, calibration, mean, std,
-                        warmup, iters, max_images, log)
+        rows = _bench_train(model, size, batch_size, dev, backends, warmup, iters, log)
+    else:
+        rows = _bench_infer(model, size, batch_size, dev, backends, weights, images, calibration, mean, std,
+                            warmup, iters, max_images, log)
+    for row in rows:
+        row["keep_memory"] = kept
+    return rows
 
 
 def _load(arch: str, num_classes: int, weights: str | os.PathLike | None, device: torch.device) -> nn.Module:
