@@ -20,10 +20,11 @@ def keep_freed_memory() -> bool:
     library is not glibc. By default glibc serves every large block (activations, gradients,
     full-size logits) with mmap and unmaps it on free, so each training step page-faults the
     same gigabyte or two back in. On the 2-core development CPU that was 20% of a bf16 training
-    step and 40% of a textbook fp32 one. With this, large blocks come from the heap and the heap is
-    never trimmed: the process keeps its peak memory (which it reaches every step anyway)
-    instead of returning it between steps. It is process-wide and cannot be undone, which is
-    why `train` calls it only for CPU runs and `bench` only when asked.
+    step, 40% of a textbook fp32 one and 20% of an eager forward. With this, large blocks come
+    from the heap, which is trimmed only when 2 GiB at its top are free: the process keeps its
+    peak memory (which it reaches every step anyway) instead of returning it between steps. It is
+    process-wide and cannot be undone, which is why train, evaluate and Segmenter call it only for
+    CPU runs, and the benchmark only when asked.
     """
     global _kept
     if _kept:
