@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import mmap
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +39,15 @@ def test_infer_json_has_one_row_per_backend(weights, tmp_path, capsys) -> None:
     assert "| eager |" in printed and "agreement" in printed
 
 
+def test_keep_memory_is_recorded_per_row(tmp_path) -> None:
+    # A fresh process: keeping freed memory is process-wide.
+    out = tmp_path / "rows.json"
+    subprocess.run([sys.executable, "-m", "bisenet", "bench", "--size", "64x64", "--backend", "eager", "--num-classes", "3",
+                    "--warmup", "0", "--iters", "1", "--keep-memory", "--json", str(out)], check=True, capture_output=True)
+    (row,) = json.loads(out.read_text())
+    assert row["keep_memory"] is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
 def test_train_json_times_each_precision(tmp_path) -> None:
     out = tmp_path / "train.json"
     code = main(["bench", "--mode", "train", "--num-classes", "3", "--size", "64x64", "--batch-size", "2",
@@ -67,10 +78,12 @@ def test_user_errors_are_one_line_with_exit_2(argv, expected, capsys) -> None:
 def test_peak_rss_reset_and_table() -> None:
     reset_peak_rss()
     before = peak_rss_mb()
-    # 256 MiB, every page written: more than the allocator can have kept resident from earlier tests.
-    block = torch.ones(256 * 2**20 // 4)
+    # 256 MiB of fresh pages, every one written: an anonymous mmap, not malloc, which may reuse
+    # memory that earlier tests freed (train/eval keep freed memory in the process on the CPU).
+    block = mmap.mmap(-1, 256 * 2**20)
+    block.write(b"\1" * len(block))
     assert peak_rss_mb() >= before + 200
-    del block
+    block.close()
     rows = [{"backend": "eager", "mode": "infer", "device": "cpu", "size": "64x64", "batch_size": 1, "threads": 2,
              "median_ms": 10.0, "gflops": 1.0, "time_vs_eager": 1.0}]
     table = format_table(rows)

@@ -139,8 +139,9 @@ def run_benchmark(
 ) -> list[dict[str, Any]]:
     """Time each backend (infer) or precision (train); one row per backend, see format_table.
 
-    `keep_memory` applies `runtime.keep_freed_memory()` first, as train/eval/predict do on the
-    CPU; it is process-wide, so off by default: the plain baselines are timed as plain PyTorch runs.
+    `keep_memory` applies `runtime.keep_freed_memory()` once the first backend is built, as
+    eval/predict do on the CPU (train before its first step); it is process-wide, so off by
+    default: the plain baselines are timed as plain PyTorch runs.
     """
     from bisenet.models.layers import check_size
 
@@ -158,16 +159,11 @@ def run_benchmark(
                 raise BisenetError(f"unknown backend {name!r}{nearest(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
 
     dev = resolve_device(device)
-    kept = keep_memory and keep_freed_memory()
     model = _load(arch, num_classes, weights, dev)
     if mode == "train":
-        rows = _bench_train(model, size, batch_size, dev, backends, warmup, iters, log)
-    else:
-        rows = _bench_infer(model, size, batch_size, dev, backends, weights, images, calibration, mean, std,
-                            warmup, iters, max_images, log)
-    for row in rows:
-        row["keep_memory"] = kept
-    return rows
+        return _bench_train(model, size, batch_size, dev, backends, warmup, iters, keep_memory, log)
+    return _bench_infer(model, size, batch_size, dev, backends, weights, images, calibration, mean, std,
+                        warmup, iters, max_images, keep_memory, log)
 
 
 def _load(arch: str, num_classes: int, weights: str | os.PathLike | None, device: torch.device) -> nn.Module:
@@ -185,7 +181,7 @@ def _load(arch: str, num_classes: int, weights: str | os.PathLike | None, device
 
 
 def _bench_infer(model, size, batch_size, device, backends, weights, images, calibration, mean, std,
-                 warmup, iters, max_images, log) -> list[dict[str, Any]]:
+                 warmup, iters, max_images, keep_memory, log) -> list[dict[str, Any]]:
     from bisenet.deploy.backends import CALIBRATED, build_backend
     from bisenet.deploy.images import IMAGENET_MEAN, IMAGENET_STD, read_folder
     from bisenet.info import count_flops
@@ -220,8 +216,9 @@ def _bench_infer(model, size, batch_size, device, backends, weights, images, cal
         backend = build_backend(name, model, device, **opts)
         backend(x)  # first call: compiles or allocates; counted in build time, not in latency
         _sync(device)
+        kept = keep_memory and keep_freed_memory()  # after the build, as predict and eval set it
         row: dict[str, Any] = {"backend": name, "mode": "infer", "device": str(device), "size": f"{size[0]}x{size[1]}",
-                               "batch_size": batch_size, "threads": torch.get_num_threads(),
+                               "batch_size": batch_size, "threads": torch.get_num_threads(), "keep_memory": kept,
                                "build_s": round(time.perf_counter() - start, 2), **_memory(device, "build_")}
         # The run peak starts from what the built backend holds: export, calibration and
         # compilation transients are not inference memory.
@@ -298,7 +295,7 @@ def add_alone(rows: list[dict[str, Any]], argv_for: Callable[[str], list[str]], 
             row[f"alone_{ratio}"] = round(got["median_ms"] / base["median_ms"], 3)
 
 
-def _bench_train(model, size, batch_size, device, precisions, warmup, iters, log) -> list[dict[str, Any]]:
+def _bench_train(model, size, batch_size, device, precisions, warmup, iters, keep_memory, log) -> list[dict[str, Any]]:
     import copy
 
     from bisenet.config import TrainConfig
@@ -325,8 +322,9 @@ def _bench_train(model, size, batch_size, device, precisions, warmup, iters, log
         steps[name] = _train_step(copy.deepcopy(model).train(), loss_fn, cfg, name, device, x, y, build_optimizer)
         steps[name]()
         _sync(device)
+        kept = keep_memory and keep_freed_memory()
         rows[name] = {"backend": name, "mode": "train", "device": str(device), "size": f"{size[0]}x{size[1]}",
-                      "batch_size": batch_size, "threads": torch.get_num_threads(),
+                      "batch_size": batch_size, "threads": torch.get_num_threads(), "keep_memory": kept,
                       "build_s": round(time.perf_counter() - start, 2), **_memory(device, "build_")}
         _reset_memory(device)
         for _ in range(max(1, warmup)):
