@@ -95,7 +95,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest kernels are chosen once
     else:
-        keep_freed_memory()  # no page faults on every step's activations: 15-40% faster steps here
+        keep_freed_memory()  # no page faults on every step's activations: fp32 steps 20% faster here
     model.to(device=device, memory_format=memory_format)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc)
