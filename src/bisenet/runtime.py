@@ -21,11 +21,11 @@ def keep_freed_memory() -> bool:
     full-size logits) with mmap and unmaps it on free, so each training step page-faults the
     same gigabyte or two back in. On the 2-core development CPU that was 20% of an fp32 training
     step, 40% of a textbook fp32 one, up to 20% of a bf16 one (depending on the process's earlier
-    allocations, which move glibc's own thresholds) and 20% of an eager forward. With this, large blocks come
-    from the heap, which is trimmed only when 2 GiB at its top are free: the process keeps its
-    peak memory (which it reaches every step anyway) instead of returning it between steps. It is
-    process-wide and cannot be undone, which is why train, evaluate and Segmenter call it only for
-    CPU runs, and the benchmark only when asked.
+    allocations, which move glibc's own thresholds) and 20% of an eager forward. With this,
+    large blocks come from the heap, which is trimmed only when 2 GiB at its top are free: the
+    process keeps its peak memory (which it reaches every step anyway) instead of returning it
+    between steps. It is process-wide and cannot be undone, which is why train, evaluate and
+    Segmenter call it only for CPU runs, and the benchmark only when asked.
     """
     global _kept
     if _kept:
