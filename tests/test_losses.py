@@ -61,3 +61,21 @@ def test_criteria_give_the_same_loss_and_gradient_on_low_resolution_logits(crite
     loss_full.backward()
     torch.testing.assert_close(loss_low, loss_full, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(low.grad, full.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_upsampled_cross_entropy_stays_exact_when_neighbouring_logits_differ_by_hundreds() -> None:
+    # Between a pixel sure of class 0 and one sure of class 1 every class gets a shifted logit
+    # near -200: exp() underflows there, and the loss must take its exact path.
+    logits = torch.zeros(2, 3, 2, 2)
+    logits[:, 0, :, 0], logits[:, 1, :, 0] = 200.0, -200.0
+    logits[:, 0, :, 1], logits[:, 1, :, 1] = -200.0, 200.0
+    labels = torch.randint(0, 3, (2, 16, 16), generator=torch.Generator().manual_seed(1))
+    a = logits.clone().requires_grad_()
+    fused = pixel_cross_entropy(a, labels)
+    fused.sum().backward()
+    b = logits.clone().requires_grad_()
+    ref = textbook(b, labels)
+    ref.sum().backward()
+    assert torch.isfinite(fused).all() and torch.isfinite(a.grad).all()
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)

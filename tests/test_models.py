@@ -235,6 +235,33 @@ def test_v2_initialisation():
     assert n_zero == 2 + 2 + 4  # one per GE layer in S3, S4, S5_4
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_dropout_drops_p_keeps_the_layout_and_scales_like_nn_dropout(channels_last):
+    from bisenet.models.layers import FastDropout
+
+    x = torch.rand(4, 32, 40, 48) + 1.0  # no zeros, so a zero in the output is a dropped element
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    drop = FastDropout(0.1).train()
+    torch.manual_seed(3)
+    out = drop(x.requires_grad_())
+    dropped = out == 0
+    assert abs(dropped.float().mean().item() - 0.1) < 0.005
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(out[~dropped], x[~dropped] * (65536 / (65536 - 6554)))
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, (~dropped).float() * (65536 / (65536 - 6554)))
+    # the dropped elements are spread evenly, not tied to a channel or a row
+    per_channel = dropped.float().mean(dim=(0, 2, 3))
+    assert per_channel.min() > 0.07 and per_channel.max() < 0.13
+    torch.manual_seed(3)
+    assert torch.equal(drop(x.detach()) == 0, dropped)  # the global seed decides the mask
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(FastDropout(0.0).train()(x), x) and (FastDropout(1.0).train()(x) == 0).all()
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        FastDropout(1.5)
+
+
 # ============================================================================ info / build_model
 @pytest.mark.parametrize(
     ("arch", "numbers"),

@@ -20,21 +20,26 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
     Equal to F.cross_entropy(F.interpolate(logits, size), labels, reduction="none"), but the
     full-size logits are neither stored for backward nor kept for more than one image at a
     time: backward recomputes them. With 5 heads x 19 classes at 512x512 that full-size
-    work was half of a bf16 training step on CPU; one image's worth stays in the L3 cache.
-    Memory layouts follow the CPU kernels' speed: the forward reduces over classes, fast in
-    NCHW; the backward's upsampling and its adjoint are 2x faster in channels_last.
+    work was half of a bf16 training step on CPU. Each low-resolution pixel is first shifted
+    by its largest logit: bilinear weights are convex, so every upsampled value is then <= 0
+    and exp() cannot overflow, which saves log-sum-exp's own max pass and subtraction over
+    the full-size tensor (the loss is unchanged: a per-pixel shift cancels in softmax).
+    Everything runs channels_last, where bilinear upsampling and its adjoint are 2x faster.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-        logits = logits.contiguous()  # NCHW: reductions over channels are slower in channels_last
+        size = labels.shape[-2:]
         losses, lses = [], []
         for image, label in zip(logits.split(1), labels.split(1)):
-            up = F.interpolate(image.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+            up = F.interpolate(_shifted(image), size=size, mode="bilinear", align_corners=False)
             valid = label != ignore_index
             target = label.masked_fill(~valid, 0).unsqueeze(1)
-            lse = torch.logsumexp(up, dim=1)
-            losses.append((lse - up.gather(1, target).squeeze(1)).masked_fill_(~valid, 0.0))
+            picked = up.gather(1, target).squeeze(1)
+            lse = up.exp_().sum(1).log_()
+            if not bool(lse.min() > _LOWEST_SAFE_LSE):  # neighbours disagree wildly: exp() underflowed
+                lse = torch.logsumexp(F.interpolate(_shifted(image), size=size, mode="bilinear", align_corners=False), 1)
+            losses.append((lse - picked).masked_fill_(~valid, 0.0))
             lses.append(lse)
         ctx.save_for_backward(logits, labels, torch.cat(lses))
         ctx.ignore_index = ignore_index
@@ -46,15 +51,31 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
         size = list(labels.shape[-2:])
         grads = []
         for image, label, image_lse, image_grad in zip(logits.split(1), labels.split(1), lse.split(1), grad.split(1)):
-            image = image.float().contiguous(memory_format=torch.channels_last)
-            up = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+            low = _shifted(image)
+            up = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
             valid = label != ctx.ignore_index
             target = label.masked_fill(~valid, 0).unsqueeze(1)
             weight = (image_grad * valid).unsqueeze(1)
-            # d loss / d up = weight * (softmax(up) - onehot(target)), computed in place.
-            up.sub_(image_lse.unsqueeze(1)).exp_().mul_(weight).scatter_add_(1, target, -weight)
-            grads.append(torch.ops.aten.upsample_bilinear2d_backward(up, size, list(image.shape), False, None, None))
+            # d loss / d up = weight * (softmax(up) - onehot(target)), computed in place;
+            # softmax = exp(up) / exp(lse), the division folded into the per-pixel weight.
+            if bool(image_lse.min() > _LOWEST_SAFE_LSE):
+                up.exp_().mul_(weight * torch.exp(-image_lse).unsqueeze(1))
+            else:
+                up.sub_(image_lse.unsqueeze(1)).exp_().mul_(weight)
+            up.scatter_add_(1, target, -weight)
+            grads.append(torch.ops.aten.upsample_bilinear2d_backward(up, size, list(low.shape), False, None, None))
         return torch.cat(grads).to(logits.dtype), None, None
+
+
+# Below this the shifted log-sum-exp has lost precision to float32 underflow (exp(-87) is the
+# smallest normal float), so the exact path recomputes it.
+_LOWEST_SAFE_LSE = -80.0
+
+
+def _shifted(image: torch.Tensor) -> torch.Tensor:
+    """One image's float32 logits, channels_last, minus each pixel's largest logit."""
+    low = image.float().contiguous(memory_format=torch.channels_last)
+    return low - low.amax(1, keepdim=True)
 
 
 def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:

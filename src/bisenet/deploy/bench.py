@@ -24,10 +24,12 @@ from torch import nn
 
 from bisenet.errors import BisenetError, nearest
 from bisenet.evaluation.inference import labels_from_scores
+from bisenet.models.layers import FastDropout
 from bisenet.runtime import keep_freed_memory
 
-# fp32_plain is the textbook step (full-size logits from the model, cross-entropy on them), the
-# baseline; the others are `bisenet train`'s step, whose loss upsamples low-resolution logits itself.
+# fp32_plain is the textbook step (full-size logits from the model, cross-entropy on them, torch's
+# nn.Dropout), the baseline; the others are `bisenet train`'s step, whose loss upsamples
+# low-resolution logits itself and whose dropout draws a cheaper mask on the CPU.
 TRAIN_PRECISIONS = ("fp32_plain", "fp32", "bf16", "fp16", "bf16_compile")
 DEFAULT_INFER = ("eager", "amp", "fold_bn", "onnxruntime")
 
@@ -349,6 +351,10 @@ def _train_step(model, loss_fn, cfg, precision, device, x, y, build_optimizer) -
     """One closure: forward in train mode, OHEM + aux loss, backward, optimizer.step."""
     channels_last = not precision.startswith("fp32")
     upsample = precision == "fp32_plain"
+    for module in list(model.modules()) if upsample else []:  # the textbook step keeps torch's dropout
+        for name, child in module.named_children():
+            if isinstance(child, FastDropout):
+                setattr(module, name, nn.Dropout(child.p))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -12,6 +12,7 @@ from torch import nn
 from bisenet.models.layers import (
     BilinearUp,
     ConvBNReLU,
+    FastDropout,
     NearestUp,
     check_input_size,
     conv_bn,
@@ -144,7 +145,7 @@ class SegmentHead(nn.Module):
     def __init__(self, in_ch: int, mid_ch: int, num_classes: int, up_factor: int, aux: bool) -> None:
         super().__init__()
         self.conv = ConvBNReLU(in_ch, mid_ch, 3)
-        self.drop = nn.Dropout(0.1)
+        self.drop = FastDropout(0.1)
         # Aux heads spend part of the upsampling on a learned x2 step with up^2 channels.
         out_mid = up_factor * up_factor if aux else mid_ch
         expand = nn.Sequential(NearestUp(2), ConvBNReLU(mid_ch, out_mid, 3)) if aux else nn.Identity()

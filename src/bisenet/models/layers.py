@@ -65,6 +65,27 @@ class BilinearUp(nn.Module):
         return upsample_bilinear(x, self.factor)
 
 
+class FastDropout(nn.Dropout):
+    """nn.Dropout whose training mask on a CPU costs a third as much: 16 random bits per element.
+
+    bernoulli_ draws one random number per element: 100 of the 150 ms (forward + backward) of
+    the main head's dropout on 4 x 1024 x 64 x 64 on a 2-core CPU. Here one 64-bit draw gives
+    four elements' bits. The drop probability is rounded to a multiple of 1/65536 (0.1 ->
+    0.100006). Other devices, in-place use and evaluation go to F.dropout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dropped = round(self.p * 65536)
+        if not self.training or self.inplace or x.device.type != "cpu" or not 0 < dropped < 65536:
+            return nn.functional.dropout(x, self.p, self.training, self.inplace)
+        words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
+        keep = words.view(torch.int16)[: x.numel()] >= dropped - 32768
+        # Lay the mask out as x is (channels_last or contiguous), so the product runs in one pass.
+        dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+        keep = keep.as_strided(x.shape, x.stride()) if dense else keep.view(x.shape)
+        return x * keep.to(x.dtype).mul_(65536 / (65536 - dropped))
+
+
 def check_input_size(x: torch.Tensor, multiple: int = 32, training: bool = False) -> None:
     """Raise a ValueError naming the fix if H or W is not a multiple, or a training batch has 1 image."""
     if x.dim() != 4:
