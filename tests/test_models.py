@@ -235,6 +235,41 @@ def test_v2_initialisation():
     assert n_zero == 2 + 2 + 4  # one per GE layer in S3, S4, S5_4
 
 
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_nearest_up2_conv3x3_equals_upsampling_then_conv_values_and_gradients(channels_last):
+    from bisenet.models.layers import nearest_up2_conv3x3
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 5, 6, 7, generator=gen, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(3, 5, 3, 3, generator=gen, dtype=torch.float64)
+    bias = torch.randn(3, generator=gen, dtype=torch.float64)
+    grad = torch.randn(2, 3, 12, 14, generator=gen, dtype=torch.float64)
+    inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    fast = nearest_up2_conv3x3(*inputs)
+    fast.backward(grad)
+    ref_inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    ref = F.conv2d(F.interpolate(ref_inputs[0], scale_factor=2, mode="nearest"), ref_inputs[1], ref_inputs[2], padding=1)
+    ref.backward(grad)
+    torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(inputs, ref_inputs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_nearest_up_conv_bn_relu_keeps_the_plain_sequentials_keys_and_output():
+    from bisenet.models.layers import ConvBNReLU, NearestUp, NearestUpConvBNReLU
+
+    torch.manual_seed(0)
+    fused = NearestUpConvBNReLU(8, 4).double()
+    plain = nn.Sequential(NearestUp(2), ConvBNReLU(8, 4, 3)).double()
+    assert list(fused.state_dict()) == list(plain.state_dict())
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 8, 5, 4, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), plain(x))  # train mode: batch statistics
+    torch.testing.assert_close(fused.eval()(x), plain.eval()(x))
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fast_dropout_drops_p_keeps_the_layout_and_scales_like_nn_dropout(channels_last):
     from bisenet.models.layers import FastDropout

@@ -13,7 +13,7 @@ from bisenet.models.layers import (
     BilinearUp,
     ConvBNReLU,
     FastDropout,
-    NearestUp,
+    NearestUpConvBNReLU,
     check_input_size,
     conv_bn,
     global_mean,
@@ -148,7 +148,7 @@ class SegmentHead(nn.Module):
         self.drop = FastDropout(0.1)
         # Aux heads spend part of the upsampling on a learned x2 step with up^2 channels.
         out_mid = up_factor * up_factor if aux else mid_ch
-        expand = nn.Sequential(NearestUp(2), ConvBNReLU(mid_ch, out_mid, 3)) if aux else nn.Identity()
+        expand = NearestUpConvBNReLU(mid_ch, out_mid) if aux else nn.Identity()
         self.conv_out = nn.Sequential(
             expand,
             nn.Conv2d(out_mid, num_classes, 1, bias=True),
