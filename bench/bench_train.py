@@ -5,9 +5,10 @@
 A step is forward in train mode (main + 4 aux heads), OHEM loss on every head, backward and
 SGD step. Settings are timed round-robin; each is then timed alone in a fresh process, with
 its peak RSS. fp32_plain is the textbook step (the model upsamples every head's logits to
-full size, cross-entropy on those, torch's nn.Dropout), the baseline; fp32 and bf16 are
-`bisenet train`'s step, whose loss upsamples the low-resolution logits one image at a time and
-whose dropout draws a cheaper mask. Alone, fp32_plain runs as a plain
+full size, cross-entropy on those, torch's nn.Dropout, aux heads that upsample before their
+conv: what the reference computes), the baseline; fp32 and bf16 are `bisenet train`'s step, whose
+loss upsamples the low-resolution logits one image at a time, whose dropout draws a cheaper mask
+and whose aux heads convolve before upsampling (bench/bench_train_parts.py times each part). Alone, fp32_plain runs as a plain
 PyTorch process and the others with glibc keeping freed memory, as `bisenet train` runs on a CPU
 (the round-robin run is one plain process). The goal: the fastest at <= 0.4x the fp32_plain step.
 """

@@ -70,7 +70,9 @@ def test_training_with_device_cache_matches_the_dataloader(tmp_path) -> None:
 
     device, memory = first_losses("device"), first_losses("memory")
     assert len(device) == len(memory) == 1
-    assert device[0] == pytest.approx(memory[0], rel=1e-3)
+    # The samples differ at interpolation rounding (labels on up to 1% of pixels, see above), which
+    # moves OHEM's hard-pixel set: 0.9e-3 and 1.3e-3 apart with two versions of the model code.
+    assert device[0] == pytest.approx(memory[0], rel=3e-3)
     assert (tmp_path / "device" / "last.pt").is_file()
 
 

@@ -270,6 +270,21 @@ def test_nearest_up_conv_bn_relu_keeps_the_plain_sequentials_keys_and_output():
     torch.testing.assert_close(fused(x), plain(x))  # train mode: batch statistics
     torch.testing.assert_close(fused.eval()(x), plain.eval()(x))
 
+
+def test_use_textbook_blocks_keeps_weights_and_outputs():
+    from bisenet.models.layers import FastDropout, NearestUpConvBNReLU, use_textbook_blocks
+
+    model = bisenet.build_model("bisenetv2", num_classes=19)
+    textbook = use_textbook_blocks(calibrate_bn(bisenet.build_model("bisenetv2", num_classes=19)))
+    model.load_state_dict(textbook.state_dict())
+    assert list(model.state_dict()) == list(textbook.state_dict())
+    assert not any(isinstance(m, (FastDropout, NearestUpConvBNReLU)) for m in textbook.modules())
+    assert sum(isinstance(m, NearestUpConvBNReLU) for m in model.modules()) == 4
+    x = make_input()
+    with torch.no_grad():
+        for a, b in zip(eval_bn_train_heads(model)(x), eval_bn_train_heads(textbook)(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fast_dropout_drops_p_keeps_the_layout_and_scales_like_nn_dropout(channels_last):
     from bisenet.models.layers import FastDropout

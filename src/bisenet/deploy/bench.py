@@ -24,12 +24,13 @@ from torch import nn
 
 from bisenet.errors import BisenetError, nearest
 from bisenet.evaluation.inference import labels_from_scores
-from bisenet.models.layers import FastDropout
+from bisenet.models.layers import use_textbook_blocks
 from bisenet.runtime import keep_freed_memory
 
 # fp32_plain is the textbook step (full-size logits from the model, cross-entropy on them, torch's
-# nn.Dropout), the baseline; the others are `bisenet train`'s step, whose loss upsamples
-# low-resolution logits itself and whose dropout draws a cheaper mask on the CPU.
+# nn.Dropout, aux heads that upsample before their conv), the baseline; the others are `bisenet
+# train`'s step: the loss upsamples low-resolution logits itself, dropout draws a cheaper mask on
+# the CPU, and the aux heads' conv runs before the upsampling (bisenet.models.layers).
 TRAIN_PRECISIONS = ("fp32_plain", "fp32", "bf16", "fp16", "bf16_compile")
 DEFAULT_INFER = ("eager", "amp", "fold_bn", "onnxruntime")
 
@@ -315,7 +316,7 @@ def _bench_train(model, size, batch_size, device, precisions, warmup, iters, kee
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, 3, *size, generator=generator).to(device)
     y = torch.randint(0, model.num_classes, (batch_size, *size), generator=generator).to(device)
-    gflops = _train_flops(copy.deepcopy(model).train(), x) / 1e9
+    gflops = _train_flops(use_textbook_blocks(copy.deepcopy(model)).train(), x) / 1e9
     steps, rows = {}, {}
     for name in names:
         _reset_memory(device)
@@ -339,7 +340,10 @@ def _bench_train(model, size, batch_size, device, precisions, warmup, iters, kee
 
 
 def _train_flops(model: nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of a training step: the train-mode forward (all heads) x 3 (backward is about 2x forward)."""
+    """FLOPs of a training step: the train-mode forward (all heads) x 3 (backward is about 2x forward).
+
+    Counted on the textbook blocks, so every precision's GFLOP/s is against the same work.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -351,10 +355,8 @@ def _train_step(model, loss_fn, cfg, precision, device, x, y, build_optimizer) -
     """One closure: forward in train mode, OHEM + aux loss, backward, optimizer.step."""
     channels_last = not precision.startswith("fp32")
     upsample = precision == "fp32_plain"
-    for module in list(model.modules()) if upsample else []:  # the textbook step keeps torch's dropout
-        for name, child in module.named_children():
-            if isinstance(child, FastDropout):
-                setattr(module, name, nn.Dropout(child.p))
+    if upsample:  # the textbook step: torch's dropout, aux heads upsample before their conv
+        use_textbook_blocks(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

@@ -128,6 +128,21 @@ class FastDropout(nn.Dropout):
         return x * keep.to(x.dtype).mul_(65536 / (65536 - dropped))
 
 
+def use_textbook_blocks(model: nn.Module) -> nn.Module:
+    """Swap FastDropout for nn.Dropout and NearestUpConvBNReLU for upsample-then-conv, in place.
+
+    Same weights and the same function; what the reference implementation computes, for timing
+    against it (bench's fp32_plain step) or for RNG-compatible dropout.
+    """
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, FastDropout):
+                setattr(module, name, nn.Dropout(child.p, child.inplace))
+            elif isinstance(child, NearestUpConvBNReLU):
+                setattr(module, name, nn.Sequential(*child))
+    return model
+
+
 def check_input_size(x: torch.Tensor, multiple: int = 32, training: bool = False) -> None:
     """Raise a ValueError naming the fix if H or W is not a multiple, or a training batch has 1 image."""
     if x.dim() != 4:
