@@ -36,12 +36,12 @@ def global_mean(x: torch.Tensor) -> torch.Tensor:
 
 def upsample_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Bilinear upsampling by an integer factor (align_corners=False)."""
-    return nn.functional.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
 def upsample_nearest(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Nearest-neighbour upsampling by an integer factor."""
-    return nn.functional.interpolate(x, scale_factor=factor, mode="nearest")
+    return F.interpolate(x, scale_factor=factor, mode="nearest")
 
 
 class NearestUp(nn.Module):
@@ -119,7 +119,7 @@ class FastDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropped = round(self.p * 65536)
         if not self.training or self.inplace or x.device.type != "cpu" or not 0 < dropped < 65536:
-            return nn.functional.dropout(x, self.p, self.training, self.inplace)
+            return F.dropout(x, self.p, self.training, self.inplace)
         words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
         keep = words.view(torch.int16)[: x.numel()] >= dropped - 32768
         # Lay the mask out as x is (channels_last or contiguous), so the product runs in one pass.
