@@ -120,10 +120,21 @@ def test_int8_openvino_keeps_the_sensitive_convolutions_in_float(model) -> None:
     runtime = backend.request.get_compiled_model().get_runtime_model()
     # The runtime graph names each executed node after the original ones and records its precision.
     kinds = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ops()}
-    kept = float_node_names([n for n in kinds if "Conv" in n], model.openvino_float_modules)
+    assert backend.float_modules in (model.openvino_float_modules, model.openvino_float_modules_fast)
+    kept = float_node_names([n for n in kinds if "Conv" in n], backend.float_modules)
     assert {n for n in kept if n.startswith("/head/conv_out")}, "the classifier conv was not found by name"
     assert all(kinds[n] != "u8" and kinds[n] != "i8" for n in kept), {n: kinds[n] for n in kept}
     assert any(kinds[n] in ("u8", "i8") for n in kinds if n.startswith("/head/conv/")), "the head's 3x3 conv is not int8"
+
+
+@NEEDS_OPENVINO
+def test_int8_openvino_keeps_the_faster_float_set_only_if_it_agrees(model, images) -> None:
+    calibration = list(images["train"][:2].split(1))
+    fast = build_backend("int8_openvino", model, calibration=calibration, min_agreement=0.0)
+    assert fast.float_modules == model.openvino_float_modules_fast
+    safe = build_backend("int8_openvino", model, calibration=calibration, min_agreement=1.01)  # no set can pass
+    assert safe.float_modules == model.openvino_float_modules
+    assert 0.9 <= safe.calibration_agreement <= 1.0 and 0.9 <= fast.calibration_agreement <= 1.0
 
 
 def test_float_node_names_match_module_paths() -> None:

@@ -1,7 +1,8 @@
 """Benchmarks: inference latency per backend, or a full training step per precision.
 
-Backends are timed round-robin (one call of each in turn), so a slow spell on a shared
-machine hits every backend alike and the ratios stay fair. `add_alone` then reruns each
+Backends are timed round-robin (one call of each in turn; at inference an untimed call of the
+same backend first), so a slow spell on a shared machine hits every backend alike and the
+ratios stay fair. `add_alone` then reruns each
 one alone in a fresh process, as it runs when deployed: no other library's threads beside it.
 """
 
@@ -101,10 +102,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_round_robin(calls: dict[str, Callable[[], Any]], iters: int, device: torch.device) -> dict[str, list[float]]:
+def _time_round_robin(calls: dict[str, Callable[[], Any]], iters: int, device: torch.device,
+                      settle: int = 0) -> dict[str, list[float]]:
+    """Per round, each call in turn: `settle` untimed runs, then one timed run."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iters):
         for name, call in calls.items():
+            for _ in range(settle):
+                call()
             _sync(device)
             start = time.perf_counter()
             call()
@@ -229,9 +234,13 @@ def _bench_infer(model, size, batch_size, device, backends, weights, images, cal
         for _ in range(max(1, warmup)):
             backend(x)
         row.update(_memory(device))
+        if getattr(backend, "calibration_agreement", None) is not None:  # int8_openvino's self-check
+            row["calibration_agreement"] = round(backend.calibration_agreement, 5)
         built[name], rows[name] = backend, row
     log(f"timing {len(names)} backend(s) round-robin, {iters} iterations ...")
-    times = _time_round_robin({n: (lambda b=b: b(x)) for n, b in built.items()}, iters, device)
+    # One untimed call before each timed one: the previous backend's threads still spin and its
+    # data fills the caches, which a deployed backend (alone in its process) never meets.
+    times = _time_round_robin({n: (lambda b=b: b(x)) for n, b in built.items()}, iters, device, settle=1)
     if measure_agreement:  # after timing: its batch-1 inputs would make compiled backends recompile first
         for name, backend in built.items():
             rows[name]["agreement"] = round(_agreement(backend, samples, reference, device), 5)
