@@ -20,6 +20,7 @@ from torch import nn
 
 from bisenet.deploy.backends import Backend, _calibration_batches, _export_temp
 from bisenet.errors import BisenetError
+from bisenet.evaluation.inference import labels_from_scores
 
 # Everything but convolutions stays in float: quantising the adds, gates, pools and resizes
 # as well cost 3-8% label agreement on a trained Dubai model for almost no speed.
@@ -130,7 +131,7 @@ def build_int8_openvino(model: nn.Module, device: torch.device, calibration: Any
     convs = [op.get_friendly_name() for op in core.read_model(str(path)).get_ops()
              if op.get_type_name() in ("Convolution", "GroupConvolution")]
     with torch.inference_mode():
-        reference = [model(b.to(device)).argmax(1) for b in batches]
+        reference = [labels_from_scores(model(b.to(device))) for b in batches]
     nncf.set_log_level(logging.ERROR)  # its INFO lines and progress bars would bury the caller's output
 
     def quantized(names: tuple[str, ...]) -> OpenVinoBackend:
@@ -152,5 +153,5 @@ def build_int8_openvino(model: nn.Module, device: torch.device, calibration: Any
 
 def _label_agreement(backend: OpenVinoBackend, batches: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> float:
     """The share of pixels whose argmax label from `backend` equals the reference labels."""
-    same = sum((backend(b).argmax(1) == ref).sum().item() for b, ref in zip(batches, reference))
+    same = sum((labels_from_scores(backend(b)) == ref).sum().item() for b, ref in zip(batches, reference))
     return same / sum(ref.numel() for ref in reference)
