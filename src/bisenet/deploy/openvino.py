@@ -54,11 +54,10 @@ class OpenVinoBackend(Backend):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         feed = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        # One copy out of the request's buffer, which the next call overwrites (the default,
-        # share_outputs=False, copies into a new array, and copying that again cost a second
-        # full-size copy).
-        out = self.request.infer({0: feed}, share_inputs=True, share_outputs=True)[0]
-        return torch.from_numpy(out.copy()).to(self.device)
+        # infer() copies the output out of the request's buffer (which the next call overwrites)
+        # into a new array, so that array is ours: no second copy.
+        out = self.request.infer({0: feed})[0]
+        return torch.from_numpy(out).to(self.device)
 
 
 def _compile(core: Any, model: Any, precision: str | None) -> Any:
