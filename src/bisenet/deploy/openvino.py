@@ -135,8 +135,9 @@ def build_int8_openvino(model: nn.Module, device: torch.device, calibration: Any
 
     def quantized(names: tuple[str, ...]) -> OpenVinoBackend:
         ignored = nncf.IgnoredScope(names=float_node_names(convs, names), types=list(_FLOAT_OP_TYPES), validate=False)
+        dataset = nncf.Dataset([b.numpy() for b in batches])
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            graph_int8 = nncf.quantize(core.read_model(str(path)), nncf.Dataset([b.numpy() for b in batches]), subset_size=len(batches),
+            graph_int8 = nncf.quantize(core.read_model(str(path)), dataset, subset_size=len(batches),
                                        preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=ignored)
         backend = OpenVinoBackend("int8_openvino", _compile(core, graph_int8, None), device, keep=folder)
         backend.float_modules = names
