@@ -17,22 +17,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from torch import nn
-
 import bisenet.engine.train as engine
-from bisenet.models.layers import FastDropout, NearestUpConvBNReLU
+from bisenet.models.layers import use_textbook_blocks
 from bisenet.quickstart import quickstart
 
 
-def swap_back(model: nn.Module, which: str) -> nn.Module:
-    """Replace the fast blocks named by `which` (upconv, dropout or all) with the textbook ones."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, NearestUpConvBNReLU) and which in ("upconv", "all"):
-                setattr(module, name, nn.Sequential(*child))
-            elif isinstance(child, FastDropout) and which in ("dropout", "all"):
-                setattr(module, name, nn.Dropout(child.p, child.inplace))
-    return model
+TEXTBOOK = {"upconv": ("upconv",), "dropout": ("dropout",), "all": ("dropout", "upconv")}
 
 
 def run(seed: int, iters: int, textbook: str | None, out: Path) -> float:
@@ -41,7 +31,7 @@ def run(seed: int, iters: int, textbook: str | None, out: Path) -> float:
 
     def build(*args, **kwargs):
         model = build_model(*args, **kwargs)
-        return swap_back(model, textbook) if textbook else model
+        return use_textbook_blocks(model, TEXTBOOK[textbook]) if textbook else model
 
     def seeded_train(cfg, *args, **kwargs):
         return train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)), *args, **kwargs)

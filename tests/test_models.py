@@ -285,6 +285,20 @@ def test_use_textbook_blocks_keeps_weights_and_outputs():
         for a, b in zip(eval_bn_train_heads(model)(x), eval_bn_train_heads(textbook)(x)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
+def test_use_textbook_blocks_swaps_only_the_named_blocks():
+    from bisenet.models.layers import FastDropout, NearestUpConvBNReLU, use_textbook_blocks
+
+    def count(model, kind):
+        return sum(isinstance(m, kind) for m in model.modules())
+
+    upconv_only = use_textbook_blocks(bisenet.build_model("bisenetv2", num_classes=5), ("upconv",))
+    assert count(upconv_only, NearestUpConvBNReLU) == 0 and count(upconv_only, FastDropout) > 0
+    dropout_only = use_textbook_blocks(bisenet.build_model("bisenetv2", num_classes=5), ("dropout",))
+    assert count(dropout_only, FastDropout) == 0 and count(dropout_only, NearestUpConvBNReLU) == 4
+    with pytest.raises(ValueError, match="valid: dropout, upconv"):
+        use_textbook_blocks(dropout_only, ("upconvs",))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fast_dropout_drops_p_keeps_the_layout_and_scales_like_nn_dropout(channels_last):
     from bisenet.models.layers import FastDropout

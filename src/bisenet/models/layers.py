@@ -128,17 +128,20 @@ class FastDropout(nn.Dropout):
         return x * keep.to(x.dtype).mul_(65536 / (65536 - dropped))
 
 
-def use_textbook_blocks(model: nn.Module) -> nn.Module:
-    """Swap FastDropout for nn.Dropout and NearestUpConvBNReLU for upsample-then-conv, in place.
+def use_textbook_blocks(model: nn.Module, blocks: tuple[str, ...] = ("dropout", "upconv")) -> nn.Module:
+    """Swap FastDropout for nn.Dropout ("dropout") and NearestUpConvBNReLU for upsample-then-conv ("upconv"), in place.
 
     Same weights and the same function; what the reference implementation computes, for timing
-    against it (bench's fp32_plain step) or for RNG-compatible dropout.
+    against it (bench's fp32_plain step), for RNG-compatible dropout, or to compare training runs.
     """
+    unknown = set(blocks) - {"dropout", "upconv"}
+    if unknown:
+        raise ValueError(f"unknown block(s) {sorted(unknown)}; valid: dropout, upconv")
     for module in list(model.modules()):
         for name, child in module.named_children():
-            if isinstance(child, FastDropout):
+            if isinstance(child, FastDropout) and "dropout" in blocks:
                 setattr(module, name, nn.Dropout(child.p, child.inplace))
-            elif isinstance(child, NearestUpConvBNReLU):
+            elif isinstance(child, NearestUpConvBNReLU) and "upconv" in blocks:
                 setattr(module, name, nn.Sequential(*child))
     return model
 
