@@ -116,6 +116,28 @@ def test_int8_calibrates_from_a_folder(model, images, reference) -> None:
     assert agreement >= AGREEMENT["int8"]
 
 
+def test_int8_kernels_compute_what_the_quantised_graph_means(model, images, tmp_path) -> None:
+    """The int8 kernels against the same QDQ graph run op by op in float: without VNNI, s8
+    weights saturate onnxruntime's int16 sums, so quantize_onnx picks u8 weights there."""
+    import onnxruntime as ort
+
+    from bisenet.deploy.export import export_onnx, ort_session
+    from bisenet.deploy.quantize import quantize_onnx
+    from bisenet.runtime import cpu_has_vnni
+
+    export_onnx(model, tmp_path / "fp32.onnx", *SIZE, dynamic=True, check=False)
+    keep = [f"/{name.replace('.', '/')}/" for name in model.quant_float_modules]
+    info = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", list(images["train"][:6].split(1)), keep_fp32=keep)
+    assert info["unsigned_weights"] == (not cpu_has_vnni())
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no fusion into int8 kernels
+    in_float = ort.InferenceSession(str(tmp_path / "int8.onnx"), options, providers=["CPUExecutionProvider"])
+    feed = {"input": images["val"].numpy()}
+    simulated = in_float.run(None, feed)[0].argmax(1)
+    fused = ort_session(tmp_path / "int8.onnx").run(None, feed)[0].argmax(1)
+    assert (simulated == fused).mean() >= 0.995, f"int8 kernels agree with their graph on {(simulated == fused).mean():.2%}"
+
+
 @NEEDS_OPENVINO
 def test_openvino_takes_other_sizes_and_batches(model) -> None:
     x = torch.randn(2, 3, 64, 96)

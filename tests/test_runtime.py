@@ -1,4 +1,4 @@
-"""keep_freed_memory: a freed large tensor's pages are reused, not faulted in again."""
+"""keep_freed_memory: a freed large tensor's pages are reused, not faulted in again; the CPU feature probes."""
 
 from __future__ import annotations
 
@@ -40,3 +40,22 @@ def test_kept_memory_is_reused_without_page_faults() -> None:
     assert plain["faults"] > pages // 2, plain  # glibc's default: the 64 MiB block is unmapped on free
     assert kept["kept"] and kept["again"], kept
     assert kept["faults"] < pages // 20, kept  # reused from the heap
+
+
+def _cpuinfo_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((l for l in f if l.startswith("flags")), None)
+    except OSError:
+        return None
+    return set(line.split(":", 1)[1].split()) if line else None
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or _cpuinfo_flags() is None,
+                    reason="the probes are checked against /proc/cpuinfo's x86 flags")
+def test_cpu_feature_probes_match_the_kernels_flags() -> None:
+    from bisenet.runtime import cpu_has_native_bf16, cpu_has_vnni
+
+    flags = _cpuinfo_flags()
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"}), sorted(flags)
+    assert cpu_has_vnni() == bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}), sorted(flags)

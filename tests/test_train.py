@@ -273,6 +273,19 @@ def test_amp_fp16_on_cpu_is_refused_clearly(tmp_path):
         train(tiny_config("train.amp=fp16"), tmp_path)
 
 
+def test_amp_auto_trains_in_bf16_only_where_the_cpu_has_it(tmp_path, capsys):
+    from bisenet.runtime import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()
+    train(tiny_config("train.amp=auto", "train.max_iters=1"), tmp_path / "auto")
+    out = capsys.readouterr()
+    assert f"amp auto ({'bf16' if native else 'none'})" in out.out, out.out
+    train(tiny_config("train.amp=bf16", "train.max_iters=1"), tmp_path / "bf16")
+    out = capsys.readouterr()
+    assert "amp bf16" in out.out
+    assert ("no bf16 instructions" in out.err) == (not native), out.err
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

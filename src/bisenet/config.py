@@ -19,7 +19,7 @@ import yaml
 from bisenet.errors import ConfigError, nearest
 
 ARCHS = ("bisenetv1", "bisenetv2")
-AMP_MODES = ("none", "fp16", "bf16")
+AMP_MODES = ("none", "auto", "fp16", "bf16")
 EVAL_MODES = ("ss", "ssc", "msf", "mscf")
 CACHE_MODES = ("none", "memory", "disk", "device")
 
@@ -86,7 +86,7 @@ class TrainConfig:
     ohem_thresh: float = 0.7  # keep pixels whose correct-class probability is below this
     ohem_min_kept_fraction: float = 1 / 16
     aux_weights: list[float] | None = None  # one per auxiliary head; null = all 1.0
-    amp: str = "none"
+    amp: str = "none"  # none | auto (bf16 where the hardware has it, else fp16 on CUDA, none on CPU) | fp16 | bf16
     channels_last: bool = True
     workers: int = 4
     seed: int = 0

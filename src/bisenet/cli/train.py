@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bisenet.config import load_config, parse_size
+from bisenet.config import AMP_MODES, load_config, parse_size
 
 # flag -> config key it overrides
 FLAG_KEYS = {
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--workers", type=int, help="data-loading processes per training process")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--amp", choices=["none", "fp16", "bf16"], help="mixed precision")
+    parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision; auto: bf16 where the hardware has it, else fp16 (CUDA) or none (CPU)")
     parser.add_argument("--data-root", help="override data.root")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH", help="continue a run (default WORK_DIR/last.pt)")
     parser.add_argument("--finetune-from", metavar="WEIGHTS", help="start from these weights (a head with another class count is re-initialised)")

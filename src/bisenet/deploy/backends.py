@@ -83,7 +83,18 @@ def _amp_dtype(device: torch.device, dtype: str | None) -> torch.dtype:
     table = {"bf16": torch.bfloat16, "fp16": torch.float16}
     if name not in table:
         raise BisenetError(f"amp dtype {name!r}: use one of {', '.join(table)}")
+    if name == "bf16" and device.type == "cpu":
+        _warn_if_bf16_is_slow()
     return table[name]
+
+
+def _warn_if_bf16_is_slow() -> None:
+    from bisenet.engine.monitor import warn
+    from bisenet.runtime import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        warn("bf16 on this CPU (no AVX-512 BF16 or AMX) runs several times slower than fp32; "
+             "use the fold_bn, onnxruntime or openvino backend")
 
 
 def build_eager(model: nn.Module, device: torch.device, **opts: Any) -> Backend:
@@ -207,6 +218,7 @@ def build_int8_compile(model: nn.Module, device: torch.device, calibration: Any 
     from torch._inductor import config as inductor_config
 
     compiled = inductor_config.patch(freezing=True)(torch.compile(quantized, dynamic=False))
+    _warn_if_bf16_is_slow()
     return TorchBackend("int8_compile", compiled, device, autocast=torch.bfloat16)
 
 

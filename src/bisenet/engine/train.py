@@ -34,7 +34,7 @@ from bisenet.errors import BisenetError, ConfigError, DataError
 from bisenet.losses import build_loss
 from bisenet.models import build_model
 from bisenet.models.layers import check_size
-from bisenet.runtime import keep_freed_memory
+from bisenet.runtime import cpu_has_native_bf16, keep_freed_memory
 
 
 class TrainingError(BisenetError):
@@ -99,7 +99,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     model.to(device=device, memory_format=memory_format)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc)
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads))
 
     start_iter, best_miou = 0, None
@@ -135,7 +135,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     monitor.print(
         f"training {cfg.model.arch} on {len(train_set)} images ({cfg.data.dataset}), {cfg.num_classes} classes | "
         f"device {device} x {dist_info.world_size} process(es) | batch size {tc.batch_size} per process = "
-        f"{images_per_step} images per step | amp {tc.amp} | iterations {start_iter} -> {tc.max_iters}"
+        f"{images_per_step} images per step | amp {_amp_name(tc.amp, amp_dtype)} | iterations {start_iter} -> {tc.max_iters}"
     )
 
     last_miou, stopped_by = None, None
@@ -209,15 +209,29 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype `train.amp` asks for on `device` (None: fp32); 'auto' picks what the hardware runs fast."""
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    if amp == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if cuda_bf16 else torch.float16  # bf16 needs no loss scaling
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     if amp == "none":
         return None
     if amp == "fp16":
         if device.type != "cuda":
-            raise BisenetError("--amp fp16 needs a CUDA device; on CPU use --amp bf16 (or none)")
+            raise BisenetError("--amp fp16 needs a CUDA device; on CPU use --amp auto (or bf16, or none)")
         return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if device.type == "cuda" and not cuda_bf16:
         raise BisenetError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
+    if device.type == "cpu" and not cpu_has_native_bf16():
+        warn("--amp bf16: this CPU has no bf16 instructions (AVX-512 BF16 or AMX), so bf16 runs several "
+             "times slower than fp32 here; use --amp auto or none")
     return torch.bfloat16
+
+
+def _amp_name(amp: str, dtype: torch.dtype | None) -> str:
+    name = {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return f"auto ({name})" if amp == "auto" else name
 
 
 def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
