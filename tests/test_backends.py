@@ -122,12 +122,12 @@ def test_int8_kernels_compute_what_the_quantised_graph_means(model, images, tmp_
     import onnxruntime as ort
 
     from bisenet.deploy.export import export_onnx, ort_session
-    from bisenet.deploy.quantize import quantize_onnx
+    from bisenet.deploy.quantize import onnx_float_nodes, quantize_onnx
     from bisenet.runtime import cpu_has_vnni
 
     export_onnx(model, tmp_path / "fp32.onnx", *SIZE, dynamic=True, check=False)
-    keep = [f"/{name.replace('.', '/')}/" for name in model.quant_float_modules]
-    info = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", list(images["train"][:6].split(1)), keep_fp32=keep)
+    info = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", list(images["train"][:6].split(1)),
+                         keep_fp32=onnx_float_nodes(model))
     assert info["unsigned_weights"] == (not cpu_has_vnni())
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no fusion into int8 kernels

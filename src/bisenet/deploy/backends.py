@@ -188,13 +188,13 @@ def build_int8(model: nn.Module, device: torch.device, calibration: Any = None, 
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None, limit: int = 8,
                keep_fp32: Sequence[str] = (), **opts: Any) -> Backend:
     """onnxruntime static int8 (QDQ) calibrated on a folder of images or a list of normalised images."""
-    from bisenet.deploy.quantize import quantize_onnx
+    from bisenet.deploy.quantize import onnx_float_nodes, quantize_onnx
 
     batches = _calibration_batches(calibration, size, mean, std, limit, "int8")
     if not keep_fp32:  # the exporter names nodes after module paths: /bga/..., /head/...
         # The model's int8-sensitive modules stay fp32: on a trained Dubai model agreement with
         # fp32 went from 87.9% (classifier alone kept) to 99.2%, at ~1.5x the all-int8 time.
-        keep_fp32 = [f"/{name.replace('.', '/')}/" for name in getattr(model, "quant_float_modules", ())]
+        keep_fp32 = onnx_float_nodes(model)
     folder, fp32 = _export_temp(model, tuple(batches[0].shape[-2:]))
     int8 = fp32.with_name("model_int8.onnx")
     quantize_onnx(fp32, int8, batches, keep_fp32=keep_fp32)

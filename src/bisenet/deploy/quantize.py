@@ -12,6 +12,11 @@ import numpy as np
 import torch
 
 
+def onnx_float_nodes(model: torch.nn.Module) -> list[str]:
+    """ONNX node-name prefixes of the model's `quant_float_modules` (the exporter names nodes /bga/..., /head/...)."""
+    return [f"/{name.replace('.', '/')}/" for name in getattr(model, "quant_float_modules", ())]
+
+
 def quantize_onnx(
     fp32_path: str | os.PathLike,
     int8_path: str | os.PathLike,
