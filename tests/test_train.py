@@ -18,7 +18,7 @@ from bisenet.cli import main as cli_main
 from bisenet.engine.checkpoints import restore_checkpoint
 from bisenet.engine.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 from bisenet.engine.sampler import IterationSampler
-from bisenet.engine.train import TrainingError, train
+from bisenet.engine.train import TrainingError, _nonfinite_message, train
 from bisenet.errors import ConfigError
 from bisenet.losses import OhemCrossEntropy
 
@@ -213,6 +213,15 @@ def test_finetune_with_new_class_count_reinitialises_heads(tmp_path, capsys):
 def test_nonfinite_loss_stops_with_iteration_and_hint(tmp_path):
     with pytest.raises(TrainingError, match=r"at iteration \d+ .*lower train.lr"):
         train(tiny_config("train.lr=1e12", "train.warmup_iters=0", "train.max_iters=20"), tmp_path)
+
+
+@pytest.mark.parametrize(("amp_dtype", "suggests_other_amp"), [(torch.float16, True), (torch.bfloat16, False), (None, False)])
+def test_nonfinite_hint_follows_the_dtype_autocast_ran_in(tmp_path, amp_dtype, suggests_other_amp):
+    # 'auto' resolves to fp16 on GPUs without bf16, so the hint keys on the dtype, not the config string.
+    nan = torch.tensor(float("nan"))
+    message = _nonfinite_message(7, nan, [nan, torch.tensor(1.0)], amp_dtype, tmp_path)
+    assert "at iteration 7 (main=nan, aux1=1)" in message
+    assert ("fp16 overflow" in message) == suggests_other_amp
 
 
 def test_bad_config_key_names_nearest(tmp_path, capsys):

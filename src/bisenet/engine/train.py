@@ -165,7 +165,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
 
             flags = all_reduce_max(torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device))
             if flags[0]:
-                raise TrainingError(_nonfinite_message(iteration, loss, parts, tc, work_dir))
+                raise TrainingError(_nonfinite_message(iteration, loss, parts, amp_dtype, work_dir))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -283,10 +283,11 @@ def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Conf
     monitor.log_masks(iteration, images, masks)
 
 
-def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: list[torch.Tensor], tc, work_dir: Path) -> str:
+def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: list[torch.Tensor], amp_dtype: torch.dtype | None,
+                       work_dir: Path) -> str:
     heads = ", ".join(f"{'main' if i == 0 else f'aux{i}'}={float(p.detach()):.4g}" for i, p in enumerate(parts))
     hint = "lower train.lr (or raise train.warmup_iters)"
-    if tc.amp == "fp16":
+    if amp_dtype == torch.float16:  # also when 'auto' chose fp16
         hint += ", try --amp bf16 or none (fp16 overflow)"
     return (f"loss became {float(loss.detach())} at iteration {iteration} ({heads}); the last good checkpoint is "
             f"{work_dir / 'last.pt'} if one was written. Try: {hint}, and check the labels with `bisenet data check`")
