@@ -251,6 +251,8 @@ def test_misplaced_config_key_names_its_section(raw, hint):
     ("eval.crop_size=[0,64]", "eval.crop_size = 0x64 must be positive"),
     ("data.palette=[[300,0,0]]", "data.palette entry [300, 0, 0] must be 3 integers in 0-255"),
     ("data.palette=[[1,2,3]]", "data.palette has 1 colours for 5 classes"),
+    ("train.channels_last=fast", "train.channels_last = 'fast' is not one of true, false, auto"),
+    ("train.channels_last=[1]", "train.channels_last = [1] is not a valid boolean (true/false) or string"),
 ])
 def test_values_that_would_fail_mid_run_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -293,6 +295,17 @@ def test_amp_auto_trains_in_bf16_only_where_the_cpu_has_it(tmp_path, capsys):
     out = capsys.readouterr()
     assert "amp bf16" in out.out
     assert ("no bf16 instructions" in out.err) == (not native), out.err
+
+
+@pytest.mark.parametrize(("amp", "setting", "used"), [("none", "auto", False), ("bf16", "auto", True), ("none", "true", True)])
+def test_channels_last_auto_is_on_under_autocast_and_off_for_fp32_on_cpu(tmp_path, capsys, amp, setting, used):
+    train(tiny_config(f"train.amp={amp}", f"train.channels_last={setting}", "train.max_iters=1"), tmp_path)
+    # The checkpoint keeps the trained weights' strides: the layout the step actually ran in.
+    weight = weights_of(tmp_path / "last.pt")["detail.S1.1.conv.weight"]
+    assert weight.is_contiguous(memory_format=torch.channels_last) == used
+    assert weight.is_contiguous() == (not used)
+    name = "on" if used else "off"
+    assert f"channels_last {f'auto ({name})' if setting == 'auto' else name} |" in capsys.readouterr().out
 
 
 @pytest.mark.slow

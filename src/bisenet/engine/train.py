@@ -91,7 +91,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             warn("model.sync_bn needs CUDA; using per-process BatchNorm on CPU")
-    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    channels_last = _use_channels_last(tc.channels_last, amp_dtype, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest kernels are chosen once
     else:
@@ -135,7 +136,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     monitor.print(
         f"training {cfg.model.arch} on {len(train_set)} images ({cfg.data.dataset}), {cfg.num_classes} classes | "
         f"device {device} x {dist_info.world_size} process(es) | batch size {tc.batch_size} per process = "
-        f"{images_per_step} images per step | amp {_amp_name(tc.amp, amp_dtype)} | iterations {start_iter} -> {tc.max_iters}"
+        f"{images_per_step} images per step | amp {_amp_name(tc.amp, amp_dtype)} | channels_last {_channels_last_name(tc.channels_last, channels_last)} | iterations {start_iter} -> {tc.max_iters}"
     )
 
     last_miou, stopped_by = None, None
@@ -232,6 +233,22 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 def _amp_name(amp: str, dtype: torch.dtype | None) -> str:
     name = {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     return f"auto ({name})" if amp == "auto" else name
+
+
+def _use_channels_last(setting: bool | str, amp_dtype: torch.dtype | None, device: torch.device) -> bool:
+    """`train.channels_last` as a yes/no: 'auto' is on under autocast and on CUDA, off for fp32 on a CPU.
+
+    bf16 convs on the CPU and tensor-core kernels on the GPU want channels_last; oneDNN's fp32
+    conv backward on AVX2 CPUs ran 10-25% slower in it (docs/deployment.md).
+    """
+    if setting == "auto":
+        return amp_dtype is not None or device.type == "cuda"
+    return bool(setting)
+
+
+def _channels_last_name(setting: bool | str, used: bool) -> str:
+    name = "on" if used else "off"
+    return f"auto ({name})" if setting == "auto" else name
 
 
 def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
