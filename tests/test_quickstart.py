@@ -33,6 +33,8 @@ def test_quickstart_leaves_checkpoint_metrics_curves_and_predictions(tmp_path, c
 def test_schedule_fits_the_time_budget_between_the_floor_and_the_recipe(tmp_path):
     small = {**QUICKSTART_OVERRIDES, "data.root": str(EXAMPLE_ROOT), "augment.crop_size": [64, 64],
              "train.batch_size": 2, "train.workers": 0}
-    assert fit_iterations(small, tmp_path / "probe", budget_seconds=1e6) == 450  # the recipe is the cap
-    assert fit_iterations(small, tmp_path / "probe", budget_seconds=0) == MIN_ITERS
+    iterations, minutes = fit_iterations(small, tmp_path / "probe", budget_seconds=1e6)
+    assert iterations == 450 and 0 < minutes < 1e6 / 60  # the recipe is the cap
+    iterations, minutes = fit_iterations(small, tmp_path / "probe", budget_seconds=0)
+    assert iterations == MIN_ITERS and minutes > 0  # the floor, with the time it will take over the budget
     assert not (tmp_path / "probe").exists()  # the timing run leaves nothing behind

@@ -57,8 +57,15 @@ def quickstart(out_dir: str | Path = "runs/quickstart", max_iters: int | None = 
     overrides = {**QUICKSTART_OVERRIDES, "data.root": str(EXAMPLE_ROOT)}
     start = time.perf_counter()
     if max_iters is None:
-        max_iters = fit_iterations(overrides, out / "probe", minutes * 60)
-        print(f"quickstart: {max_iters} iterations fit the {minutes:g}-minute budget on this machine")
+        max_iters, expected = fit_iterations(overrides, out / "probe", minutes * 60)
+        if expected is None:
+            print(f"quickstart: the timing run was interrupted; training the recipe's {max_iters} iterations")
+        elif max_iters == MIN_ITERS and expected > minutes:
+            print(f"quickstart: this machine is too slow for the {minutes:g}-minute budget; training the minimum "
+                  f"of {MIN_ITERS} iterations (~{expected:.0f} min at the timed rate; --max-iters sets the count)")
+        else:
+            print(f"quickstart: {max_iters} iterations fit the {minutes:g}-minute budget on this machine "
+                  f"(~{expected:.1f} min of training at the timed rate)")
     overrides["train.max_iters"] = max_iters
     cfg = load_config(EXAMPLE_CONFIG, overrides)
     train_start = time.perf_counter()
@@ -97,8 +104,11 @@ def quickstart(out_dir: str | Path = "runs/quickstart", max_iters: int | None = 
     return metrics
 
 
-def fit_iterations(overrides: dict, probe_dir: Path, budget_seconds: float) -> int:
-    """Iterations of the example's recipe that fit `budget_seconds`, timed by a short real run."""
+def fit_iterations(overrides: dict, probe_dir: Path, budget_seconds: float) -> tuple[int, float | None]:
+    """Iterations of the example's recipe that fit `budget_seconds`, timed by a short real run.
+
+    Returns them with the minutes they are planned to take (None if the timing run was stopped).
+    """
     from bisenet.engine.train import train
 
     start = time.perf_counter()
@@ -110,5 +120,7 @@ def fit_iterations(overrides: dict, probe_dir: Path, budget_seconds: float) -> i
     remaining = budget_seconds - (time.perf_counter() - start) - FINISH_SECONDS
     planned = load_config(EXAMPLE_CONFIG, overrides).train.max_iters
     if timed.seconds_per_iter is None:  # interrupted: keep the recipe
-        return planned
-    return max(MIN_ITERS, min(planned, int(PROBE_RATE_SHARE * remaining / timed.seconds_per_iter)))
+        return planned, None
+    seconds_per_iter = timed.seconds_per_iter / PROBE_RATE_SHARE
+    iterations = max(MIN_ITERS, min(planned, int(remaining / seconds_per_iter)))
+    return iterations, iterations * seconds_per_iter / 60
