@@ -249,6 +249,7 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         return _build(hint, value if value is not None else {}, source, key + ".")
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    bad = ConfigError(f"{source}: {key} = {value!r} is not a valid {_type_name(hint)}")
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -261,8 +262,7 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         try:
             return _coerce(inner[-1], value, source, key)
         except ConfigError:
-            raise ConfigError(f"{source}: {key} = {value!r} is not a valid {_type_name(hint)}") from None
-    bad = ConfigError(f"{source}: {key} = {value!r} is not a valid {_type_name(hint)}")
+            raise bad from None
     if hint is bool:
         if not isinstance(value, bool):
             raise bad
