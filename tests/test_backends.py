@@ -71,6 +71,20 @@ HAS_OPENVINO = all(importlib.util.find_spec(m) is not None for m in ("openvino",
 NEEDS_OPENVINO = pytest.mark.skipif(not HAS_OPENVINO, reason="needs OpenVINO and NNCF (pip install openvino nncf)")
 
 
+@pytest.mark.skipif(not HAS_TORCHAO, reason="needs torchao (pip install torchao)")
+def test_int8_compile_quantises_activations_to_7_bits_only_without_vnni(model, images) -> None:
+    from bisenet.deploy.quantize import quantize_pt2e
+    from bisenet.runtime import cpu_has_vnni
+
+    def activation_ranges(reduce_range: bool | None) -> set:
+        graph = quantize_pt2e(model, list(images["train"][:1].split(1)), reduce_range=reduce_range).graph
+        return {n.args[3:5] for n in graph.nodes if "quantize_per_tensor" in str(n.target)}
+
+    # Without VNNI the u8 x s8 pair sums saturate int16 unless activations stay below 128.
+    assert activation_ranges(None) == {(0, 255) if cpu_has_vnni() else (0, 127)}
+    assert activation_ranges(False) == {(0, 255)}
+
+
 @pytest.fixture(scope="session")
 def int8_openvino(model, images):
     """One int8_openvino build for the tests that inspect it: several NNCF quantisations in one

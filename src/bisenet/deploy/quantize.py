@@ -106,21 +106,28 @@ def _import_pt2e():
 
 
 def quantize_pt2e(model: torch.nn.Module, calibration: Sequence[torch.Tensor],
-                  keep_float: Sequence[str] | None = None) -> torch.nn.Module:
+                  keep_float: Sequence[str] | None = None, reduce_range: bool | None = None) -> torch.nn.Module:
     """An int8 (x86, oneDNN VNNI) copy of an eval-mode model, calibrated on normalised NCHW batches.
 
     The model is exported with dynamic batch, height and width (multiples of 32), so the
     result runs at any valid size. Submodules named in `keep_float` (default: the model's
     `quant_float_modules`) stay in float; run the result under bf16 autocast and torch.compile.
+    `reduce_range` (default: where the CPU has no VNNI) quantises activations to 0-127: without
+    VNNI oneDNN sums u8 x s8 pairs into int16 with saturation: on the Zen 1 host a model trained
+    as in the test suite agreed with fp32 on 93.3% and 98.1% of pixels in two runs; 7-bit
+    activations gave 99.8%.
     """
+    from bisenet.runtime import cpu_has_vnni
+
     prepare_pt2e, convert_pt2e, xiq = _import_pt2e()
     keep_float = getattr(model, "quant_float_modules", ()) if keep_float is None else keep_float
+    reduce_range = not cpu_has_vnni() if reduce_range is None else reduce_range
     example = torch.zeros(2, 3, *calibration[0].shape[-2:])  # batch 2: a batch of 1 would be specialised
     dims = {"x": {0: torch.export.Dim("batch", min=1, max=1024),
                   2: 32 * torch.export.Dim("height32", min=1, max=512),
                   3: 32 * torch.export.Dim("width32", min=1, max=512)}}
     quantizer = xiq.X86InductorQuantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
     for name in keep_float:
         quantizer.set_module_name_qconfig(name, None)
     with torch.no_grad():
