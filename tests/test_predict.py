@@ -144,3 +144,56 @@ def test_out_under_a_file_is_a_one_line_error(weights, photos, tmp_path, capsys)
                  "--device", "cpu", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("bisenet predict: error: --out: cannot create folder") and "Traceback" not in "".join(err)
+
+
+def test_same_stems_and_their_suffixed_names_never_overwrite(weights, tmp_path, capsys) -> None:
+    # dup2/x.png would become x_2, the very name of the real input dup3/x_2.png.
+    source = sorted((EXAMPLE / "val" / "images").iterdir())[0]
+    inputs = []
+    for folder, name, (h, w) in [("dup1", "x", (32, 40)), ("dup2", "x", (36, 44)), ("dup3", "x_2", (40, 48))]:
+        (tmp_path / folder).mkdir()
+        inputs.append(tmp_path / folder / f"{name}.png")
+        cv2.imwrite(str(inputs[-1]), cv2.resize(cv2.imread(str(source)), (w, h)))
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(weights), *map(str, inputs), "--out", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    assert "wrote 3 image(s)" in capsys.readouterr().out
+    assert len(list(out.iterdir())) == 9
+    # A real input keeps its own stem; the second x takes the next free one. Sizes tell whose output is whose.
+    for path, stem in zip(inputs, ["x", "x_3", "x_2"]):
+        label = cv2.imread(str(out / f"{stem}_label.png"), cv2.IMREAD_UNCHANGED)
+        assert label.shape == cv2.imread(str(path)).shape[:2], (path, stem)
+
+
+def test_out_inside_an_input_folder_is_left_out_of_the_search(weights, photos, tmp_path, capsys) -> None:
+    folder = tmp_path / "all" / "shots"
+    folder.mkdir(parents=True)
+    for photo in photos.iterdir():
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    expected = sorted(f"{p.stem}_{s}.png" for p in photos.iterdir() for s in ("color", "overlay", "label"))
+    out = folder / "preds"
+    args = ["predict", "--weights", str(weights), str(folder), "--out", str(out), "--device", "cpu", "--quiet"]
+    for _ in range(2):  # the second run must not segment the first run's outputs
+        assert main(args) == 0
+        assert "wrote 3 image(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == expected
+    # --out the input folder itself (spelled differently): nothing to read outside it, said in one line.
+    same = folder / ".." / "shots"
+    assert main(["predict", "--weights", str(weights), str(out), "--out", str(same / "preds"), "--device", "cpu",
+                 "--quiet"]) == 1
+    assert "inside the output folder" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == expected
+    # An input folder inside --out is what the user asked for: still read.
+    assert main(["predict", "--weights", str(weights), str(out), "--out", str(same), "--device", "cpu", "--quiet"]) == 0
+    assert "wrote 9 image(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("size", [0, -3])
+def test_batch_size_below_one_is_a_one_line_error(weights, photos, tmp_path, capsys, size) -> None:
+    out = tmp_path / "o"
+    assert main(["predict", "--weights", str(weights), str(photos), "--out", str(out), "--device", "cpu",
+                 "--batch-size", str(size), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--batch-size {size}" in err[0] and "at least 1" in err[0]
+    assert not out.exists()
+    with pytest.raises(BisenetError, match=f"--batch-size {size}: must be"):
+        Segmenter.from_checkpoint(weights, batch_size=size)

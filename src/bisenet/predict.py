@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from collections import deque
@@ -101,6 +102,7 @@ class Segmenter:
                  calibration: str | os.PathLike | None = None) -> None:
         from bisenet.engine.distributed import resolve_device
 
+        self.batch_size = check_batch_size(batch_size)  # before any backend build
         self.device = resolve_device(str(device))
         self.num_classes = num_classes
         self.info = info
@@ -118,7 +120,6 @@ class Segmenter:
             keep_freed_memory()  # eager inference 20% faster here: no page faults on each image's activations
         self.model = model
         self.protocol = protocol or make_protocol(mode, scales=info.scales, crop=info.crop, scale=info.scale)
-        self.batch_size = max(1, batch_size)
         self._mean = torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255
 
@@ -131,6 +132,7 @@ class Segmenter:
         from bisenet.checkpoint import load_model, read_weights
         from bisenet.engine.distributed import resolve_device
 
+        check_batch_size(batch_size)  # before loading the weights
         device = resolve_device(str(device))  # 'auto' -> cuda when present
         model = load_model(path, map_location=device)
         stored = read_weights(path).get("config")
@@ -176,6 +178,13 @@ class Segmenter:
         return colorize(mask, self.info.palette)
 
 
+def check_batch_size(batch_size: int) -> int:
+    """`batch_size` unchanged, or a one-line error naming it when it is not a whole number of at least 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise BisenetError(f"--batch-size {batch_size}: must be a whole number of at least 1 (images per forward pass)")
+    return int(batch_size)
+
+
 def _as_rgb(image: np.ndarray, index: int = 0) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 2:
@@ -198,15 +207,17 @@ class PredictSummary:
     skipped: list[str] = field(default_factory=list)
 
 
-def expand_inputs(inputs: Iterable[str | os.PathLike], summary: PredictSummary) -> tuple[list[Path], list[Path]]:
-    """Split inputs into image and video files; folders are searched recursively; missing paths are reported."""
+def expand_inputs(inputs: Iterable[str | os.PathLike], summary: PredictSummary,
+                  out_dir: str | os.PathLike | None = None) -> tuple[list[Path], list[Path]]:
+    """Split inputs into image and video files; folders are searched recursively, leaving out `out_dir`."""
     images, videos = [], []
+    out = Path(out_dir).resolve() if out_dir is not None else None
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+            files = _search(path, out)
             if not files:
-                summary.skipped.append(f"{path}: folder holds no images or videos ({', '.join(sorted(IMAGE_EXTS))})")
+                summary.skipped.append(_empty_folder(path, out))
         elif path.is_file():
             files = [path]
         else:
@@ -215,6 +226,22 @@ def expand_inputs(inputs: Iterable[str | os.PathLike], summary: PredictSummary) 
         for file in files:
             (videos if file.suffix.lower() in VIDEO_EXTS else images).append(file)
     return images, videos
+
+
+def _search(folder: Path, out: Path | None) -> list[Path]:
+    """Images and videos under `folder`, sorted; none from `out` when the search reaches it."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+    # Only when `out` is the folder or below it: an input folder inside --out (e.g. --out .) is still read.
+    if out is None or not out.is_relative_to(folder.resolve()):
+        return files
+    return [p for p in files if not p.resolve().is_relative_to(out)]  # earlier outputs, read back on a rerun
+
+
+def _empty_folder(folder: Path, out: Path | None) -> str:
+    """Why a folder search found nothing to segment."""
+    if out is not None and _search(folder, None):  # it holds some, all inside --out
+        return f"{folder}: all its images and videos lie inside the output folder {out}; choose an --out outside it"
+    return f"{folder}: folder holds no images or videos ({', '.join(sorted(IMAGE_EXTS))})"
 
 
 def _load_rgb(path: Path) -> np.ndarray | str:
@@ -241,15 +268,21 @@ def _prefetch(paths: list[Path], pool: ThreadPoolExecutor, ahead: int) -> Iterat
 
 
 class _Namer:
-    """Output stems: the input's stem, with _2, _3 ... when two inputs share one."""
+    """Output stems, one per input: its own stem, else the first free STEM_2, STEM_3 ... (same inputs, same names)."""
 
-    def __init__(self) -> None:
-        self.used: dict[str, int] = {}
+    def __init__(self, paths: Iterable[Path]) -> None:
+        # Every input's own stem is reserved: a real x_2.png keeps x_2 even when a second x.png comes first.
+        # Compared case-folded, since X.png and x.png outputs overwrite each other on macOS and Windows.
+        self.reserved = {path.stem.casefold() for path in paths}
+        self.taken: set[str] = set()
 
     def __call__(self, path: Path) -> str:
-        count = self.used.get(path.stem, 0) + 1
-        self.used[path.stem] = count
-        return path.stem if count == 1 else f"{path.stem}_{count}"
+        name, count = path.stem, 1
+        while name.casefold() in self.taken or (count > 1 and name.casefold() in self.reserved):
+            count += 1
+            name = f"{path.stem}_{count}"
+        self.taken.add(name.casefold())
+        return name
 
 
 def _write(path: Path, image: np.ndarray) -> Path:
@@ -265,12 +298,12 @@ def predict_paths(segmenter: Segmenter, inputs: Iterable[str | os.PathLike], out
         raise BisenetError(f"--overlay {alpha} must lie in [0, 1] (the mask's opacity)")
     out = Path(out_dir)
     summary = PredictSummary()
-    images, videos = expand_inputs(inputs, summary)
+    images, videos = expand_inputs(inputs, summary, out)
     if images or videos:  # no empty output folder when every input was skipped
         make_dir(out, "--out")
     for message in summary.skipped:
         tqdm.write(f"skipped {message}", file=sys.stderr)
-    name = _Namer()
+    name = _Namer(images + videos)
     label_dtype = np.uint8 if segmenter.num_classes <= 256 else np.uint16
     with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=2) as writer:
         pending: list[Future] = []

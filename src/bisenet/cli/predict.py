@@ -11,11 +11,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders (searched recursively) or videos")
     parser.add_argument("--weights", required=True, help="published state_dict, our checkpoint, or .safetensors")
     parser.add_argument("--config", help="YAML config for class names, palette and mean/std (default: the checkpoint's)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (never read back when searching INPUT folders)")
     parser.add_argument("--overlay", type=float, default=0.5, metavar="ALPHA", help="mask opacity on the photo (default 0.5)")
     parser.add_argument("--mode", choices=EVAL_MODES, default="ss", help="inference protocol (default ss)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass")
+    parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass (at least 1, default 4)")
     parser.add_argument("--backend", default="eager",
                         help="inference backend: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino")
     parser.add_argument("--calibration", metavar="DIR",
