@@ -157,3 +157,44 @@ def test_written_files_are_readable_by_others_like_any_new_file(weights, tmp_pat
         os.umask(umask)
     for path in (onnx_path, st_path, ckpt):
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+@pytest.fixture
+def nan_weights(model, tmp_path) -> Path:
+    """A BiSeNetV2 state_dict whose float tensors are all NaN (a diverged training run)."""
+    path = tmp_path / "nan.pth"
+    torch.save({k: v.clone().fill_(float("nan")) if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
+    return path
+
+
+@pytest.mark.parametrize("out, flags", [("t.onnx", []), ("t.onnx", ["--argmax"]), ("t.safetensors", [])],
+                         ids=["logits", "labels", "safetensors"])
+def test_cli_export_of_nan_weights_fails_and_writes_nothing(nan_weights, tmp_path, capsys, out, flags) -> None:
+    code = main(["export", "--weights", str(nan_weights), "--out", str(tmp_path / "ex" / out), "--height", "64",
+                 "--width", "64", *flags])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 1 and "wrote" not in captured.out
+    assert err.count("\n") == 0 and out in err and "NaN" in err and "nothing was written" in err
+    assert list((tmp_path / "ex").iterdir()) == []  # neither the file nor its temporary
+
+
+class BakedBranch(torch.nn.Module):
+    """Flips its logits' sign unless the input is all zeros: tracing (on zeros) bakes in the wrong branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * (1.0 if float(x.abs().sum()) == 0 else -1.0)
+
+
+def test_export_onnx_that_disagrees_raises_and_writes_nothing(tmp_path) -> None:
+    from bisenet.deploy.export import ExportCheckError
+
+    with pytest.raises(ExportCheckError, match="does not match PyTorch") as info:
+        export_onnx(BakedBranch().eval(), tmp_path / "m.onnx", 64, 64, simplify=False)
+    assert "\n" not in str(info.value) and "m.onnx" in str(info.value)
+    assert info.value.report["checks"][0]["agreement"] < 0.99
+    assert list(tmp_path.iterdir()) == []

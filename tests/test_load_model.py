@@ -4,6 +4,7 @@ load_model on every kind of weights file, including the broken and the malicious
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -259,6 +260,47 @@ def test_load_model_missing_entries(published, tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=re.escape("ffm.bn.running_var")):
         bisenet.load_model(path)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_load_model_without_classifier_says_so(published, tmp_path, arch):
+    state = published[arch][0]
+    path = tmp_path / "partial.pth"
+    torch.save(dict(list(state.items())[: len(state) // 2]), path)  # the first half: the marker, not the classifier
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(path)
+    message = str(info.value)
+    classifier = {"bisenetv1": "conv_out.conv_out.weight", "bisenetv2": "head.conv_out.1.weight"}[arch]
+    assert "partial.pth" in message and classifier in message and "partial state_dict" in message
+    assert "none of" not in message
+
+
+def test_load_model_reads_legacy_torch_save_format(published, tmp_path):
+    state, x, ref = published["bisenetv1"]
+    path = tmp_path / "legacy.pth"
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    with torch.no_grad():
+        assert max_rel_diff(bisenet.load_model(path)(x), ref[0]) < 1e-4
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_load_model_plain_pickle_is_one_line_without_warning(tmp_path, recwarn, protocol):
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"a": 1}, protocol=protocol))
+    with pytest.raises(CheckpointError, match="not a weights-only checkpoint") as info:
+        bisenet.load_model(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and ".safetensors" in message
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_load_model_legacy_file_in_protocol_4_is_one_line_without_warning(tmp_path, recwarn):
+    path = tmp_path / "legacy4.pth"
+    torch.save({"w": torch.zeros(2)}, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    with pytest.raises(CheckpointError, match="legacy4.pth") as info:
+        bisenet.load_model(path)
+    assert "\n" not in str(info.value) and "documentation" not in str(info.value)
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ _ARCH_SIGNATURE = {
     "bisenetv1": ("cp.resnet.conv1.weight", "conv_out.conv_out.weight"),
     "bisenetv2": ("detail.S1.0.conv.weight", "head.conv_out.1.weight"),
 }
+# How torch.save's legacy (non-zip) format begins, after the pickle protocol header: its magic number.
+_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[2:-1]
 
 
 def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -33,14 +36,23 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     if path.suffix == ".safetensors":
         return _read_safetensors(path, map_location)
     with open(path, "rb") as handle:
-        head = handle.read(2)
+        head = handle.read(32)
     if not head:
         raise CheckpointError(f"{path}: the weights file is empty; re-copy it or point at another checkpoint")
-    if not (head == b"PK" or head[:1] == b"\x80"):  # torch.save writes a zip archive (older versions a pickle)
+    if not (head[:2] == b"PK" or head[:1] == b"\x80"):  # torch.save writes a zip archive (older versions a pickle)
         raise CheckpointError(f"{path}: not a PyTorch weights file (torch.save's .pt/.pth) nor .safetensors; "
                               "pass a checkpoint, a published state_dict or a .safetensors file")
+    if head[:2] != b"PK" and _LEGACY_MAGIC not in head:
+        # A pickle that torch.save did not write: never unpickled, torch would only fail on it confusingly.
+        raise CheckpointError(
+            f"{path}: not a weights-only checkpoint: it holds pickled Python objects, which are not loaded for safety; "
+            "pass a .pt/.pth saved by bisenet or the reference repos, or a .safetensors file"
+        )
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch's "Detected pickle protocol N" advice would print a raw warning line before our error.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path}: refused to load: the file holds Python objects other than tensors ({_unpickler_reason(exc)}); "
@@ -62,7 +74,8 @@ def _unpickler_reason(exc: Exception) -> str:
     """What torch's weights_only loader refused (e.g. 'Unsupported global: GLOBAL os.system'), without its advice."""
     text = str(exc)
     if "WeightsUnpickler error:" in text:
-        lines = [text.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]]
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip()
+        lines = [reason.splitlines()[0].split(". ")[0] if reason else ""]
     else:
         advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(")
         lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(advice)]
@@ -96,6 +109,11 @@ def infer_arch(state: dict[str, torch.Tensor], path: str | os.PathLike = "weight
     for arch, (marker, classifier) in _ARCH_SIGNATURE.items():
         if marker in state and classifier in state:
             return arch, int(state[classifier].shape[0])
+        if marker in state:  # the right arch, but cut short: saying "none found" would contradict the file
+            raise CheckpointError(
+                f"{path}: {arch} state_dict without its classifier entry '{classifier}' "
+                f"({len(state)} entries; a truncated or partial state_dict?); pass the complete checkpoint"
+            )
     raise CheckpointError(
         f"{path}: not a BiSeNet state_dict: none of {', '.join(m for m, _ in _ARCH_SIGNATURE.values())} "
         f"found (first entry: {next(iter(state), 'none')!r}); pass a BiSeNetV1/V2 checkpoint"
@@ -191,5 +209,9 @@ def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str,
     meta = {"arch": arch, "num_classes": str(model.num_classes)}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=meta)
-    publish(tmp, path)
+    try:
+        save_file(state, str(tmp), metadata=meta)
+        publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export and print what was checked; exit 1 when the ONNX output disagrees with PyTorch."""
+    """Export and print what was checked; exit 1 (nothing written) when the export disagrees with PyTorch."""
     from bisenet import load_model
-    from bisenet.deploy.export import export_onnx, export_weights
+    from bisenet.deploy.export import ExportCheckError, export_onnx, export_weights
     from bisenet.models.layers import check_size
     from bisenet.errors import BisenetError
 
@@ -36,28 +37,33 @@ def run(args: argparse.Namespace) -> int:
     if weights_only and (args.dynamic or args.argmax):
         raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")
     model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
-    if weights_only:
-        report = export_weights(model, args.out, fp16=args.fp16, height=args.height, width=args.width)
-        check = report["checks"][0]
-        print(f"wrote {report['path']} ({report['size_mb']} MB, {report['arch']}, {'fp16' if args.fp16 else 'fp32'} weights, "
-              f"no aux heads)\n  check {check['size']} vs the loaded weights: max |diff| {check['max_abs_diff']:.2e}, "
-              f"label agreement {check['agreement']:.5f}")
-        return 0 if check["agreement"] >= 0.99 else 1
-    report = export_onnx(model, args.out, args.height, args.width, dynamic=args.dynamic, argmax=args.argmax,
-                         opset=args.opset, fp16=args.fp16, simplify=not args.no_simplify, check=not args.no_check)
-    shape = "N x 3 x H x W" if args.dynamic else f"1 x 3 x {args.height} x {args.width}"
-    print(f"wrote {report['path']} ({report['size_mb']} MB, opset {args.opset}, input {shape}, "
-          f"output {report['output']}{', fp16' if args.fp16 else ''}; "
-          f"simplified: {report['simplified_with'] or 'no (pip install onnxslim)'})")
-    ok = True
-    for check in report.get("checks", []):
-        if "skipped" in check:
-            print(f"  check {check.get('size', '')}: skipped ({check['skipped']})")
+    try:
+        if weights_only:
+            report = export_weights(model, args.out, fp16=args.fp16, height=args.height, width=args.width)
+            print(f"wrote {report['path']} ({report['size_mb']} MB, {report['arch']}, {'fp16' if args.fp16 else 'fp32'} "
+                  "weights, no aux heads)")
+        else:
+            report = export_onnx(model, args.out, args.height, args.width, dynamic=args.dynamic, argmax=args.argmax,
+                                 opset=args.opset, fp16=args.fp16, simplify=not args.no_simplify, check=not args.no_check)
+            shape = "N x 3 x H x W" if args.dynamic else f"1 x 3 x {args.height} x {args.width}"
+            print(f"wrote {report['path']} ({report['size_mb']} MB, opset {args.opset}, input {shape}, "
+                  f"output {report['output']}{', fp16' if args.fp16 else ''}; "
+                  f"simplified: {report['simplified_with'] or 'no (pip install onnxslim)'})")
+    except ExportCheckError as exc:
+        # The measurements go to stdout as on success; the verdict is the one line on stderr.
+        _print_checks(exc.report["checks"], weights_only)
+        print(f"bisenet export: error: {exc}", file=sys.stderr)
+        return 1
+    _print_checks(report.get("checks", []), weights_only)
+    return 0
+
+
+def _print_checks(checks: list[dict], weights_only: bool) -> None:
+    """One line per checked size: max |diff| and label agreement, or why it was skipped."""
+    against = "the loaded weights" if weights_only else "PyTorch fp32"
+    for check in checks:
+        if "skipped" in check or "error" in check:
+            print(f"  check {check.get('size', '')}: " + (f"skipped ({check['skipped']})" if "skipped" in check else check["error"]))
             continue
         diff = f"max |diff| {check['max_abs_diff']:.2e}, " if "max_abs_diff" in check else ""
-        print(f"  check {check['size']} vs PyTorch fp32: {diff}label agreement {check['agreement']:.5f}")
-        # fp16 is judged by labels only: its logits differ from fp32 by design.
-        ok &= check["agreement"] >= 0.99 and (args.fp16 or check.get("max_abs_diff", 0.0) <= 1e-3)
-    if not ok:
-        print("export check FAILED: the ONNX model does not match PyTorch (see above)")
-    return 0 if ok else 1
+        print(f"  check {check['size']} vs {against}: {diff}label agreement {check['agreement']:.5f}")

@@ -19,6 +19,15 @@ from bisenet.errors import BisenetError, make_dir
 from bisenet.models.layers import check_size
 
 MIN_OPSET, MAX_OPSET = 13, 20  # 13: Resize with scales and ArgMax as used here; 20: newest the TorchScript exporter knows
+MAX_ABS_DIFF, MIN_AGREEMENT = 1e-3, 0.99  # what an fp32 export must meet against PyTorch to be written
+
+
+class ExportCheckError(BisenetError):
+    """The exported model failed its check against PyTorch, so nothing was written; `report` says what was measured."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class ArgmaxWrapper(nn.Module):
@@ -64,7 +73,10 @@ def export_onnx(
     simplify: bool = True,
     check: bool = True,
 ) -> dict[str, Any]:
-    """Export `model` to ONNX at `path` (atomically) and return a report of what was checked."""
+    """Export `model` to ONNX at `path` and return a report; the file appears only if the check passes.
+
+    Raises ExportCheckError (nothing written) when the ONNX output disagrees with PyTorch or either is NaN/inf.
+    """
     check_size(height, width)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise BisenetError(f"opset {opset} is not supported; pass --opset between {MIN_OPSET} and {MAX_OPSET} (17 is a safe choice)")
@@ -98,12 +110,41 @@ def export_onnx(
             sizes = [(1, height, width)] + ([(2, *second_size(height, width))] if dynamic else [])
             # Always against the fp32 model: an fp16 export reports what half precision costs.
             report["checks"] = check_onnx(tmp, reference, sizes)
+            # fp16 is judged by labels only: its logits differ from fp32 by design.
+            _raise_on_failure(report, path, fp16, "the ONNX model does not match PyTorch: try another --opset or --no-simplify")
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     report["size_mb"] = round(path.stat().st_size / 2**20, 2)
     return report
+
+
+def check_failure(row: dict[str, Any], labels_only: bool = False) -> str | None:
+    """Why one check row fails (NaN/inf outputs, labels or logits off), or None when it passes or was skipped."""
+    if "error" in row:
+        return row["error"]
+    if "skipped" in row:
+        return None
+    if row.get("nonfinite") == "PyTorch":  # agreement on NaN logits means nothing
+        return "the PyTorch output holds NaN or inf: check that the weights are finite"
+    if row.get("nonfinite"):
+        return f"the {row['nonfinite']} output holds NaN or inf where PyTorch's is finite"
+    if row["agreement"] < MIN_AGREEMENT:
+        return f"labels agree on {row['agreement']:.2%} of the pixels, under {MIN_AGREEMENT:.0%}"
+    if not labels_only and row.get("max_abs_diff", 0.0) > MAX_ABS_DIFF:
+        return f"max |diff| {row['max_abs_diff']:.2e}, over {MAX_ABS_DIFF:.0e}"
+    return None
+
+
+def _raise_on_failure(report: dict[str, Any], path: Path, labels_only: bool, hint: str) -> None:
+    """Raise ExportCheckError for the first failed check in `report` (the caller removes the temp file)."""
+    for row in report["checks"]:
+        why = check_failure(row, labels_only)
+        if why:
+            advice = "" if row.get("nonfinite") == "PyTorch" else f" ({hint})"  # NaN weights: no export setting helps
+            raise ExportCheckError(f"{path}: export check failed at {row.get('size', '?')}: {why}{advice}; "
+                                   "nothing was written", report)
 
 
 def _torch_export(net: nn.Module, path: str, height: int, width: int, opset: int, axes: dict | None) -> None:
@@ -180,16 +221,19 @@ def check_onnx(path: str | os.PathLike, net: nn.Module, sizes: list[tuple[int, i
     results = []
     for batch, h, w in sizes:
         x = torch.randn(batch, 3, h, w, generator=generator)
-        with torch.no_grad():
-            ref = net(x).numpy()
+        ref, ref_finite = _reference_output(net, x)
         try:
             out = session.run(None, {"input": x.numpy()})[0]
         except Exception as exc:  # noqa: BLE001 -- reported per size, not fatal
             results.append({"size": f"{batch}x{h}x{w}", "skipped": f"{type(exc).__name__}: {str(exc)[:160]}"})
             continue
-        if out.shape != ref.shape:
-            raise RuntimeError(f"ONNX output shape {out.shape} != PyTorch {ref.shape} at {batch}x3x{h}x{w}")
         row: dict[str, Any] = {"size": f"{batch}x{h}x{w}"}
+        if out.shape != ref.shape:
+            row["error"] = f"ONNX output shape {out.shape} differs from PyTorch's {ref.shape}"
+            results.append(row)
+            continue
+        if not ref_finite or not np.isfinite(out).all():
+            row["nonfinite"] = "PyTorch" if not ref_finite else "ONNX"
         if ref.ndim == 4:
             row["max_abs_diff"] = float(np.abs(out - ref).max())
             row["agreement"] = float((out.argmax(1) == ref.argmax(1)).mean())
@@ -199,9 +243,17 @@ def check_onnx(path: str | os.PathLike, net: nn.Module, sizes: list[tuple[int, i
     return results
 
 
+def _reference_output(net: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, bool]:
+    """`net(x)` as numpy, and whether its logits are finite (for labels, the logits before the argmax)."""
+    with torch.no_grad():
+        logits = net.model(x) if isinstance(net, ArgmaxWrapper) else net(x)
+    out = logits.argmax(dim=1).to(torch.int32) if isinstance(net, ArgmaxWrapper) else logits
+    return out.numpy(), bool(torch.isfinite(logits).all())
+
+
 def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True, height: int = 512,
                    width: int = 1024) -> dict[str, Any]:
-    """Eval-only .safetensors weights (fp16 unless fp16=False), reloaded and checked against `model`."""
+    """Eval-only .safetensors weights (fp16 unless fp16=False), reloaded and checked against `model` before they appear."""
     from bisenet.checkpoint import load_model, save_inference_weights
     from bisenet.models import MODELS
 
@@ -214,11 +266,21 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
         raise BisenetError(f"cannot save a {type(model).__name__}: valid models are {', '.join(MODELS)}")
     make_dir(path.parent, f"--out {path}")
     reference = copy.deepcopy(model).cpu().float().eval()
-    save_inference_weights(reference, path, arch, half=fp16)
-    reloaded = load_model(path)
-    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected, got = reference(x), reloaded(x)
-    check = {"size": f"{height}x{width}", "max_abs_diff": float((got - expected).abs().max()),
-             "agreement": float((got.argmax(1) == expected.argmax(1)).float().mean())}
-    return {"path": str(path), "size_mb": round(path.stat().st_size / 2**20, 2), "arch": arch, "checks": [check]}
+    tmp = path.with_name(f".{path.stem}.check.safetensors")  # load_model reads safetensors by their suffix
+    try:
+        save_inference_weights(reference, tmp, arch, half=fp16)
+        x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected, got = reference(x), load_model(tmp)(x)
+        check = {"size": f"{height}x{width}", "max_abs_diff": float((got - expected).abs().max()),
+                 "agreement": float((got.argmax(1) == expected.argmax(1)).float().mean())}
+        if not (torch.isfinite(expected).all() and torch.isfinite(got).all()):
+            check["nonfinite"] = "PyTorch" if not torch.isfinite(expected).all() else "reloaded"
+        report = {"path": str(path), "size_mb": round(tmp.stat().st_size / 2**20, 2), "arch": arch, "checks": [check]}
+        # Labels only, as the CLI always judged it: fp16 weights change the logits by design.
+        _raise_on_failure(report, path, True, "the saved weights do not reproduce the model: try without --fp16")
+        publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return report
