@@ -161,6 +161,22 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     assert f"resumed from {killed / 'last.pt'} at iteration {saved}" in (killed / "train.log").read_text()
 
 
+def test_a_new_run_into_a_work_dir_with_a_checkpoint_is_refused(tmp_path):
+    train(tiny_config("train.max_iters=1"), tmp_path)
+    logged = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="already holds a run .*pass --resume to continue it"):
+        train(tiny_config("train.max_iters=2"), tmp_path)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 1
+    assert (tmp_path / "metrics.jsonl").read_text() == logged  # the old run's log is not mixed with a new one
+
+
+def test_resume_from_a_run_past_max_iters_is_refused_and_writes_nothing(tmp_path):
+    train(tiny_config("train.max_iters=2"), tmp_path / "long")
+    with pytest.raises(ConfigError, match="at iteration 2, past train.max_iters 1; raise --max-iters"):
+        train(tiny_config("train.max_iters=1"), tmp_path / "short", resume=tmp_path / "long" / "last.pt")
+    assert not (tmp_path / "short" / "config.yaml").exists()
+
+
 def test_resume_with_a_scaler_from_a_run_without_one(tmp_path):
     # A bf16/fp32 run saves an empty scaler state; continuing it with fp16 (on a GPU) needs a fresh scaler.
     cfg = tiny_config("train.max_iters=2")

@@ -68,6 +68,7 @@ def quickstart(out_dir: str | Path = "runs/quickstart", max_iters: int | None = 
                   f"(~{expected:.1f} min of training at the timed rate)")
     overrides["train.max_iters"] = max_iters
     cfg = load_config(EXAMPLE_CONFIG, overrides)
+    shutil.rmtree(out / "train", ignore_errors=True)  # a rerun replaces the last quickstart run (train refuses to mix)
     train_start = time.perf_counter()
     result = train(cfg, out / "train")
     train_seconds = time.perf_counter() - train_start

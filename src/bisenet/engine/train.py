@@ -73,6 +73,10 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         check_size(*cfg.augment.crop_size)
     except BisenetError as exc:
         raise ConfigError(f"augment.crop_size: {exc} (training crops enter the network as they are)") from None
+    resume_path = work_dir / "last.pt" if resume == "auto" else resume
+    if not resume_path and (work_dir / "last.pt").exists():  # before the monitor opens the run's logs
+        raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume to continue it, "
+                          "or choose another --work-dir (a new run would overwrite it and mix the two logs)")
     monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main)
     amp_dtype = _amp_dtype(tc.amp, device)
 
@@ -104,9 +108,12 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads))
 
     start_iter, best_miou = 0, None
-    resume_path = work_dir / "last.pt" if resume == "auto" else resume
     if resume_path:
         start_iter, best_miou = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler, device)
+        if start_iter > tc.max_iters:  # before config.yaml is written: the work dir stays as it was
+            raise ConfigError(f"--resume {resume_path}: that run is at iteration {start_iter}, past train.max_iters "
+                              f"{tc.max_iters}; raise --max-iters to continue it, or use --finetune-from to start "
+                              "a new schedule from its weights")
         monitor.print(f"resumed from {resume_path} at iteration {start_iter}")
     elif finetune_from:
         for message in load_finetune_weights(model, finetune_from):
