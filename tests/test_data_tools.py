@@ -129,6 +129,44 @@ def test_lists_pairs_by_stem_reports_unmatched(tmp_path, capsys):
     assert code == 2 and "needs --images DIR --labels DIR --out LIST" in out
 
 
+def test_lists_refuse_commas_in_paths_before_writing(tmp_path, capsys):
+    _touch_png(tmp_path / "img" / "a.jpg", 3)
+    _touch_png(tmp_path / "lbl" / "a.png")
+    _touch_png(tmp_path / "img" / "x,1.jpg", 3)
+    _touch_png(tmp_path / "lbl" / "x,1.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "img", "--labels", "lbl",
+                        "--out", "train.txt")
+    assert code == 2 and out.count("\n") == 1
+    assert f"'{tmp_path / 'img' / 'x,1.jpg'}': list files cannot hold commas" in out and "rename" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "lbl"]  # no list, no temp file
+    camvid = tmp_path / "camvid"
+    for split, name in (("train", "0001"), ("val", "0,2")):
+        _touch_png(camvid / split / f"{name}.png", 3)
+        _touch_png(camvid / f"{split}annot" / f"{name}.png")
+    code, out = run_cli(capsys, "data", "lists", "camvid", str(camvid))
+    assert code == 2 and "0,2.png'" in out and "commas" in out
+    assert not list(camvid.glob("*.txt"))  # train.txt was fine but is not written either: all or nothing
+
+
+def test_lists_out_that_is_a_folder_is_refused_without_temp_files(tmp_path, capsys):
+    _touch_png(tmp_path / "img" / "a.jpg", 3)
+    _touch_png(tmp_path / "lbl" / "a.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "img", "--labels", "lbl",
+                        "--out", "img")
+    assert code == 2
+    assert out == f"bisenet data: error: --out {tmp_path / 'img'} is a folder; pass a file path such as " \
+                  f"{tmp_path / 'img' / 'train.txt'}\n"
+    camvid = tmp_path / "camvid"
+    for split in ("train", "val"):
+        _touch_png(camvid / split / "0001.png", 3)
+        _touch_png(camvid / f"{split}annot" / "0001.png")
+    (tmp_path / "lists" / "val.txt").mkdir(parents=True)
+    code, out = run_cli(capsys, "data", "lists", "camvid", str(camvid), "--out", str(tmp_path / "lists"))
+    assert code == 2 and f"list file {tmp_path / 'lists' / 'val.txt'} is a folder" in out
+    assert sorted(p.name for p in (tmp_path / "lists").iterdir()) == ["val.txt"]  # train.txt not written either
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
 # ---------------------------------------------------------------- check
 
 

@@ -173,3 +173,55 @@ def test_int8_eval_names_a_missing_calibration_folder(published) -> None:
     with pytest.raises(bisenet.errors.BisenetError, match="no-such-folder"):
         evaluate(CONFIG, published, data_root=EXAMPLE, progress=False, device="cpu", backend="int8",
                  calibration="no-such-folder")
+
+
+def _labels_as_predictions(tiny: Path, folder: Path) -> Path:
+    """Copy each ground truth as its image's prediction: a perfect score, values 0-4 and 255."""
+    folder.mkdir()
+    for label in (tiny / "lab").iterdir():
+        (folder / label.name).write_bytes(label.read_bytes())
+    return folder
+
+
+def test_pred_dir_refuses_values_that_are_not_classes(tiny, tmp_path, capsys) -> None:
+    preds = _labels_as_predictions(tiny, tmp_path / "preds")
+    base = ["eval", "--pred-dir", str(preds), "--root", str(tiny), "--list", "val.txt"]
+    assert main(base + ["--dataset", "dubai"]) == 0  # 255 (the ignore index) is a valid prediction
+    capsys.readouterr()
+    assert main(base + ["--num-classes", "3"]) == 2  # 5-class data: classes 3 and 4 must not vanish
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"ground truth {tiny / 'lab' / 'tile0.png'} has values 3, 4 outside [0, 3)" in err
+    mask = cv2.imread(str(preds / "tile2.png"), cv2.IMREAD_UNCHANGED)
+    mask[:3, :3] = 200
+    cv2.imwrite(str(preds / "tile2.png"), mask)
+    assert main(base + ["--dataset", "dubai"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"prediction {preds / 'tile2.png'} has values 200 outside [0, 5)" in err
+    assert "predictions must be train ids 0..4" in err
+
+
+def test_pred_dir_train_id_labels_skip_the_label_map(tmp_path) -> None:
+    # As in `data check` and training: *_labelTrainIds.png already hold train ids (0 is road, not "unlabeled").
+    train_ids = np.array([[0, 0, 1, 13], [18, 255, 0, 1]], np.uint8)
+    (tmp_path / "preds").mkdir()
+    cv2.imwrite(str(tmp_path / "a_gtFine_labelTrainIds.png"), train_ids)
+    cv2.imwrite(str(tmp_path / "preds" / "a_leftImg8bit.png"), train_ids)
+    (tmp_path / "val.txt").write_text("a_leftImg8bit.png,a_gtFine_labelTrainIds.png\n")
+    result = score_predictions(tmp_path / "preds", tmp_path, "val.txt", dataset="cityscapes")
+    assert result["pixels"] == 7 and result["mIoU"] == 1.0
+
+
+def test_json_path_that_is_a_folder_fails_before_any_work(tiny, published, tmp_path, capsys) -> None:
+    preds = _labels_as_predictions(tiny, tmp_path / "preds")
+    scoring = ["eval", "--pred-dir", str(preds), "--root", str(tiny), "--list", "val.txt", "--dataset", "dubai"]
+    model = ["eval", str(CONFIG), "--weights", str(published), "--data-root", str(tiny), "--list", "val.txt",
+             "--device", "cpu", "--workers", "0"]
+    for argv in (scoring, model):
+        assert main(argv + ["--json", str(preds)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == f"bisenet eval: error: --json {preds} is a folder; pass a file path such as " \
+                               f"{preds / 'metrics.json'}\n"
+        assert "mIoU" not in captured.out  # refused before evaluating
+    with pytest.raises(bisenet.errors.BisenetError, match="is a folder"):
+        evaluate(CONFIG, published, data_root=tiny, list_file="val.txt", device="cpu", json_path=preds)
+    assert sorted(p.name for p in tmp_path.rglob("*") if ".tmp" in p.name) == []

@@ -105,3 +105,17 @@ def test_report_writes_json_and_two_plots(tmp_path) -> None:
     assert [p.name for p in written] == ["metrics.json", "metrics_confusion.png", "metrics_iou.png"]
     assert all(p.stat().st_size > 1000 for p in written[1:])
     assert os.path.getsize(written[0]) > 0
+
+
+def test_report_to_a_folder_is_one_line_and_leaves_no_temp_file(tmp_path) -> None:
+    from bisenet.errors import BisenetError
+
+    target = torch.tensor([0, 1])
+    result = compute_metrics(confusion(target, target, 2), ["road", "car"])
+    (tmp_path / "metrics.json").mkdir()
+    with pytest.raises(BisenetError, match=r"metrics.json is a folder; pass a file path such as .*metrics.json"):
+        write_report(result, tmp_path / "metrics.json")
+    (tmp_path / "m_iou.png").mkdir()  # a plot's name taken by a folder: refused before the JSON is written
+    with pytest.raises(BisenetError, match=r"its plot .*m_iou.png is a folder"):
+        write_report(result, tmp_path / "m.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_iou.png", "metrics.json"]

@@ -41,3 +41,25 @@ def make_dir(path: str | os.PathLike, what: str) -> Path:
     except OSError as exc:  # a file in the way, no permission, read-only disk
         raise BisenetError(f"{what}: cannot create folder {folder} ({exc.strerror or exc}); choose another path") from None
     return folder
+
+
+def check_output_file(path: str | os.PathLike, what: str, example: str) -> Path:
+    """Refuse an output file path that is an existing folder, naming a file inside it as the fix."""
+    path = Path(path)
+    if path.is_dir():
+        raise BisenetError(f"{what} {path} is a folder; pass a file path such as {path / example}")
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, what: str, example: str) -> None:
+    """Write `text` via a temporary file beside `path` and a rename: never a half-written or stray file."""
+    path = check_output_file(path, what, example)
+    make_dir(path.parent, f"{what} {path}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers do not collide
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # e.g. a folder created at `path` meanwhile, a full or read-only disk
+        raise BisenetError(f"{what} {path}: cannot write ({exc.strerror or exc}); choose another path") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from bisenet.errors import DataError
+from bisenet.errors import DataError, check_output_file
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
@@ -77,12 +77,13 @@ def _lists(args: argparse.Namespace) -> int:
     if args.layout == "pairs":
         if args.images is None or args.labels is None or args.out is None:
             raise DataError("lists pairs needs --images DIR --labels DIR --out LIST")
+        out = args.out if args.out.is_absolute() else args.root / args.out
+        check_output_file(out, "--out", "train.txt")  # before pairing the folders
         pairing = pair_folders(_under(args.root, args.images), _under(args.root, args.labels))
         for line in describe_unmatched(pairing, "pairs"):
             print(line)
         if not pairing.pairs:
             raise DataError(f"no image in {args.images} has a label with the same name in {args.labels}")
-        out = args.out if args.out.is_absolute() else args.root / args.out
         print(f"wrote {out}: {write_list(out, pairing.pairs, args.root)} pairs")
         return 0
     report = write_dataset_lists(args.layout, args.root, args.out, train_ids=args.train_ids)

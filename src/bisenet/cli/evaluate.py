@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from bisenet.config import EVAL_MODES, parse_size
 from bisenet.errors import BisenetError
@@ -53,11 +52,11 @@ def _scales(values: list[str] | None) -> list[float] | None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from bisenet.errors import make_dir
     from bisenet.evaluation import format_table
+    from bisenet.evaluation.report import check_report_path
 
     if args.json:  # before the run, so a bad path does not cost its results
-        make_dir(Path(args.json).parent, f"--json {args.json}")
+        check_report_path(args.json, "--json")
     result = _score_saved(args) if args.pred_dir else _evaluate_weights(args)
     if os.environ.get("RANK", "0") != "0":  # under torchrun every rank holds the same all-reduced result
         return 0

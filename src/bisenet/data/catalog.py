@@ -167,14 +167,18 @@ def invalid_values(label: np.ndarray, lut: np.ndarray | None, num_classes: int, 
     import cv2  # local: keep importing the catalog (done by config loading) light
 
     hist = cv2.calcHist([np.ascontiguousarray(label)], [0], None, [256], [0, 256]).ravel()
-    raw = np.flatnonzero(hist)
+    return invalid_counts(hist, lut, num_classes, ignore_index)
+
+
+def invalid_counts(counts: np.ndarray, lut: np.ndarray | None, num_classes: int, ignore_index: int = 255,
+                   fix: str | None = None) -> str:
+    """invalid_values on a 256-bin histogram of raw values (pixels per value); `fix` replaces the advice."""
+    raw = np.flatnonzero(counts)
     mapped = raw if lut is None else lut[raw]
     bad = raw[(mapped >= num_classes) & (mapped != ignore_index)]
     if bad.size == 0:
         return ""
     shown = ", ".join(str(v) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
     how = "after the label map " if lut is not None else ""
-    return (
-        f"has values {shown} outside [0, {num_classes}) {how}that are not the ignore index {ignore_index}; "
-        f"fix data.num_classes / data.label_map (or --dataset) or remap those values to {ignore_index}"
-    )
+    fix = fix or f"fix data.num_classes / data.label_map (or --dataset) or remap those values to {ignore_index}"
+    return f"has values {shown} outside [0, {num_classes}) {how}that are not the ignore index {ignore_index}; {fix}"

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bisenet.data.lists import write_list
-from bisenet.errors import DataError
+from bisenet.data.lists import format_list
+from bisenet.errors import DataError, check_output_file, write_text_atomic
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LAYOUTS = ("cityscapes", "cocostuff", "ade20k", "camvid")
@@ -140,11 +140,15 @@ def write_dataset_lists(dataset: str, root: str | Path, out: str | Path | None =
         raise DataError(f"found no {dataset} image/label pairs under {root}; expected {EXPECTED[dataset]}")
     out_dir = Path(out) if out is not None else root
     report = ListsReport()
+    texts = {}
     for split, pairing in splits.items():
         report.warnings.extend(describe_unmatched(pairing, f"{dataset} {split}"))
-        if pairing.pairs:
-            path = out_dir / f"{split}.txt"
-            report.written[path] = write_list(path, pairing.pairs, root)
+        if pairing.pairs:  # format and check every list before writing any: no half-updated set of lists
+            path = check_output_file(out_dir / f"{split}.txt", "list file", f"{split}.txt")
+            texts[path] = (format_list(pairing.pairs, root), len(pairing.pairs))
+    for path, (text, count) in texts.items():
+        write_text_atomic(path, text, "list file", path.name)
+        report.written[path] = count
     return report
 
 

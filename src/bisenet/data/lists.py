@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bisenet.errors import DataError, make_dir
+from bisenet.errors import DataError, write_text_atomic
 
 LISTS_FIX = "regenerate it with `bisenet data lists` or fix the paths"
 
@@ -97,16 +97,23 @@ def missing_files(pairs: PairList) -> list[str]:
     return problems
 
 
-def write_list(path: Path, pairs: list[tuple[Path, Path]], root: Path) -> int:
-    """Write `image,label` lines relative to `root` (atomically); return the count."""
+def format_list(pairs: list[tuple[Path, Path]], root: Path) -> str:
+    """The `image,label` lines relative to `root`; DataError for a path a list line cannot hold."""
     lines = []
     for image, label in pairs:
-        lines.append(f"{_relative(image, root)},{_relative(label, root)}\n")
-    make_dir(path.parent, f"list file {path}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    tmp.replace(path)
-    return len(lines)
+        paths = (_relative(image, root), _relative(label, root))
+        for file, text in zip((image, label), paths):
+            if "," in text or "\n" in text or "\r" in text:  # the separator; a line break would split the line
+                raise DataError(f"{str(file)!r}: list files cannot hold commas or line breaks in paths; "
+                                "rename that file (and its partner) and run `bisenet data lists` again")
+        lines.append(f"{paths[0]},{paths[1]}\n")
+    return "".join(lines)
+
+
+def write_list(path: Path, pairs: list[tuple[Path, Path]], root: Path) -> int:
+    """Write `image,label` lines relative to `root` (atomically); return the count."""
+    write_text_atomic(path, format_list(pairs, root), "list file", "train.txt")
+    return len(pairs)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -168,6 +168,10 @@ def evaluate(
     Returns {"mIoU", "IoU": {class: value or None}, "pixel_acc", "fwIoU", "mode", "images", ...}.
     """
     cfg = config if isinstance(config, Config) else load_config(config)
+    if json_path is not None:  # before the run, so a bad path does not cost its results
+        from bisenet.evaluation.report import check_report_path
+
+        check_report_path(json_path, "json_path")
     from bisenet.deploy.backends import CALIBRATED
 
     if backend in CALIBRATED and not (backend_options or {}).get("calibration"):

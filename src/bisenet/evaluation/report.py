@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bisenet.errors import make_dir
+from bisenet.errors import BisenetError, check_output_file, make_dir, write_text_atomic
 
 
 def _pct(value: float | None) -> str:
@@ -32,21 +32,28 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check_report_path(json_path: str | os.PathLike, what: str = "--json") -> tuple[Path, Path, Path]:
+    """The JSON, confusion and IoU plot paths; a one-line error (before any work) when one is a folder."""
+    path = check_output_file(json_path, what, "metrics.json")
+    plots = (path.with_name(f"{path.stem}_confusion.png"), path.with_name(f"{path.stem}_iou.png"))
+    for plot in plots:
+        if plot.is_dir():
+            raise BisenetError(f"{what} {path}: its plot {plot} is a folder; move that folder or pick another name")
+    make_dir(path.parent, f"{what} {path}")
+    return path, *plots
+
+
 def write_report(result: dict, json_path: str | os.PathLike) -> list[Path]:
     """Write the JSON, plus STEM_confusion.png and STEM_iou.png next to it; return the paths."""
-    path = Path(json_path)
-    make_dir(path.parent, f"metrics file {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
+    path, heatmap, bars = check_report_path(json_path, "metrics file")
     # One line per confusion-matrix row instead of one line per number.
     text = re.sub(r"\[\s+([-\d.,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", json.dumps(result, indent=2))
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, text + "\n", "metrics file", "metrics.json")
     written = [path]
     names = list(result["IoU"])
     if result.get("confusion_matrix") is not None:
-        heatmap = path.with_name(f"{path.stem}_confusion.png")
         written.append(plot_confusion(np.asarray(result["confusion_matrix"]), names, heatmap))
-    written.append(plot_iou(result, path.with_name(f"{path.stem}_iou.png")))
+    written.append(plot_iou(result, bars))
     return written
 
 

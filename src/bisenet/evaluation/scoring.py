@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from bisenet.data.catalog import DATASETS, build_lut
+from bisenet.data.catalog import DATASETS, build_lut, invalid_counts
 from bisenet.errors import BisenetError, DataError
 from bisenet.evaluation.metrics import compute_metrics, confusion_to_list
 
@@ -31,7 +31,11 @@ def read_mask(path: str | Path, what: str = "label") -> np.ndarray:
         raise DataError(str(exc).replace("label ", f"{what} ", 1)) from None
 
 
-def _pair_histogram(pred_path: Path, gt_path: Path) -> np.ndarray:
+def _pair_histogram(pred_path: Path, gt_path: Path, num_classes: int, lut: np.ndarray | None,
+                    ignore_index: int) -> tuple[bool, np.ndarray]:
+    """(label holds train ids, 256 x 256 joint histogram of raw GT and prediction values) of one pair."""
+    from bisenet.data.dataset import uses_train_ids
+
     pred = read_mask(pred_path, "prediction")
     gt = read_mask(gt_path, "ground truth")
     if pred.shape != gt.shape:
@@ -40,9 +44,28 @@ def _pair_histogram(pred_path: Path, gt_path: Path) -> np.ndarray:
             f"{gt.shape[1]}x{gt.shape[0]} (WxH); save predictions at the label's original size"
         )
     if gt.size < 1 << 24:  # calcHist counts in float32: exact below 2**24 pixels, and 4x faster
-        return cv2.calcHist([gt, pred], [0, 1], None, [256, 256], [0, 256, 0, 256]).astype(np.int64).ravel()
-    joint = (gt.astype(np.uint16) << 8) | pred
-    return np.bincount(joint.ravel(), minlength=65536)
+        hist = cv2.calcHist([gt, pred], [0, 1], None, [256, 256], [0, 256, 0, 256]).astype(np.int64).ravel()
+    else:
+        hist = np.bincount(((gt.astype(np.uint16) << 8) | pred).ravel(), minlength=65536)
+    train_ids = uses_train_ids(gt_path)  # as `data check` and training: *_labelTrainIds.png skip the label map
+    _check_values(hist, pred_path, gt_path, num_classes, None if train_ids else lut, ignore_index)
+    return train_ids, hist
+
+
+def _check_values(hist: np.ndarray, pred_path: Path, gt_path: Path, num_classes: int, gt_lut: np.ndarray | None,
+                  ignore_index: int) -> None:
+    """Refuse labels that `data check` rejects and predictions that are neither a class id nor the ignore index."""
+    joint = hist.reshape(256, 256)  # rows: raw ground truth, columns: raw prediction
+    bad = invalid_counts(joint.sum(axis=1), gt_lut, num_classes, ignore_index, fix=(
+        f"fix --num-classes / --dataset (or the config's data.num_classes / data.label_map) "
+        f"or remap those values to {ignore_index}"))
+    if bad:
+        raise DataError(f"ground truth {gt_path} {bad}")
+    bad = invalid_counts(joint.sum(axis=0), None, num_classes, ignore_index, fix=(
+        f"predictions must be train ids 0..{num_classes - 1}: pass the class count they were made with "
+        "(--num-classes N or --dataset NAME) or save them again"))
+    if bad:
+        raise DataError(f"prediction {pred_path} {bad}")
 
 
 def fold_histogram(hist: np.ndarray, num_classes: int, gt_lut: np.ndarray | None, ignore_index: int = 255) -> torch.Tensor:
@@ -103,11 +126,13 @@ def score_predictions(
             "predictions must be train-id PNGs named after each image's stem"
         )
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
-    hist = np.zeros(65536, dtype=np.int64)
+    lut = build_lut(label_map, ignore_index)
+    hists = {False: np.zeros(65536, dtype=np.int64), True: np.zeros(65536, dtype=np.int64)}  # by "holds train ids"
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for part in pool.map(lambda job: _pair_histogram(*job), jobs):
-            hist += part
-    confusion = fold_histogram(hist, num_classes, build_lut(label_map, ignore_index), ignore_index)
+        for train_ids, part in pool.map(lambda job: _pair_histogram(*job, num_classes, lut, ignore_index), jobs):
+            hists[train_ids] += part
+    confusion = sum(fold_histogram(hist, num_classes, None if train_ids else lut, ignore_index)
+                    for train_ids, hist in hists.items())
     result = compute_metrics(confusion, names)
     result.update(mode="pred-dir", images=len(jobs), seconds=round(time.perf_counter() - start, 3))
     result["confusion_matrix"] = confusion_to_list(confusion)
