@@ -295,9 +295,10 @@ def test_binary_file_as_config_and_unusable_work_dir_are_one_line_errors(tmp_pat
         assert len(err.splitlines()) == 1 and expected in err, err
 
 
-def test_amp_fp16_on_cpu_is_refused_clearly(tmp_path):
+def test_amp_fp16_on_cpu_is_refused_clearly_and_leaves_no_work_dir(tmp_path):
     with pytest.raises(bisenet.errors.BisenetError, match="fp16 needs a CUDA device"):
-        train(tiny_config("train.amp=fp16"), tmp_path)
+        train(tiny_config("train.amp=fp16"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # no empty train.log / metrics.jsonl / tensorboard from a refused start
 
 
 def test_amp_auto_trains_in_bf16_only_where_the_cpu_has_it(tmp_path, capsys):
@@ -346,4 +347,4 @@ def test_broken_list_stops_before_training_with_data_check_message(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "train.txt line 1" in err and "missing.jpg" in err
-    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "run").exists()  # refused before the work dir is made

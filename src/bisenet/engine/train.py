@@ -77,7 +77,6 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     if not resume_path and (work_dir / "last.pt").exists():  # before the monitor opens the run's logs
         raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume to continue it, "
                           "or choose another --work-dir (a new run would overwrite it and mix the two logs)")
-    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main)
     amp_dtype = _amp_dtype(tc.amp, device)
 
     # Data: check the lists before anything heavy, so a broken file fails in seconds.
@@ -87,6 +86,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         validate_split(cfg, "val")
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val") if evaluating else None
+    # Only now the work dir and its logs: a start refused above leaves nothing behind.
+    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main)
 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     model = build_model(cfg.model.arch, cfg.num_classes, pretrained=cfg.model.pretrained)
