@@ -126,6 +126,30 @@ def test_custom_ignore_index_and_dubai_identity(tmp_path):
     np.testing.assert_array_equal(got, raw)
 
 
+def test_palette_png_labels_read_as_their_indices(tmp_path):
+    # VOC-style masks: the class id is the palette index; the colours are only for viewing.
+    from PIL import Image
+
+    from bisenet.data.decode import read_label
+
+    raw = np.array([[0, 1, 2], [3, 255, 1]], np.uint8)
+    write_case(tmp_path, raw)
+    mask = Image.fromarray(raw, mode="P")
+    mask.putpalette([0, 0, 0, 200, 0, 0, 0, 200, 0, 0, 0, 200] + [255, 255, 255] * 252)
+    mask.save(tmp_path / "lab" / "a.png")
+    assert Image.open(tmp_path / "lab" / "a.png").mode == "P"
+    np.testing.assert_array_equal(read_label(tmp_path / "lab" / "a.png"), raw)
+    np.testing.assert_array_equal(val_label({"data": {"num_classes": 4}}, tmp_path), raw)
+    cfg = load_config({"data": {"num_classes": 4, "root": str(tmp_path), "val_list": "list.txt"}})
+    validate_split(cfg, "val", full=True)
+    # A 4-bit palette (few classes, small files) reads the same.
+    small = Image.fromarray(np.minimum(raw, 3), mode="P")
+    small.putpalette([0, 0, 0, 200, 0, 0, 0, 200, 0, 0, 0, 200] * 4)
+    small.save(tmp_path / "lab" / "a.png", bits=4)
+    assert (tmp_path / "lab" / "a.png").read_bytes()[24:26] == b"\x04\x03"  # 4-bit depth, palette type
+    np.testing.assert_array_equal(read_label(tmp_path / "lab" / "a.png"), np.minimum(raw, 3))
+
+
 # ---------------------------------------------------------------- bad data in the dataset
 
 
@@ -144,7 +168,7 @@ def test_bad_samples_raise_one_line_data_errors(tmp_path):
     cfg = load_config({"data": {"num_classes": 2, "root": str(tmp_path), "val_list": "list.txt"}})
     ds = build_dataset(cfg, "val")
     ds[0]
-    expected = {1: r"list.txt line 2: label .*rgb.png has 3 channels.*map each palette colour to its id",
+    expected = {1: r"list.txt line 2: label .*rgb.png has 3 channels \(a colour mask\).*map each palette colour to its id",
                 2: r"list.txt line 3: image .*small.png is 8x8 but label .*small.png is 8x4 \(WxH\)",
                 3: r"list.txt line 4: image .*gone.png not found",
                 4: r"list.txt line 5: image .*cut.png is truncated"}

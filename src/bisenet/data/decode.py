@@ -6,15 +6,18 @@ callers add the list file and line number before turning it into a `DataError`.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 COLOUR_MASK_FIX = (
     "labels must be single-channel class ids: map each palette colour to its id "
     "(e.g. ids = lut[r*65536 + g*256 + b]) and save an 8-bit grayscale PNG"
 )
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class FileProblem(Exception):
@@ -44,7 +47,7 @@ def _truncated(data: bytes) -> bool:
 
     OpenCV happily returns a half-grey image for a cut JPEG, so check the trailer.
     """
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
+    if data[:8] == PNG_SIGNATURE:
         return b"IEND" not in data[-16:]
     if data[:2] == b"\xff\xd8":
         return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
@@ -69,10 +72,26 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
+def _is_palette_png(data: bytes) -> bool:
+    """True for an indexed-colour PNG (IHDR colour type 3), such as Pascal VOC's masks."""
+    return data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 25 and data[25] == 3
+
+
 def read_label(path: str | Path) -> np.ndarray:
-    """Decode a label mask as an HxW uint8 array of raw values, exactly as stored."""
+    """Decode a label mask as an HxW uint8 array of raw values, exactly as stored.
+
+    A palette PNG gives its indices, not its colours: that is how VOC-style tools store
+    class ids (OpenCV would expand them to BGR, so Pillow reads these).
+    """
     path = Path(path)
-    label = _decode(_read_bytes(path, "label"), cv2.IMREAD_UNCHANGED, path, "label")
+    data = _read_bytes(path, "label")
+    if _is_palette_png(data) and not _truncated(data):
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return as_label_array(np.asarray(image), path)
+        except (OSError, ValueError, SyntaxError):
+            raise FileProblem("unreadable", f"label {path} is not a readable palette PNG (corrupt)") from None
+    label = _decode(data, cv2.IMREAD_UNCHANGED, path, "label")
     return as_label_array(label, path)
 
 
@@ -84,7 +103,7 @@ def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
         channels = label.shape[2]
         raise FileProblem(
             "not single-channel",
-            f"label {path} has {channels} channels (a colour or palette mask); {COLOUR_MASK_FIX}",
+            f"label {path} has {channels} channels (a colour mask); {COLOUR_MASK_FIX}",
         )
     if label.dtype != np.uint8:
         if not np.issubdtype(label.dtype, np.integer):
