@@ -16,6 +16,7 @@ from typing import Any, Union
 
 import yaml
 
+from bisenet.config_overrides import Source, parse_overrides, set_path
 from bisenet.errors import ConfigError, nearest
 
 ARCHS = ("bisenetv1", "bisenetv2")
@@ -155,10 +156,12 @@ def load_config(
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (model, data, ...), got {type(raw).__name__}")
         source = str(path)
-    for key, value in _parse_overrides(overrides).items():
-        _set_path(raw, key, value, source)
-    cfg = _build(Config, raw, source, "")
-    return _resolve(cfg, source)
+    parsed = parse_overrides(overrides)
+    for key, (value, label) in parsed.items():
+        set_path(raw, key, value, label)
+    # Errors about a value an override set name the override, not the file, e.g. "--set train.lr=abc: ...".
+    where = Source(source, {key: label for key, (_, label) in parsed.items()})
+    return _resolve(_build(Config, raw, where, ""), where)
 
 
 def to_dict(cfg: Any) -> Any:
@@ -189,40 +192,16 @@ def parse_size(text: str | list | tuple, what: str = "size") -> tuple[int, int]:
     return h, w
 
 
-def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    parsed = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key.path=value, e.g. train.lr=0.01")
-        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return parsed
-
-
-def _set_path(raw: dict, dotted: str, value: Any, source: str) -> None:
-    node = raw
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{source}: cannot set {dotted}: '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+def _build(cls: type, raw: Any, source: Source, prefix: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {raw!r}")
+        section = prefix.rstrip(".")
+        raise ConfigError(f"{source.at(section)}: '{section or 'top level'}' must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in raw:
         if key not in names:
             hint = _other_section(str(key), prefix, 1.0) or nearest(str(key), names) or _other_section(str(key), prefix, 0.75)
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}; valid keys: {', '.join(names)}")
+            raise ConfigError(f"{source.at(f'{prefix}{key}')}: unknown key '{prefix}{key}'{hint}; valid keys: {', '.join(names)}")
     kwargs = {}
     for name in names:
         if name in raw:
@@ -243,13 +222,13 @@ def _other_section(key: str, prefix: str, cutoff: float) -> str:
     return f" (did you mean {' or '.join(repr(d) for d in elsewhere[match[0]])}?)" if match else ""
 
 
-def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
     """Check and convert one value to the annotated type, naming the key on failure."""
     if dataclasses.is_dataclass(hint):
         return _build(hint, value if value is not None else {}, source, key + ".")
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    bad = ConfigError(f"{source}: {key} = {value!r} is not a valid {_type_name(hint)}")
+    bad = ConfigError(f"{source.at(key)}: {key} = {value!r} is not a valid {_type_name(hint)}")
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -286,7 +265,7 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         return value
     if origin is tuple:
         if isinstance(value, str) and args == (int, int):
-            return parse_size(value, f"{source}: {key}")
+            return parse_size(value, f"{source.at(key)}: {key}")
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad
         return tuple(_coerce(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
@@ -317,19 +296,20 @@ def _type_name(hint: Any) -> str:
     return str(hint)
 
 
-def _choice(source: str, key: str, value: str, choices: tuple[str, ...]) -> None:
+def _choice(source: Source, key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{source}: {key} = {value!r} is not one of {', '.join(choices)}{nearest(value, choices)}")
+        raise ConfigError(f"{source.at(key)}: {key} = {value!r} is not one of {', '.join(choices)}{nearest(value, choices)}")
 
 
-def _resolve(cfg: Config, source: str) -> Config:
+def _resolve(cfg: Config, source: Source) -> Config:
     """Validate choices and fill dataset-dependent defaults (classes, mean/std)."""
     from bisenet.data.catalog import DATASETS
 
     _choice(source, "model.arch", cfg.model.arch, ARCHS)
     _choice(source, "train.amp", cfg.train.amp, AMP_MODES)
     if isinstance(cfg.train.channels_last, str) and cfg.train.channels_last != "auto":
-        raise ConfigError(f"{source}: train.channels_last = {cfg.train.channels_last!r} is not one of true, false, auto")
+        raise ConfigError(f"{source.at('train.channels_last')}: train.channels_last = {cfg.train.channels_last!r} "
+                          "is not one of true, false, auto")
     _choice(source, "train.loss", cfg.train.loss, ("ohem", "ce"))
     _choice(source, "train.optimizer", cfg.train.optimizer, ("sgd", "adamw"))
     _choice(source, "eval.mode", cfg.eval.mode, EVAL_MODES)
@@ -348,38 +328,43 @@ def _resolve(cfg: Config, source: str) -> Config:
             label_map=data.label_map if data.label_map is not None else preset.label_map,
         )
     elif data.num_classes is None:
-        raise ConfigError(f"{source}: data.num_classes is required for a custom dataset (data.dataset: custom)")
+        raise ConfigError(f"{source.at('data.num_classes', 'data.dataset')}: data.num_classes is required "
+                          "for a custom dataset (data.dataset: custom)")
     data = dataclasses.replace(data, mean=data.mean or [0.485, 0.456, 0.406], std=data.std or [0.229, 0.224, 0.225])
     if data.num_classes < 1:
-        raise ConfigError(f"{source}: data.num_classes must be at least 1, got {data.num_classes}")
+        raise ConfigError(f"{source.at('data.num_classes')}: data.num_classes must be at least 1, got {data.num_classes}")
     if not 0 <= data.ignore_index <= 255 or data.ignore_index < data.num_classes:
         raise ConfigError(
-            f"{source}: data.ignore_index = {data.ignore_index} must lie in [num_classes, 255] "
+            f"{source.at('data.ignore_index', 'data.num_classes', 'data.dataset')}: "
+            f"data.ignore_index = {data.ignore_index} must lie in [num_classes, 255] "
             f"(num_classes = {data.num_classes}); 255 is the usual choice"
         )
     for name in ("mean", "std"):
         if len(getattr(data, name)) != 3:
-            raise ConfigError(f"{source}: data.{name} needs 3 values (R, G, B), got {getattr(data, name)}")
+            raise ConfigError(f"{source.at(f'data.{name}')}: data.{name} needs 3 values (R, G, B), got {getattr(data, name)}")
     if data.class_names is not None and len(data.class_names) != data.num_classes:
         raise ConfigError(
-            f"{source}: data.class_names has {len(data.class_names)} names but num_classes is {data.num_classes}"
+            f"{source.at('data.class_names', 'data.num_classes', 'data.dataset')}: data.class_names has "
+            f"{len(data.class_names)} names but num_classes is {data.num_classes}"
         )
     if data.palette is not None:
         bad = next((c for c in data.palette if len(c) != 3 or not all(0 <= v <= 255 for v in c)), None)
         if bad is not None:
-            raise ConfigError(f"{source}: data.palette entry {bad} must be 3 integers in 0-255 (R, G, B)")
+            raise ConfigError(f"{source.at('data.palette')}: data.palette entry {bad} must be 3 integers in 0-255 (R, G, B)")
         if len(data.palette) < data.num_classes:
-            raise ConfigError(f"{source}: data.palette has {len(data.palette)} colours for {data.num_classes} classes; "
+            raise ConfigError(f"{source.at('data.palette', 'data.num_classes', 'data.dataset')}: data.palette has "
+                              f"{len(data.palette)} colours for {data.num_classes} classes; "
                               "give one [R, G, B] per class, or leave it out for a generated palette")
     _check_ranges(cfg, source)
     return dataclasses.replace(cfg, data=data)
 
 
-def _check_ranges(cfg: Config, source: str) -> None:
+def _check_ranges(cfg: Config, source: Source) -> None:
     """Numbers that would otherwise fail deep inside a run (a zero interval, a negative worker count)."""
     lo, hi = cfg.augment.scale_range
     if not 0 < lo <= hi:
-        raise ConfigError(f"{source}: augment.scale_range = [{lo}, {hi}] must satisfy 0 < low <= high")
+        raise ConfigError(f"{source.at('augment.scale_range')}: augment.scale_range = [{lo}, {hi}] "
+                          "must satisfy 0 < low <= high")
     t = cfg.train
     minimums = (("train.max_iters", t.max_iters, 1), ("train.log_interval", t.log_interval, 1), ("train.checkpoint_interval", t.checkpoint_interval, 1),
                 ("train.eval_interval", t.eval_interval, 0), ("train.warmup_iters", t.warmup_iters, 0),
@@ -388,13 +373,15 @@ def _check_ranges(cfg: Config, source: str) -> None:
         if value < least:
             meaning = {"train.eval_interval": " (0 = no evaluation during training)",
                        "train.workers": " (0 = load in the main process)"}.get(key, "")
-            raise ConfigError(f"{source}: {key} must be at least {least}{meaning}, got {value}")
+            raise ConfigError(f"{source.at(key)}: {key} must be at least {least}{meaning}, got {value}")
     if t.batch_size < 2:
-        raise ConfigError(f"{source}: train.batch_size must be at least 2 per process (BatchNorm needs 2 images), got {t.batch_size}")
+        raise ConfigError(f"{source.at('train.batch_size')}: train.batch_size must be at least 2 per process "
+                          f"(BatchNorm needs 2 images), got {t.batch_size}")
     if t.lr <= 0:
-        raise ConfigError(f"{source}: train.lr must be positive, got {t.lr}")
+        raise ConfigError(f"{source.at('train.lr')}: train.lr must be positive, got {t.lr}")
     for key, size in (("augment.crop_size", cfg.augment.crop_size), ("eval.crop_size", cfg.eval.crop_size)):
         if size is not None and min(size) <= 0:
-            raise ConfigError(f"{source}: {key} = {size[0]}x{size[1]} must be positive")
+            raise ConfigError(f"{source.at(key)}: {key} = {size[0]}x{size[1]} must be positive")
     if not 0 < cfg.eval.scale <= 8:
-        raise ConfigError(f"{source}: eval.scale = {cfg.eval.scale} must lie in (0, 8]; 1.0 scores images at their own size")
+        raise ConfigError(f"{source.at('eval.scale')}: eval.scale = {cfg.eval.scale} must lie in (0, 8]; "
+                          "1.0 scores images at their own size")

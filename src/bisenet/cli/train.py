@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from bisenet.config import AMP_MODES, load_config, parse_size
+from bisenet.config_overrides import Override
 
 # flag -> config key it overrides
 FLAG_KEYS = {
@@ -42,11 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
-    """The config overrides the flags ask for, `--set` last so it wins."""
-    overrides = [f"{key}={getattr(args, flag)}" for flag, key in FLAG_KEYS.items() if getattr(args, flag, None) is not None]
+    """The config overrides the flags ask for, `--set` last so it wins; each error names the flag it came from."""
+    overrides = [Override(f"{key}={value}", f"--{flag.replace('_', '-')} {value}") for flag, key in FLAG_KEYS.items()
+                 if (value := getattr(args, flag, None)) is not None]
     if getattr(args, "crop_size", None):
         h, w = parse_size(args.crop_size, "--crop-size")
-        overrides.append(f"augment.crop_size=[{h}, {w}]")
+        overrides.append(Override(f"augment.crop_size=[{h}, {w}]", f"--crop-size {args.crop_size}"))
     return overrides + list(args.set)
 
 

@@ -1,0 +1,75 @@
+"""`key.path=value` config overrides, and where each config value came from (file or command line)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from bisenet.errors import ConfigError
+
+
+class Override(str):
+    """A `key.path=value` override that remembers how the user wrote it, e.g. '--lr -1.0' for train.lr=-1.0."""
+
+    label: str
+
+    def __new__(cls, text: str, label: str) -> Override:
+        obj = super().__new__(cls, text)
+        obj.label = label
+        return obj
+
+
+class Source(str):
+    """The config's name (a file path, 'config', 'defaults'); `at(key)` names the override that set the key instead."""
+
+    labels: dict[str, str]
+
+    def __new__(cls, name: str, labels: dict[str, str] | None = None) -> Source:
+        obj = super().__new__(cls, name)
+        obj.labels = dict(labels or {})
+        return obj
+
+    def at(self, *keys: str) -> str:
+        """Who set the first of `keys` that an override set (e.g. '--set train.lr=abc'), else the config's name."""
+        for key in keys:
+            # The override that set this key or a section above it (the last one wins, as when applied) ...
+            owners = [label for set_key, label in self.labels.items()
+                      if key == set_key or key.startswith((f"{set_key}.", f"{set_key}[", f"{set_key} "))]
+            # ... else one that set a key below it (an unknown section such as --set trian.lr=1 made it).
+            below = [label for set_key, label in self.labels.items() if set_key.startswith(f"{key}.")]
+            if owners or below:
+                return (owners or below)[-1]
+        return str(self)
+
+
+def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, tuple[Any, str]]:
+    """{key: (value, how the user wrote it)} from `--set` items (YAML values) or a {key: value} dict."""
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        return {key: (value, f"override {key}={value!r}") for key, value in overrides.items()}
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        label = getattr(item, "label", f"--set {item}")
+        if not sep or not key:
+            raise ConfigError(f"{label}: expected key.path=value, e.g. train.lr=0.01")
+        try:
+            parsed[key.strip()] = (yaml.safe_load(value) if value.strip() else None, label)
+        except yaml.YAMLError as exc:  # e.g. train.aux_weights=[1, 2 (an unclosed list)
+            raise ConfigError(f"{label}: the value is not valid YAML ({getattr(exc, 'problem', exc)}); "
+                              "quote it or fix the brackets") from None
+    return parsed
+
+
+def set_path(raw: dict, dotted: str, value: Any, label: str) -> None:
+    """Set raw[a][b][c] = value for 'a.b.c', creating sections; `label` names the override in errors."""
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{label}: cannot set {dotted}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
