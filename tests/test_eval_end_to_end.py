@@ -127,6 +127,21 @@ def test_user_errors_are_one_line(tiny, tmp_path, capsys) -> None:
     assert "multiples of 32" in capsys.readouterr().err.splitlines()[-1]
 
 
+def test_config_and_weights_of_different_archs_are_refused(tiny, published, tmp_path, capsys) -> None:
+    # The config's model.arch says what is scored; the weights' own arch used to win silently.
+    v1 = tmp_path / "v1.pth"
+    torch.save(bisenet.build_model("bisenetv1", 5).state_dict(), v1)
+    v1_config = tmp_path / "v1_dubai.yaml"
+    v1_config.write_text(CONFIG.read_text().replace("arch: bisenetv2", "arch: bisenetv1"))
+    base = ["--data-root", str(tiny), "--list", "val.txt", "--device", "cpu", "--workers", "0"]
+    for config, weights, found, asked in [(CONFIG, v1, "bisenetv1", "bisenetv2"), (v1_config, published, "bisenetv2", "bisenetv1")]:
+        assert main(["eval", str(config), "--weights", str(weights), *base]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(weights) in err[0]
+        assert f"the weights are a {found} model but the config's model.arch is {asked}" in err[0]
+        assert f"(model.arch: {found})" in err[0]
+
+
 def test_cityscapes_ids_for_the_official_server(tmp_path) -> None:
     if not (SAMPLE / "val.txt").is_file():
         pytest.skip(f"Cityscapes sample not found at {SAMPLE} (the shared data folder is absent)")
