@@ -42,6 +42,14 @@ def test_colorize_and_overlay() -> None:
     assert overlay(photo, rgb, 0.0).tolist() == photo.tolist() and overlay(photo, rgb, 1.0).tolist() == rgb.tolist()
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.float32])
+def test_colorize_refuses_negative_ids_instead_of_wrapping(dtype) -> None:
+    # numpy indexing would draw -1 with the lookup table's last colour; ids past the palette stay black.
+    mask = np.array([[0, -3], [-1, 100]]).astype(dtype)
+    with pytest.raises(BisenetError, match="negative id -3"):
+        colorize(mask, DUBAI.palette)
+
+
 def test_segmenter_predicts_at_the_input_size(weights) -> None:
     seg = Segmenter.from_checkpoint(weights, device="cpu")
     assert seg.num_classes == 5 and "dubai preset" in seg.info.source
@@ -56,6 +64,21 @@ def test_segmenter_predicts_at_the_input_size(weights) -> None:
     assert seg.colorize(label).shape == (37, 53, 3)
     with pytest.raises(BisenetError, match="RGB uint8"):
         seg.predict(a.astype(np.float32))
+
+
+def test_segmenter_accepts_gray_and_rgba_and_says_so(weights) -> None:
+    seg = Segmenter.from_checkpoint(weights, device="cpu")
+    rgb = np.random.default_rng(2).integers(0, 256, size=(33, 40, 3), dtype=np.uint8)
+    rgba = np.dstack([rgb, np.full((33, 40), 7, np.uint8)])
+    assert np.array_equal(seg.predict(rgba), seg.predict(rgb))  # alpha is dropped
+    assert seg.predict(rgb[:, :, 0]).shape == (33, 40)
+    with pytest.raises(BisenetError, match=r"HxWx3 RGB, HxWx4 RGBA or HxW gray uint8 array, got uint8 \(33, 40, 2\)"):
+        seg.predict(rgb[:, :, :2])
+    # 0-1 floats get the conversion to write, not a silent rescale.
+    with pytest.raises(BisenetError, match=r"image 0: float32 pixels; .*\(image \* 255\)\.round\(\)\.astype\(np\.uint8\)"):
+        seg.predict(rgb.astype(np.float32) / 255)
+    with pytest.raises(BisenetError, match=r"image 1: int64 pixels; .*image\.astype\(np\.uint8\)"):
+        seg.predict_batch([rgb, rgb.astype(np.int64)])
 
 
 def test_segmenter_modes_and_metadata_sources(weights, tmp_path) -> None:
@@ -91,6 +114,7 @@ def test_cli_writes_three_images_per_input_and_skips_bad_ones(weights, photos, t
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "nope.jpg" in captured.err
     assert "skipped 2" in captured.out and "dubai preset" in captured.out
+    assert captured.out.splitlines()[0].endswith("on cpu, eager backend")  # the start line names the backend
     for photo in sorted(photos.iterdir()):
         h, w = cv2.imread(str(photo)).shape[:2]
         for suffix in ("color", "overlay", "label"):

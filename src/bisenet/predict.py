@@ -31,6 +31,9 @@ VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", 
 def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """Map an HxW label map to an HxWx3 RGB uint8 image; ids without a colour (e.g. ignore) are black."""
     mask = np.asarray(mask)
+    if mask.size and mask.dtype.kind != "u" and mask.min() < 0:  # numpy would wrap it to the table's end
+        raise BisenetError(f"colorize: the mask holds negative id {mask.min()}; "
+                           "ids must be 0 or more (255 = ignore, drawn black)")
     colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     size = max(256, int(mask.max()) + 1 if mask.size else 0, len(colours))
     lut = np.zeros((size, 3), dtype=np.uint8)
@@ -119,6 +122,7 @@ class Segmenter:
         if self.device.type == "cpu":  # after the build, whose export and calibration memory goes back to the system
             keep_freed_memory()  # eager inference 20% faster here: no page faults on each image's activations
         self.model = model
+        self.backend = getattr(model, "name", backend)  # what runs, said on predict's start line
         self.protocol = protocol or make_protocol(mode, scales=info.scales, crop=info.crop, scale=info.scale)
         self._mean = torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255
@@ -154,11 +158,11 @@ class Segmenter:
         return (batch.permute(0, 3, 1, 2).float() - self._mean) / self._std
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """HxW class ids (uint8, or int32 beyond 256 classes) for one HxWx3 RGB uint8 image."""
+        """HxW class ids (uint8, or int32 beyond 256 classes) for one uint8 image: HxWx3 RGB, HxWx4 RGBA or HxW gray."""
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Class-id maps for a list of RGB uint8 images (same-size ones share a forward pass)."""
+        """Class-id maps for a list of uint8 images, as for `predict` (same-size ones share a forward pass)."""
         images = [_as_rgb(image, i) for i, image in enumerate(images)]
         out: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -187,13 +191,16 @@ def check_batch_size(batch_size: int) -> int:
 
 def _as_rgb(image: np.ndarray, index: int = 0) -> np.ndarray:
     image = np.asarray(image)
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise BisenetError(f"image {index}: expected an HxWx3 RGB, HxWx4 RGBA or HxW gray uint8 array, "
+                           f"got {image.dtype} {image.shape}")
+    if image.dtype != np.uint8:  # no guessing whether floats span 0-1 or 0-255: a wrong guess fails silently
+        fix = "(image * 255).round().astype(np.uint8) for 0-1 floats" if image.dtype.kind == "f" else \
+            "image.astype(np.uint8) for 0-255 integers"
+        raise BisenetError(f"image {index}: {image.dtype} pixels; pass RGB uint8 values 0-255, e.g. {fix}")
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise BisenetError(f"image {index}: expected an HxWx3 RGB uint8 array, got {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image[:, :, :3])  # RGBA: alpha dropped
 
 
 @dataclass

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
                                           backend=args.backend, batch_size=args.batch_size,
                                           calibration=args.calibration or _first_folder(args.inputs))
     print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
-          f"{segmenter.protocol.describe()} on {segmenter.device}")
+          f"{segmenter.protocol.describe()} on {segmenter.device}, {segmenter.backend} backend")
     summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
     written = (f"wrote {summary.images} image(s) x 3 PNGs and {summary.videos} video(s) to {args.out}"
                if summary.images or summary.videos else "wrote nothing")
