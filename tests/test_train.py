@@ -19,7 +19,7 @@ from bisenet.engine.checkpoints import restore_checkpoint
 from bisenet.engine.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 from bisenet.engine.sampler import IterationSampler
 from bisenet.engine.train import TrainingError, _nonfinite_message, train
-from bisenet.errors import ConfigError
+from bisenet.errors import CheckpointError, ConfigError
 from bisenet.losses import OhemCrossEntropy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,6 +189,15 @@ def test_resume_with_a_scaler_from_a_run_without_one(tmp_path):
     assert scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
 
 
+@pytest.mark.parametrize(("override", "key"), [("train.lr=0.5", "train.lr 0.005"), ("train.optimizer=sgd", "train.optimizer adamw")])
+def test_resume_refuses_optimizer_settings_the_checkpoint_would_override(tmp_path, override, key):
+    # The optimizer state restores the run's lr / optimizer: a changed value would be ignored (or crash).
+    train(tiny_config("train.max_iters=1", "train.lr=0.005"), tmp_path)
+    with pytest.raises(CheckpointError, match=f"was trained with {key} but the config asks for .*--finetune-from"):
+        train(tiny_config("train.max_iters=2", "train.lr=0.005", override), tmp_path, resume="auto")
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 1
+
+
 @pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
 def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
     # A cluster scheduler signals the whole process group, data workers included.
@@ -332,6 +341,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "x 2 process(es)" in proc.stdout and "= 4 images per step" in proc.stdout
+    assert proc.stdout.count("done: iteration 2") == 1  # rank 0 only
     # Both ranks scored their shards with rank 0's BatchNorm statistics, all-reduced into one result.
     assert '"type": "eval"' in (tmp_path / "metrics.jsonl").read_text()
     assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 2
@@ -348,3 +358,18 @@ def test_broken_list_stops_before_training_with_data_check_message(tmp_path, cap
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "train.txt line 1" in err and "missing.jpg" in err
     assert not (tmp_path / "run").exists()  # refused before the work dir is made
+
+
+def test_eval_during_training_on_a_custom_dataset_without_a_palette(tmp_path):
+    # The masks logged to TensorBoard need colours: a custom dataset without data.palette gets generated ones.
+    dubai = ROOT / "examples" / "dubai"
+    lines = "".join(f"{dubai}/train/images/tile1_image_part_00{i}.jpg,{dubai}/train/labels/tile1_image_part_00{i}.png\n"
+                    for i in (1, 2))
+    (tmp_path / "pairs.txt").write_text(lines)
+    cfg = bisenet.load_config({"data": {"dataset": "custom", "num_classes": 5, "root": str(tmp_path),
+                                        "train_list": "pairs.txt", "val_list": "pairs.txt"}},
+                              TINY[1:] + ["train.max_iters=1", "train.eval_interval=1"])
+    assert cfg.data.palette is None
+    result = train(cfg, tmp_path / "run")
+    assert result.iteration == 1 and result.best_miou is not None
+    assert (tmp_path / "run" / "best.pt").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from bisenet.config import AMP_MODES, load_config, parse_size
@@ -63,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
     if result.stopped_by:
         return 143 if result.stopped_by == "SIGTERM" else 130
     best = "n/a" if result.best_miou is None else f"{result.best_miou * 100:.2f}"
-    print(f"done: iteration {result.iteration}, best val mIoU {best}; checkpoints in {work_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: once, like the rest of the run's output
+        print(f"done: iteration {result.iteration}, best val mIoU {best}; checkpoints in {work_dir}")
     return 0

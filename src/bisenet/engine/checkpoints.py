@@ -12,6 +12,10 @@ from bisenet.checkpoint import read_weights
 from bisenet.config import Config, to_dict
 from bisenet.errors import CheckpointError
 
+# Settings the optimizer and schedule state carry: a resumed run keeps the checkpoint's
+# values (load_state_dict restores them), so a changed one would be silently ignored.
+OPTIMIZER_KEYS = ("optimizer", "lr", "head_lr_factor", "momentum", "weight_decay")
+
 
 def checkpoint_state(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, iteration: int,
@@ -49,6 +53,7 @@ def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, o
             f"--resume: {path} is a {ckpt.get('arch')} run with {ckpt.get('num_classes')} classes but the config "
             f"asks for {cfg.model.arch} with {cfg.num_classes}; use the run's own config ({path.parent / 'config.yaml'})"
         )
+    _refuse_optimizer_changes(path, ckpt.get("config"), cfg)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -57,6 +62,19 @@ def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, o
     if "torch" in ckpt.get("rng", {}):
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
     return int(ckpt["iteration"]), ckpt.get("best_miou")
+
+
+def _refuse_optimizer_changes(path: Path, saved: dict | None, cfg: Config) -> None:
+    """CheckpointError when the config changes a setting the optimizer state would override."""
+    saved_train = (saved or {}).get("train") or {}
+    for key in OPTIMIZER_KEYS:
+        old, new = saved_train.get(key), getattr(cfg.train, key)
+        if key in saved_train and old != new:
+            raise CheckpointError(
+                f"--resume: {path} was trained with train.{key} {old} but the config asks for {new}; the optimizer "
+                f"state keeps the run's value, so resume with train.{key} {old}, or start a new schedule with "
+                f"--finetune-from {path}"
+            )
 
 
 def load_finetune_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:

@@ -292,9 +292,12 @@ def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Conf
                       iteration: int, count: int = 3) -> None:
     if monitor.writer is None:
         return
+    from bisenet.data.catalog import generated_palette
     from bisenet.evaluation import predict_labels
     from bisenet.predict import colorize
 
+    # A custom dataset without data.palette: the generated one `bisenet predict` uses too.
+    palette = cfg.data.palette or [list(c) for c in generated_palette(cfg.num_classes)]
     images, masks = [], []
     mean = torch.tensor(cfg.data.mean).view(3, 1, 1)
     std = torch.tensor(cfg.data.std).view(3, 1, 1)
@@ -304,7 +307,7 @@ def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Conf
             label = predict_labels(model, image.unsqueeze(0).to(device))[0].cpu().numpy()
         photo = ((image * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
         images.append(photo)
-        masks.append(colorize(label, cfg.data.palette))
+        masks.append(colorize(label, palette))
     monitor.log_masks(iteration, images, masks)
 
 
