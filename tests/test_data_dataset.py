@@ -230,3 +230,12 @@ def test_worker_errors_stay_one_line_data_errors(tmp_path):
     with pytest.raises(DataError) as info:
         list(DataLoader(ds, num_workers=1))
     assert str(info.value) == f"{list_file} line 2: image {tmp_path / 'img' / 'none.png'} not found"
+
+
+@pytest.mark.skipif(os.sep != "/", reason="backslashes are separators on Windows already")
+def test_list_written_on_windows_with_backslashes_reads_on_posix(tmp_path):
+    make_pairs(tmp_path, {"a": np.ones((8, 8), np.uint8)})
+    (tmp_path / "win.txt").write_text("img\\a.png,lab\\a.png\r\n")
+    cfg = load_config({"data": {"dataset": "custom", "num_classes": 2, "root": str(tmp_path), "val_list": "win.txt"}})
+    image, label = build_dataset(cfg, "val")[0]
+    assert image.shape == (3, 8, 8) and label.unique().tolist() == [1]

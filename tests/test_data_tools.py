@@ -252,3 +252,53 @@ def test_check_dataset_applies_label_map(tmp_path, capsys):
     code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--dataset",
                         "cityscapes")
     assert code == 0 and out.count("33.33%") == 3  # road, car and bicycle; id 0 is ignored
+
+
+def test_lists_pairs_keeps_symlink_names_and_skips_a_second_extension(tmp_path, capsys):
+    # A folder of symlinks (or a symlinked folder) stays relative to ROOT under its own names;
+    # a.jpg next to a.png would list one label twice.
+    store = tmp_path / "store"
+    _touch_png(store / "x.png", 3)
+    _touch_png(tmp_path / "d" / "masks" / "a.png")
+    _touch_png(tmp_path / "d" / "masks" / "b.png")
+    (tmp_path / "d" / "imgs").mkdir()
+    (tmp_path / "d" / "imgs" / "a.png").symlink_to(store / "x.png")
+    shutil.copy(store / "x.png", tmp_path / "d" / "imgs" / "b.png")
+    shutil.copy(store / "x.png", tmp_path / "d" / "imgs" / "b.jpg")
+    (tmp_path / "d" / "linked").symlink_to(tmp_path / "d" / "masks")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path / "d"), "--images", "imgs", "--labels",
+                        "linked", "--out", "train.txt")
+    assert code == 0 and "1 images share their name with another image" in out and "b.png" in out
+    assert (tmp_path / "d" / "train.txt").read_text() == "imgs/a.png,linked/a.png\nimgs/b.jpg,linked/b.png\n"
+
+
+def test_check_refuses_class_counts_8_bit_labels_cannot_hold_and_flags_jpeg_labels(broken, capsys):
+    root, pairs = broken
+    (root / "one.txt").write_text(pairs["good"] + "\n")
+    for count in ("0", "300"):
+        code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "one.txt", "--num-classes", count)
+        assert code == 2 and f"--num-classes {count} must lie in [1, 255]" in out
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "one.txt", "--num-classes", "5",
+                        "--ignore-index", "2")
+    assert code == 2 and "--ignore-index 2 must lie in [num classes, 255]" in out
+    cv2.imwrite(str(root / "lab" / "good.jpg"), np.zeros((6, 8), np.uint8))  # in range, yet a JPEG
+    (root / "jpeg.txt").write_text("img/good.png,lab/good.jpg\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "jpeg.txt", "--num-classes", "2")
+    assert code == 1 and "label " in out and "good.jpg is a JPEG" in out
+
+
+def test_lists_cityscapes_train_ids_before_convert_says_to_convert(tmp_path, capsys):
+    _touch_png(tmp_path / "leftImg8bit" / "train" / "ulm" / "ulm_000000_000019_leftImg8bit.png", 3)
+    _touch_png(tmp_path / "gtFine" / "train" / "ulm" / "ulm_000000_000019_gtFine_labelIds.png")
+    code, out = run_cli(capsys, "data", "lists", "cityscapes", str(tmp_path), "--train-ids")
+    assert code == 2 and f"`bisenet data convert cityscapes {tmp_path}`" in out
+    assert not (tmp_path / "train.txt").exists()
+
+
+def test_lists_pairs_refuses_one_folder_for_images_and_labels(tmp_path, capsys):
+    _touch_png(tmp_path / "all" / "a.jpg", 3)  # each file would be paired with itself
+    _touch_png(tmp_path / "all" / "a_mask.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "all", "--labels", "./all/",
+                        "--out", "train.txt")
+    assert code == 2 and "--images and --labels are both" in out and "two folders" in out
+    assert not (tmp_path / "train.txt").exists()

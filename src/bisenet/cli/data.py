@@ -107,7 +107,8 @@ def _check(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
         pairs = split_pairs(cfg, args.split, args.root, args.list)
-        num_classes, ignore_index = args.num_classes or cfg.num_classes, cfg.data.ignore_index
+        num_classes = args.num_classes if args.num_classes is not None else cfg.num_classes
+        ignore_index = cfg.data.ignore_index
         label_map, names = cfg.data.label_map, cfg.data.class_names
     else:
         if args.list is None:
@@ -119,14 +120,17 @@ def _check(args: argparse.Namespace) -> int:
                 raise DataError(f"--dataset {args.dataset!r} is not one of {', '.join(DATASETS)}"
                                 f"{nearest(args.dataset, DATASETS)}")
             label_map, names = info.label_map, list(info.class_names)
-        num_classes = args.num_classes or (info.num_classes if info else None)
+        num_classes = args.num_classes if args.num_classes is not None else (info.num_classes if info else None)
         if num_classes is None:
             raise DataError("--num-classes N is required (or --dataset NAME to use that dataset's classes)")
         ignore_index = args.ignore_index
         root = args.root if args.root is not None else Path(".")
         pairs = read_list(resolve_list_path(args.list, root, prefer_cwd=True), root)
-    if not 0 <= ignore_index <= 255:
-        raise DataError(f"--ignore-index {ignore_index} must lie in [0, 255]")
+    if not 1 <= num_classes <= 255:  # 8-bit labels: ids 0..254 leave 255 for the ignore index
+        raise DataError(f"--num-classes {num_classes} must lie in [1, 255] (labels are 8-bit class ids)")
+    if not num_classes <= ignore_index <= 255:  # the rule data.ignore_index follows in a config
+        raise DataError(f"--ignore-index {ignore_index} must lie in [num classes, 255] (num classes = {num_classes}); "
+                        "255 is the usual choice")
     report = check_pairs(pairs, num_classes, ignore_index, label_map, workers=args.workers)
     if report.problems:
         for line in report.problems:

@@ -59,6 +59,9 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
             f"{where}: image {entry.image} is {image.shape[1]}x{image.shape[0]} but label {entry.label} is "
             f"{label.shape[1]}x{label.shape[0]} (WxH); they must be the same size (resize the label with nearest)"
         )
+    if label is not None and entry.label.suffix.lower() in (".jpg", ".jpeg"):  # in-range noise passes the value test
+        problems.append(f"{where}: label {entry.label} is a JPEG, whose lossy compression changes class ids along "
+                        "edges; save labels as PNG (from the original masks, not from this file)")
     label_lut = None if uses_train_ids(entry.label) else lut
     if label is not None:
         bad = invalid_values(label, label_lut, num_classes, ignore_index)

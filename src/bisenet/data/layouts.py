@@ -20,6 +20,7 @@ class Pairing:
     pairs: list[tuple[Path, Path]] = field(default_factory=list)
     lonely_images: list[Path] = field(default_factory=list)
     lonely_labels: list[Path] = field(default_factory=list)
+    duplicate_images: list[Path] = field(default_factory=list)  # same name as a paired image, other extension
 
 
 @dataclass
@@ -46,6 +47,8 @@ def pair_files(images: list[Path], labels: list[Path], image_key: Callable[[Path
         label = by_key.get(image_key(image))
         if label is None:
             result.lonely_images.append(image)
+        elif label in used:  # a.jpg and a.png: one label would be listed twice
+            result.duplicate_images.append(image)
         else:
             result.pairs.append((image, label))
             used.add(label)
@@ -58,6 +61,9 @@ def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
     for what, folder in (("--images", images_dir), ("--labels", labels_dir)):
         if not folder.is_dir():
             raise DataError(f"{what} {folder} is not a directory; pass the folder that holds the files")
+    if images_dir.resolve() == labels_dir.resolve():  # every file would be its own partner
+        raise DataError(f"--images and --labels are both {images_dir}; pairs matches files by name without the "
+                        "extension, so keep images and labels in two folders (e.g. images/a.jpg, labels/a.png)")
 
     def key_in(folder: Path) -> Callable[[Path], str]:
         return lambda p: p.relative_to(folder).with_suffix("").as_posix()
@@ -137,6 +143,9 @@ def write_dataset_lists(dataset: str, root: str | Path, out: str | Path | None =
                "camvid": _camvid}
     splits = finders[dataset](root)
     if not any(p.pairs for p in splits.values()):
+        if dataset == "cityscapes" and train_ids and any(p.pairs for p in _cityscapes(root, False).values()):
+            raise DataError(f"found no *_gtFine_labelTrainIds.png under {root / 'gtFine'}; write them first with "
+                            f"`bisenet data convert cityscapes {root}`, or drop --train-ids to list the labelIds files")
         raise DataError(f"found no {dataset} image/label pairs under {root}; expected {EXPECTED[dataset]}")
     out_dir = Path(out) if out is not None else root
     report = ListsReport()
@@ -160,4 +169,9 @@ def describe_unmatched(pairing: Pairing, what: str) -> list[str]:
         if files:
             shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
             lines.append(f"{what}: {len(files)} {side} without a {partner}, skipped: {shown}")
+    if pairing.duplicate_images:
+        files = pairing.duplicate_images
+        shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+        lines.append(f"{what}: {len(files)} images share their name with another image (other extension), skipped: "
+                     f"{shown}; keep one file per name")
     return lines

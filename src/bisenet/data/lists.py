@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,10 +82,19 @@ def read_list(list_file: str | Path, root: str | Path) -> PairList:
                 f"{result.where(number)}: malformed line {line[:80]!r}; expected 'image,label' (two paths, comma separated)"
             )
             continue
-        result.entries.append(ListEntry(number, root / pair[0], root / pair[1]))
+        image, label = (_posix(root, part) for part in pair)
+        result.entries.append(ListEntry(number, image, label))
     if not result.entries and not result.problems:
         result.problems.append(f"{list_path}: list is empty; add 'image,label' lines or {LISTS_FIX}")
     return result
+
+
+def _posix(root: Path, part: str) -> Path:
+    """root / part, reading Windows separators (img\\a.png) as '/' unless a file has that literal name."""
+    path = root / part
+    if "\\" in part and os.sep == "/" and not path.exists():
+        return root / part.replace("\\", "/")
+    return path
 
 
 def missing_files(pairs: PairList) -> list[str]:
@@ -117,7 +127,11 @@ def write_list(path: Path, pairs: list[tuple[Path, Path]], root: Path) -> int:
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:  # outside the root: keep it absolute so the list still works
-        return path.resolve().as_posix()
+    """`path` relative to `root`; a symlink keeps its own name (resolved only when that is needed to relate them)."""
+    absolute = Path(os.path.abspath(path))
+    for candidate, base in ((absolute, Path(os.path.abspath(root))), (path.resolve(), root.resolve())):
+        try:
+            return candidate.relative_to(base).as_posix()
+        except ValueError:
+            pass
+    return absolute.as_posix()  # outside the root: keep it absolute so the list still works
