@@ -65,6 +65,16 @@ def test_convert_without_gtfine_is_one_line_error(tmp_path, capsys):
     assert code == 2 and "no *_gtFine_labelIds.png files under" in out and out.count("\n") == 1
 
 
+def test_convert_names_a_broken_source_with_one_fix(tmp_path, capsys):
+    label = tmp_path / "gtFine" / "val" / "x" / "x_000000_000000_gtFine_labelIds.png"
+    label.parent.mkdir(parents=True)
+    cv2.imwrite(str(label), np.full((8, 8), 7, np.uint8))
+    label.write_bytes(label.read_bytes()[:-20])
+    code, out = run_cli(capsys, "data", "convert", "cityscapes", str(tmp_path))
+    assert code == 1 and "failed 1" in out
+    assert "truncated (file ends early); re-extract it from gtFine_trainvaltest.zip" in out and "re-copy" not in out
+
+
 # ---------------------------------------------------------------- lists
 
 
@@ -222,6 +232,17 @@ def test_check_reports_each_problem(broken, capsys, case, message):
     assert problem.startswith(str(root / "one.txt"))
     assert re.search(message, problem), problem
     assert out.splitlines()[-1].startswith("1 problem(s) in")
+
+
+def test_check_names_a_header_line_and_quoted_paths(broken, capsys):
+    # Spreadsheet exports: "image,label" on line 1, or every path in quotes.
+    root, pairs = broken
+    (root / "csv.txt").write_text("image,label\n" + pairs["good"] + "\n")
+    (root / "quoted.txt").write_text('"img/good.png","lab/good.png"\n')
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "csv.txt", "--num-classes", "2")
+    assert code == 1 and out.count("that looks like a header line: delete it") == 2 and "line 2" not in out
+    code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "quoted.txt", "--num-classes", "2")
+    assert code == 1 and out.count("remove the quotes around the paths") == 2
 
 
 def test_check_all_problems_in_order_plus_list_errors(broken, capsys):

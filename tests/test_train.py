@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ from bisenet.engine.checkpoints import restore_checkpoint
 from bisenet.engine.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 from bisenet.engine.sampler import IterationSampler
 from bisenet.engine.train import TrainingError, _nonfinite_message, train
-from bisenet.errors import CheckpointError, ConfigError
+from bisenet.errors import CheckpointError, ConfigError, DataError
 from bisenet.losses import OhemCrossEntropy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +220,12 @@ def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
     assert "stopped by SIGTERM at iteration" in output
     stopped_at = int(output.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
     assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == stopped_at
+    # The advice names the run's own config.yaml, and that command continues the run.
+    advice = f"Continue with: bisenet train {tmp_path / 'config.yaml'} --work-dir {tmp_path} --resume"
+    assert advice in output
+    if whole_group:
+        assert cli_main(advice.removeprefix("Continue with: bisenet ").split() + ["--max-iters", str(stopped_at + 1)]) == 0
+        assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == stopped_at + 1
 
 
 def test_finetune_with_new_class_count_reinitialises_heads(tmp_path, capsys):
@@ -358,6 +365,17 @@ def test_broken_list_stops_before_training_with_data_check_message(tmp_path, cap
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "train.txt line 1" in err and "missing.jpg" in err
     assert not (tmp_path / "run").exists()  # refused before the work dir is made
+
+
+def test_a_start_that_dies_before_its_first_checkpoint_leaves_no_logs_to_the_rerun(tmp_path):
+    # A label value the config's class count cannot hold fails at the first batch, after the logs are open.
+    with pytest.raises(DataError, match="outside \\[0, 2\\)"):
+        train(tiny_config("data.dataset=custom", "data.num_classes=2", "train.max_iters=1"), tmp_path)
+    assert (tmp_path / "train.log").is_file() and not (tmp_path / "last.pt").exists()
+    train(tiny_config("train.max_iters=1"), tmp_path)
+    assert (tmp_path / "train.log").read_text().count("training bisenetv2 on") == 1
+    assert [json.loads(line)["iteration"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 def test_eval_during_training_on_a_custom_dataset_without_a_palette(tmp_path):

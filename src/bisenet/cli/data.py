@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lists.add_argument("layout", choices=["cityscapes", "cocostuff", "ade20k", "camvid", "pairs"])
     lists.add_argument("root", type=Path, help="dataset folder; list paths are relative to it")
     lists.add_argument("--out", type=Path, default=None,
-                       help="folder for the lists (default ROOT); for 'pairs': the list file (relative to ROOT)")
+                       help="folder for the lists (default ROOT; a relative folder is taken from the current "
+                            "directory); for 'pairs': the list file (relative to ROOT)")
     lists.add_argument("--images", type=Path, help="pairs: image folder (relative to ROOT or absolute)")
     lists.add_argument("--labels", type=Path, help="pairs: label folder (relative to ROOT or absolute)")
     lists.add_argument("--train-ids", action="store_true",

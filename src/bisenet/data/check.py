@@ -12,7 +12,7 @@ import numpy as np
 from bisenet.data.catalog import build_lut, invalid_values
 from bisenet.data.dataset import uses_train_ids
 from bisenet.data.decode import FileProblem, read_image, read_label
-from bisenet.data.lists import LISTS_FIX, ListEntry, PairList
+from bisenet.data.lists import ListEntry, PairList, not_found_fix
 
 
 @dataclass
@@ -47,7 +47,7 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
         try:
             array = reader(entry.image if what == "image" else entry.label)
         except FileProblem as exc:
-            fix = f"; {LISTS_FIX}" if exc.kind == "missing" else ""
+            fix = f"; {not_found_fix(entry, entry.image if what == 'image' else entry.label)}" if exc.kind == "missing" else ""
             problems.append(f"{where}: {exc}{fix}")
             continue
         if what == "image":

@@ -73,7 +73,8 @@ def convert_cityscapes(root: str | Path, workers: int = 4, force: bool = False) 
         try:
             write_png_atomic(target, cv2.LUT(read_label(source), lut))
         except FileProblem as exc:
-            return f"{exc}; re-extract it from gtFine_trainvaltest.zip"
+            # The reader's own fix says "re-copy"; for Cityscapes the source is the official zip.
+            return f"{str(exc).split('; ')[0]}; re-extract it from gtFine_trainvaltest.zip"
         except OSError as exc:
             return f"cannot write {target} ({exc.strerror or exc}); run on a writable copy of the dataset"
         return "converted"

@@ -57,6 +57,10 @@ def parse_line(text: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
+HEADER_WORDS = {"image", "images", "img", "label", "labels", "mask", "masks", "gt", "annotation", "annotations",
+                "image_path", "label_path", "mask_path", "path", "filename"}
+
+
 def read_list(list_file: str | Path, root: str | Path) -> PairList:
     """Parse a list file; raise DataError only when the file itself cannot be read."""
     list_path, root = Path(list_file), Path(root)
@@ -103,8 +107,18 @@ def missing_files(pairs: PairList) -> list[str]:
     for entry in pairs.entries:
         for what, path in (("image", entry.image), ("label", entry.label)):
             if not path.is_file():
-                problems.append(f"{pairs.where(entry.line)}: {what} {path} not found; {LISTS_FIX} (data root {pairs.root})")
+                problems.append(f"{pairs.where(entry.line)}: {what} {path} not found; {not_found_fix(entry, path)} "
+                                f"(data root {pairs.root})")
     return problems
+
+
+def not_found_fix(entry: ListEntry, path: Path) -> str:
+    """The likely fix for a missing file: a CSV header line and quoted paths are written by spreadsheets."""
+    if path.name[-1:] in "\"'" or any(part[:1] in "\"'" for part in path.parts):
+        return "remove the quotes around the paths (list lines are plain 'image,label')"
+    if entry.line == 1 and {entry.image.name.lower(), entry.label.name.lower()} <= HEADER_WORDS:
+        return "that looks like a header line: delete it (list files have no header)"
+    return LISTS_FIX
 
 
 def format_list(pairs: list[tuple[Path, Path]], root: Path) -> str:

@@ -17,7 +17,9 @@ from bisenet.errors import make_dir
 class RunMonitor:
     """Logs training and evaluation figures. Only rank 0 makes one with `enabled=True`."""
 
-    def __init__(self, work_dir: Path, max_iters: int, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, work_dir: Path, max_iters: int, enabled: bool = True, tensorboard: bool = True,
+                 fresh: bool = False) -> None:
+        """`fresh`: a new run, whose logs replace those of an earlier start that died before its first checkpoint."""
         self.work_dir = Path(work_dir)
         self.max_iters = max_iters
         self.enabled = enabled
@@ -28,8 +30,12 @@ class RunMonitor:
         if not enabled:
             return
         make_dir(self.work_dir, "train.work_dir (--work-dir)")
-        self._jsonl = open(self.work_dir / "metrics.jsonl", "a", buffering=1)
-        self._log_file = open(self.work_dir / "train.log", "a", buffering=1)
+        mode = "w" if fresh else "a"  # a resumed run continues its own logs
+        if fresh:  # TensorBoard would draw the old start's curves under the new run's
+            for old in (self.work_dir / "tensorboard").glob("events.out.tfevents.*"):
+                old.unlink()
+        self._jsonl = open(self.work_dir / "metrics.jsonl", mode, buffering=1)
+        self._log_file = open(self.work_dir / "train.log", mode, buffering=1)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

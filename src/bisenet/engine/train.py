@@ -87,7 +87,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val") if evaluating else None
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
-    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main)
+    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, fresh=not resume_path)
 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     model = build_model(cfg.model.arch, cfg.num_classes, pretrained=cfg.model.pretrained)
@@ -205,7 +205,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
             if stopped_by:
                 monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. "
-                              f"Continue with: bisenet train CONFIG --work-dir {work_dir} --resume")
+                              f"Continue with: bisenet train {work_dir / 'config.yaml'} --work-dir {work_dir} --resume")
                 break
             step_done.append(time.perf_counter())
         gaps = sorted(b - a for a, b in zip(step_done, step_done[1:]))
