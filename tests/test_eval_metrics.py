@@ -119,3 +119,20 @@ def test_report_to_a_folder_is_one_line_and_leaves_no_temp_file(tmp_path) -> Non
     with pytest.raises(BisenetError, match=r"its plot .*m_iou.png is a folder"):
         write_report(result, tmp_path / "m.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m_iou.png", "metrics.json"]
+
+
+def test_plots_are_written_whole_or_not_at_all(tmp_path) -> None:
+    # A plot that fails mid-write (full disk, killed process) must not leave a truncated PNG behind.
+    from bisenet.errors import BisenetError, write_atomic
+    from bisenet.evaluation.report import plot_iou
+
+    def half_then_fail(tmp) -> None:
+        tmp.write_bytes(b"\x89PNG\r\n\x1a\n half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(BisenetError, match=r"plot .*iou.png: cannot write \(No space left on device\)"):
+        write_atomic(tmp_path / "iou.png", half_then_fail, "plot", "iou.png")
+    assert list(tmp_path.iterdir()) == []
+    target = torch.tensor([0, 1])
+    path = plot_iou(compute_metrics(confusion(target, target, 2), ["road", "car"]), tmp_path / "iou.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["iou.png"]

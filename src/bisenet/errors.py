@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -53,13 +53,19 @@ def check_output_file(path: str | os.PathLike, what: str, example: str) -> Path:
 
 def write_text_atomic(path: str | os.PathLike, text: str, what: str, example: str) -> None:
     """Write `text` via a temporary file beside `path` and a rename: never a half-written or stray file."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), what, example)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object], what: str, example: str) -> Path:
+    """Let `write(tmp)` fill a temporary file beside `path`, then rename it into place (e.g. a figure's PNG)."""
     path = check_output_file(path, what, example)
     make_dir(path.parent, f"{what} {path}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers do not collide
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, path)
     except OSError as exc:  # e.g. a folder created at `path` meanwhile, a full or read-only disk
         raise BisenetError(f"{what} {path}: cannot write ({exc.strerror or exc}); choose another path") from None
     finally:
         tmp.unlink(missing_ok=True)
+    return path

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bisenet.errors import make_dir
+from bisenet.errors import make_dir, write_atomic
 
 
 class RunMonitor:
@@ -140,8 +140,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
         ax_miou.plot(eits, [evals[i]["mIoU"] * 100 for i in eits], marker="o")
     ax_miou.set(xlabel="iteration", ylabel="mIoU (%)", title="validation mIoU")
     fig.tight_layout()
-    fig.savefig(out_path)
-    return out_path
+    return write_atomic(out_path, lambda tmp: fig.savefig(tmp, format="png"), "training curves", "curves.png")
 
 
 def warn(message: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bisenet.errors import BisenetError, check_output_file, make_dir, write_text_atomic
+from bisenet.errors import BisenetError, check_output_file, make_dir, write_atomic, write_text_atomic
 
 
 def _pct(value: float | None) -> str:
@@ -90,8 +90,7 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: str | os.PathL
     ax.set_ylabel("ground truth")
     ax.set_title("confusion matrix (row-normalised)")
     fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"), "confusion plot", "confusion.png")
 
 
 def plot_iou(result: dict, path: str | os.PathLike) -> Path:
@@ -111,5 +110,4 @@ def plot_iou(result: dict, path: str | os.PathLike) -> Path:
     ax.set_xlabel("IoU (%)")
     ax.set_title(f"per-class IoU ({result.get('protocol', result.get('mode', ''))})")
     fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"), "IoU plot", "iou.png")
