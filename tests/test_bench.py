@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from bisenet.cli import main
 from bisenet.deploy.bench import add_alone, format_table, peak_rss_mb, reset_peak_rss, run_benchmark
