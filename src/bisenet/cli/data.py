@@ -1,4 +1,4 @@
-"""`bisenet data convert|lists|check`: thin wrappers over bisenet.data tools."""
+"""`bisenet data convert|lists|check|show`: thin wrappers over bisenet.data tools."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register the convert, lists and check tools."""
+    """Register the convert, lists, check and show tools."""
     sub = parser.add_subparsers(dest="data_command", metavar="TOOL", required=True)
 
     convert = sub.add_parser("convert", help="write Cityscapes *_gtFine_labelTrainIds.png files",
@@ -48,10 +48,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--dataset", help="apply this dataset's label map (e.g. cityscapes labelIds)")
     check.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
 
+    show = sub.add_parser("show", help="draw samples as the network gets them: photo | train ids | overlay",
+                          description="Write one PNG with samples spread over a split: the photo, its train ids "
+                                      "in the config's colours and their overlay, plus a legend of the classes "
+                                      "shown; --augment draws the training crop, scale, flip and jitter.")
+    show.add_argument("config", help="YAML config (classes, colours, label map, augmentation)")
+    show.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG to write (default samples.png)")
+    show.add_argument("--split", choices=["train", "val", "test"], default="train")
+    show.add_argument("--list", type=Path, help="list file instead of the split's")
+    show.add_argument("--data-root", type=Path, help="override data.root")
+    show.add_argument("--count", type=int, default=6, help="samples, spread evenly over the list (default 6)")
+    show.add_argument("--augment", action="store_true", help="train split: as augmented for training")
+    show.add_argument("--epoch", type=int, default=0, help="with --augment: the epoch whose random draws to show")
+    show.add_argument("--width", type=int, default=400, help="pixels per panel (default 400)")
+
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen tool; 0 on success, 1 when it found problems."""
-    return {"convert": _convert, "lists": _lists, "check": _check}[args.data_command](args)
+    return {"convert": _convert, "lists": _lists, "check": _check, "show": _show}[args.data_command](args)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from bisenet.data.show import show_samples
+
+    check_output_file(args.out, "--out", "samples.png")  # before any decoding
+    path = show_samples(args.config, args.out, split=args.split, count=args.count, augment=args.augment,
+                        data_root=args.data_root, list_file=args.list, epoch=args.epoch, width=args.width)
+    print(f"wrote {path}")
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -294,7 +294,7 @@ def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Conf
         return
     from bisenet.data.catalog import generated_palette
     from bisenet.evaluation import predict_labels
-    from bisenet.predict import colorize
+    from bisenet.data.colour import colorize
 
     # A custom dataset without data.palette: the generated one `bisenet predict` uses too.
     palette = cfg.data.palette or [list(c) for c in generated_palette(cfg.num_classes)]

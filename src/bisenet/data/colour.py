@@ -1,0 +1,28 @@
+"""Label maps drawn in colour: the one palette lookup and blend that data, training and prediction share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from bisenet.errors import BisenetError
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    """Map an HxW label map to an HxWx3 RGB uint8 image; ids without a colour (e.g. ignore) are black."""
+    mask = np.asarray(mask)
+    if mask.size and mask.dtype.kind != "u" and mask.min() < 0:  # numpy would wrap it to the table's end
+        raise BisenetError(f"colorize: the mask holds negative id {mask.min()}; "
+                           "ids must be 0 or more (255 = ignore, drawn black)")
+    colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    size = max(256, int(mask.max()) + 1 if mask.size else 0, len(colours))
+    lut = np.zeros((size, 3), dtype=np.uint8)
+    lut[: len(colours)] = colours
+    return lut[mask if mask.dtype.kind in "ui" else mask.astype(np.int64)]
+
+
+def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a colour mask onto a photo (same channel order): alpha * mask + (1 - alpha) * photo."""
+    return cv2.addWeighted(colour_mask, float(alpha), image, 1.0 - float(alpha), 0.0)

@@ -1,0 +1,99 @@
+"""`bisenet data show`: what a config feeds the network, drawn as photo | train ids | overlay.
+
+The quickest check that a custom label encoding, a label map or the augmentation is what you
+meant: every row is one list line, after the same decoding, label map and (with `augment`) the
+same random crop, scale, flip and colour jitter that training draws for that epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bisenet.config import Config, load_config
+from bisenet.data.catalog import generated_palette
+from bisenet.data.colour import colorize, overlay
+from bisenet.data.dataset import SegmentationDataset, build_dataset
+from bisenet.data.transforms import map_label
+from bisenet.errors import DataError, write_atomic
+
+GAP = 6  # pixels between panels
+CAPTION = 22  # height of the bar naming each row's list line
+LEGEND_COLUMN = 190  # width of one legend entry
+
+
+def show_samples(
+    config: Config | str | os.PathLike | dict,
+    out: str | os.PathLike = "samples.png",
+    split: str = "train",
+    count: int = 6,
+    augment: bool = False,
+    data_root: str | os.PathLike | None = None,
+    list_file: str | os.PathLike | None = None,
+    epoch: int = 0,
+    width: int = 400,
+) -> Path:
+    """Write a PNG of `count` samples spread over the split, with a legend of the classes shown."""
+    cfg = config if isinstance(config, Config) else load_config(config)
+    if count < 1 or width < 32:
+        raise DataError(f"--count {count}, --width {width}: need at least 1 sample and 32 pixels per panel")
+    if augment and split != "train":
+        raise DataError(f"--augment draws the training augmentation; it needs --split train, not {split}")
+    dataset = build_dataset(cfg, split, data_root, list_file)
+    palette = [list(c) for c in (cfg.data.palette or generated_palette(cfg.num_classes))]
+    names = cfg.data.class_names or [f"class {i}" for i in range(cfg.num_classes)]
+    picked = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))
+    rows, shown = [], set()
+    for index in picked.tolist():
+        photo, label = _sample(dataset, index, augment, epoch)
+        shown.update(np.unique(label).tolist())
+        caption = f"{dataset.list_file.name} line {dataset.lines[index]}: {dataset.samples[index][0].name}"
+        rows.append(_row(photo, label, palette, width, caption))
+    panel_width = rows[0].shape[1]
+    canvas = np.vstack(rows + [_legend(sorted(shown), names, palette, cfg.data.ignore_index, panel_width)])
+    png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))[1]
+    return write_atomic(out, lambda tmp: tmp.write_bytes(png.tobytes()), "--out", "samples.png")
+
+
+def _sample(dataset: SegmentationDataset, index: int, augment: bool, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 photo and uint8 train ids of one sample, augmented as in training or as stored."""
+    if augment:
+        image, label = dataset[(epoch, index)]
+        mean = np.asarray(dataset.mean, np.float32).reshape(3, 1, 1)
+        std = np.asarray(dataset.std, np.float32).reshape(3, 1, 1)
+        photo = np.clip((image.numpy() * std + mean) * 255, 0, 255).round().astype(np.uint8).transpose(1, 2, 0)
+        return np.ascontiguousarray(photo), label.numpy().astype(np.uint8)
+    image, label, lut = dataset.decoded(index)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), map_label(label, lut)
+
+
+def _row(photo: np.ndarray, label: np.ndarray, palette: list[list[int]], width: int, caption: str) -> np.ndarray:
+    """Caption bar over photo | colour labels | overlay, each `width` pixels wide."""
+    height = max(1, round(photo.shape[0] * width / photo.shape[1]))
+    photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
+    colour = colorize(cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST), palette)
+    gap = np.full((height, GAP, 3), 255, np.uint8)
+    panels = np.hstack([photo, gap, colour, gap, overlay(photo, colour, 0.5)])
+    bar = np.full((CAPTION, panels.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, caption, (4, CAPTION - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([bar, panels, np.full((GAP, panels.shape[1], 3), 255, np.uint8)])
+
+
+def _legend(ids: list[int], names: list[str], palette: list[list[int]], ignore_index: int, width: int) -> np.ndarray:
+    """Swatch and name of each class id shown (the ignore id drawn black, as in the panels)."""
+    entries = [(names[i] if i < len(names) else f"id {i}", palette[i] if i < len(palette) else [0, 0, 0])
+               for i in ids if i != ignore_index]
+    if ignore_index in ids:
+        entries.append((f"ignore ({ignore_index})", [0, 0, 0]))
+    columns = max(1, width // LEGEND_COLUMN)
+    lines = -(-len(entries) // columns)
+    legend = np.full((lines * 20 + 6, width, 3), 255, np.uint8)
+    for k, (name, colour) in enumerate(entries):
+        x, y = (k % columns) * LEGEND_COLUMN + 4, (k // columns) * 20 + 4
+        cv2.rectangle(legend, (x, y), (x + 14, y + 14), tuple(int(c) for c in colour), -1)
+        cv2.rectangle(legend, (x, y), (x + 14, y + 14), (120, 120, 120), 1)
+        cv2.putText(legend, name[:24], (x + 20, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return legend
