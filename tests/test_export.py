@@ -198,3 +198,37 @@ def test_export_onnx_that_disagrees_raises_and_writes_nothing(tmp_path) -> None:
     assert "\n" not in str(info.value) and "m.onnx" in str(info.value)
     assert info.value.report["checks"][0]["agreement"] < 0.99
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["m.pt", "m", "m.SafeTensors"])
+def test_cli_export_refuses_an_out_name_that_would_hide_an_onnx_graph(weights, tmp_path, capsys, name) -> None:
+    # `--out model.pt` used to write an ONNX graph named model.pt, which predict/eval then refused to read.
+    code = main(["export", "--weights", str(weights), "--out", str(tmp_path / name), "--height", "64", "--width", "64"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and name in err and ".onnx" in err and ".safetensors" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exports_carry_the_checkpoint_config_to_predict_and_to_the_onnx_metadata(model, tmp_path) -> None:
+    # A custom dataset's names, palette and mean/std: a .safetensors export used to drop them, so predict fell
+    # back to ImageNet mean/std (other labels than the checkpoint's), and the ONNX file gave no normalisation.
+    import json
+
+    from bisenet.config import load_config, to_dict
+
+    cfg = load_config({"data": {"dataset": "custom", "num_classes": 4, "class_names": list("abcd"),
+                                "palette": [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]],
+                                "mean": [0.1, 0.2, 0.3], "std": [0.2, 0.25, 0.3]}})
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": model.state_dict(), "arch": "bisenetv2", "num_classes": 4, "config": to_dict(cfg)}, ckpt)
+    st, graph = tmp_path / "w.safetensors", tmp_path / "m.onnx"
+    for out in (st, graph):
+        assert main(["export", "--weights", str(ckpt), "--out", str(out), "--height", "64", "--width", "64"]) == 0
+    image = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    from_ckpt, from_st = bisenet.Segmenter.from_checkpoint(ckpt), bisenet.Segmenter.from_checkpoint(st)
+    assert from_st.class_names == list("abcd") and from_st.info.mean == [0.1, 0.2, 0.3]
+    assert from_st.palette == from_ckpt.palette and "stored config" in from_st.info.source
+    assert (from_st.predict(image) == from_ckpt.predict(image)).mean() > 0.99
+    meta = {p.key: p.value for p in onnx.load(str(graph)).metadata_props}
+    assert json.loads(meta["bisenet.mean"]) == [0.1, 0.2, 0.3] and json.loads(meta["bisenet.std"]) == [0.2, 0.25, 0.3]
+    assert json.loads(meta["bisenet.class_names"]) == list("abcd")

@@ -83,15 +83,15 @@ def _unpickler_reason(exc: Exception) -> str:
 
 
 def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    import json
+    import struct
+
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(path), device=str(map_location))
         with open(path, "rb") as handle:
-            import json
-            import struct
-
             (size,) = struct.unpack("<Q", handle.read(8))
             meta = json.loads(handle.read(size)).get("__metadata__", {}) or {}
     except (SafetensorError, OSError, ValueError) as exc:
@@ -101,6 +101,12 @@ def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
         result["arch"] = meta["arch"]
     if "num_classes" in meta:
         result["num_classes"] = int(meta["num_classes"])
+    try:  # the training run's config (class names, palette, mean/std), as a checkpoint stores it
+        config = json.loads(meta["config"]) if "config" in meta else None
+    except ValueError:
+        config = None
+    if isinstance(config, dict):
+        result["config"] = config
     return result
 
 
@@ -191,8 +197,9 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
-def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str, half: bool = True) -> None:
-    """Write eval-only weights as .safetensors (fp16 by default), with arch and num_classes.
+def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str, half: bool = True,
+                           config: dict | None = None) -> None:
+    """Write eval-only weights as .safetensors (fp16 by default), with arch, num_classes and the run's `config`.
 
     BatchNorm running statistics stay float32 (a few KB): trained variances pass 1e5, beyond
     fp16's 65504, and would load as inf.
@@ -207,6 +214,10 @@ def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str,
         if not k.startswith(aux)
     }
     meta = {"arch": arch, "num_classes": str(model.num_classes)}
+    if config:  # predict/eval read class names, palette and mean/std from it, as from a checkpoint
+        import json
+
+        meta["config"] = json.dumps(config)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -26,25 +27,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export and print what was checked; exit 1 (nothing written) when the export disagrees with PyTorch."""
     from bisenet import load_model
+    from bisenet.checkpoint import read_weights
     from bisenet.deploy.export import ExportCheckError, export_onnx, export_weights
-    from bisenet.models.layers import check_size
     from bisenet.errors import BisenetError
+    from bisenet.models.layers import check_size
 
     check_size(args.height, args.width)  # before loading weights: fail fast on a bad size
     if args.num_classes is not None and args.num_classes < 1:
         raise BisenetError(f"--num-classes {args.num_classes}: must be at least 1 (or leave it out to read it from the weights)")
     weights_only = args.out.endswith(".safetensors")
+    if not weights_only and not args.out.lower().endswith(".onnx"):  # e.g. model.pt would hold an ONNX graph
+        stem = os.path.splitext(os.path.basename(args.out))[0] or "model"
+        raise BisenetError(f"--out {args.out}: export writes an ONNX graph (.onnx) or eval-only weights (.safetensors); "
+                           f"name it {stem}.onnx or {stem}.safetensors")
     if weights_only and (args.dynamic or args.argmax):
         raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")
     model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
+    config = read_weights(args.weights).get("config")  # a checkpoint's: names, palette, mean/std travel along
+    if not isinstance(config, dict) or (config.get("data") or {}).get("num_classes") != model.num_classes:
+        config = None
     try:
         if weights_only:
-            report = export_weights(model, args.out, fp16=args.fp16, height=args.height, width=args.width)
+            report = export_weights(model, args.out, fp16=args.fp16, height=args.height, width=args.width, config=config)
             print(f"wrote {report['path']} ({report['size_mb']} MB, {report['arch']}, {'fp16' if args.fp16 else 'fp32'} "
                   "weights, no aux heads)")
         else:
             report = export_onnx(model, args.out, args.height, args.width, dynamic=args.dynamic, argmax=args.argmax,
-                                 opset=args.opset, fp16=args.fp16, simplify=not args.no_simplify, check=not args.no_check)
+                                 opset=args.opset, fp16=args.fp16, simplify=not args.no_simplify, check=not args.no_check,
+                                 config=config)
             shape = "N x 3 x H x W" if args.dynamic else f"1 x 3 x {args.height} x {args.width}"
             print(f"wrote {report['path']} ({report['size_mb']} MB, opset {args.opset}, input {shape}, "
                   f"output {report['output']}{', fp16' if args.fp16 else ''}; "

@@ -72,8 +72,11 @@ def export_onnx(
     fp16: bool = False,
     simplify: bool = True,
     check: bool = True,
+    config: dict | None = None,
 ) -> dict[str, Any]:
     """Export `model` to ONNX at `path` and return a report; the file appears only if the check passes.
+
+    `config` (a checkpoint's stored config) adds its mean/std, class names and palette to the metadata.
 
     Raises ExportCheckError (nothing written) when the ONNX output disagrees with PyTorch or either is NaN/inf.
     """
@@ -101,7 +104,8 @@ def export_onnx(
         _torch_export(net, tmp, height, width, opset, axes)
         simplified = _simplify(tmp) if simplify else None
         _add_metadata(tmp, {"arch": type(model).__name__.lower(), "num_classes": str(num_classes), "output": out_name,
-                            "input_size": f"{height}x{width}", "dynamic": str(dynamic), "fp16": str(fp16)})
+                            "input_size": f"{height}x{width}", "dynamic": str(dynamic), "fp16": str(fp16),
+                            **config_metadata(config)})
         report: dict[str, Any] = {
             "path": str(path), "opset": opset, "dynamic": dynamic, "argmax": argmax, "fp16": fp16,
             "output": out_name, "simplified_with": simplified, "export_s": round(time.perf_counter() - start, 2),
@@ -179,6 +183,14 @@ def _simplify(path: str) -> str | None:
     return f"onnxslim {onnxslim.__version__}"
 
 
+def config_metadata(config: dict | None) -> dict[str, str]:
+    """What a deployment needs from a run's config, as JSON strings: input mean/std (RGB, on [0, 1] pixels), classes."""
+    import json
+
+    data = (config or {}).get("data") or {}
+    return {key: json.dumps(data[key]) for key in ("mean", "std", "class_names", "palette") if data.get(key)}
+
+
 def _add_metadata(path: str, props: dict[str, str]) -> None:
     import onnx
 
@@ -252,8 +264,11 @@ def _reference_output(net: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, bool
 
 
 def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True, height: int = 512,
-                   width: int = 1024) -> dict[str, Any]:
-    """Eval-only .safetensors weights (fp16 unless fp16=False), reloaded and checked against `model` before they appear."""
+                   width: int = 1024, config: dict | None = None) -> dict[str, Any]:
+    """Eval-only .safetensors weights (fp16 unless fp16=False), reloaded and checked against `model` before they appear.
+
+    `config` (a checkpoint's stored config) travels in the file's metadata, for class names, palette and mean/std.
+    """
     from bisenet.checkpoint import load_model, save_inference_weights
     from bisenet.models import MODELS
 
@@ -268,7 +283,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
     reference = copy.deepcopy(model).cpu().float().eval()
     tmp = path.with_name(f".{path.stem}.check.safetensors")  # load_model reads safetensors by their suffix
     try:
-        save_inference_weights(reference, tmp, arch, half=fp16)
+        save_inference_weights(reference, tmp, arch, half=fp16, config=config)
         x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             expected, got = reference(x), load_model(tmp)(x)
