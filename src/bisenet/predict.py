@@ -20,30 +20,13 @@ from tqdm import tqdm
 
 from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, generated_palette
+from bisenet.data.colour import colorize, overlay
 from bisenet.errors import BisenetError, ConfigError, make_dir
 from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, make_protocol, predict_labels
 from bisenet.runtime import keep_freed_memory
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
-
-
-def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
-    """Map an HxW label map to an HxWx3 RGB uint8 image; ids without a colour (e.g. ignore) are black."""
-    mask = np.asarray(mask)
-    if mask.size and mask.dtype.kind != "u" and mask.min() < 0:  # numpy would wrap it to the table's end
-        raise BisenetError(f"colorize: the mask holds negative id {mask.min()}; "
-                           "ids must be 0 or more (255 = ignore, drawn black)")
-    colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    size = max(256, int(mask.max()) + 1 if mask.size else 0, len(colours))
-    lut = np.zeros((size, 3), dtype=np.uint8)
-    lut[: len(colours)] = colours
-    return lut[mask if mask.dtype.kind in "ui" else mask.astype(np.int64)]
-
-
-def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend a colour mask onto a photo (same channel order): alpha * mask + (1 - alpha) * photo."""
-    return cv2.addWeighted(colour_mask, float(alpha), image, 1.0 - float(alpha), 0.0)
 
 
 @dataclass(frozen=True)

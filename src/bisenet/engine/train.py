@@ -293,8 +293,8 @@ def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Conf
     if monitor.writer is None:
         return
     from bisenet.data.catalog import generated_palette
-    from bisenet.evaluation import predict_labels
     from bisenet.data.colour import colorize
+    from bisenet.evaluation import predict_labels
 
     # A custom dataset without data.palette: the generated one `bisenet predict` uses too.
     palette = cfg.data.palette or [list(c) for c in generated_palette(cfg.num_classes)]
