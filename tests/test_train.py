@@ -242,6 +242,26 @@ def test_finetune_with_new_class_count_reinitialises_heads(tmp_path, capsys):
     assert five["detail.S1.0.conv.weight"].shape == model.state_dict()["detail.S1.0.conv.weight"].shape
 
 
+def test_finetune_from_an_eval_only_export_says_the_aux_heads_start_fresh_in_the_log(tmp_path, capsys):
+    shipped = ROOT / "weights" / "bisenetv2_camvid.safetensors"  # 11 classes, no aux heads
+    train(tiny_config("train.max_iters=1"), tmp_path, finetune_from=shipped)
+    log = (tmp_path / "train.log").read_text()
+    assert "warning: --finetune-from: re-initialised head.conv_out.1 (11 -> 5 classes)" in log
+    assert "has no auxiliary heads (an eval-only export?); aux2, aux3, aux4, aux5_4 start from random init" in log
+    assert "aux5_4 start from random init" in capsys.readouterr().err
+
+
+def test_finetune_source_of_another_arch_or_missing_is_refused_before_the_work_dir(tmp_path):
+    v1 = tmp_path / "v1.pth"
+    torch.save(bisenet.build_model("bisenetv1", 5).state_dict(), v1)
+    with pytest.raises(CheckpointError, match=r"--finetune-from .*v1.pth: the weights are a bisenetv1 model but the "
+                                              r"config's model.arch is bisenetv2; .*set model.arch: bisenetv1"):
+        train(tiny_config(), tmp_path / "run", finetune_from=v1)
+    with pytest.raises(CheckpointError, match=r"--finetune-from .*nope.pt: weights file not found"):
+        train(tiny_config(), tmp_path / "run", finetune_from=tmp_path / "nope.pt")
+    assert not (tmp_path / "run").exists()
+
+
 def test_nonfinite_loss_stops_with_iteration_and_hint(tmp_path):
     with pytest.raises(TrainingError, match=r"at iteration \d+ .*lower train.lr"):
         train(tiny_config("train.lr=1e12", "train.warmup_iters=0", "train.max_iters=20"), tmp_path)
@@ -367,10 +387,18 @@ def test_broken_list_stops_before_training_with_data_check_message(tmp_path, cap
     assert not (tmp_path / "run").exists()  # refused before the work dir is made
 
 
+def test_label_values_the_config_cannot_hold_stop_the_run_before_its_work_dir(tmp_path):
+    # Eight labels per split are read in full before the work dir: a wrong class count shows in any of them.
+    with pytest.raises(DataError, match=r"train.txt line \d+: label .* has values .*outside \[0, 2\)"):
+        train(tiny_config("data.dataset=custom", "data.num_classes=2", "train.max_iters=1"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_start_that_dies_before_its_first_checkpoint_leaves_no_logs_to_the_rerun(tmp_path):
-    # A label value the config's class count cannot hold fails at the first batch, after the logs are open.
-    with pytest.raises(DataError, match="outside \\[0, 2\\)"):
-        train(tiny_config("data.dataset=custom", "data.num_classes=2", "train.max_iters=1"), tmp_path)
+    # A non-finite loss stops a run after its logs are open and before its first checkpoint.
+    with pytest.raises(TrainingError):
+        train(tiny_config("train.lr=1e12", "train.warmup_iters=0", "train.max_iters=20",
+                          "train.checkpoint_interval=100"), tmp_path)
     assert (tmp_path / "train.log").is_file() and not (tmp_path / "last.pt").exists()
     train(tiny_config("train.max_iters=1"), tmp_path)
     assert (tmp_path / "train.log").read_text().count("training bisenetv2 on") == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bisenet.checkpoint import read_weights
+from bisenet.checkpoint import infer_arch, read_weights
 from bisenet.config import Config, to_dict
 from bisenet.errors import CheckpointError
 
@@ -77,12 +77,24 @@ def _refuse_optimizer_changes(path: Path, saved: dict | None, cfg: Config) -> No
             )
 
 
-def load_finetune_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
-    """Load weights only; classifier layers whose class count differs are left re-initialised.
+def read_finetune_weights(path: str | os.PathLike, arch: str) -> dict[str, torch.Tensor]:
+    """The state_dict to fine-tune from, checked to be `arch` (before the run's work dir is made)."""
+    try:
+        state = read_weights(path)["model"]
+        found, _ = infer_arch(state, path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--finetune-from {exc}") from None
+    if found != arch:
+        raise CheckpointError(f"--finetune-from {path}: the weights are a {found} model but the config's model.arch "
+                              f"is {arch}; fine-tune from {arch} weights or set model.arch: {found}")
+    return state
 
-    Returns one warning per re-initialised layer. Any other mismatch is an error.
+
+def load_finetune_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> list[str]:
+    """Load weights only; classifier layers whose class count differs, and absent aux heads, start fresh.
+
+    Returns one warning per layer or head left at its initialisation. Any other mismatch is an error.
     """
-    state = read_weights(path)["model"]
     expected = model.state_dict()
     num_classes = model.num_classes
     keep, skipped = {}, {}
@@ -95,5 +107,16 @@ def load_finetune_weights(model: nn.Module, path: str | os.PathLike) -> list[str
             skipped.setdefault(key.rsplit(".", 1)[0], (value.shape[0], num_classes))
         else:
             raise CheckpointError(f"--finetune-from {path}: entry '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+    aux = tuple(getattr(model, "aux_heads", ()))
+    absent = [key for key in expected if key not in state]
+    fresh_heads = sorted({key.split(".")[0] for key in absent if key.split(".")[0] in aux})
+    partial = [key for key in absent if key.split(".")[0] not in aux]
+    if partial:
+        raise CheckpointError(f"--finetune-from {path}: missing entry '{partial[0]}' (and {len(partial) - 1} more); "
+                              "a truncated file or another arch?")
     model.load_state_dict(keep, strict=False)
-    return [f"--finetune-from: re-initialised {layer} ({old} -> {new} classes)" for layer, (old, new) in skipped.items()]
+    messages = [f"--finetune-from: re-initialised {layer} ({old} -> {new} classes)" for layer, (old, new) in skipped.items()]
+    if fresh_heads:  # eval-only exports (.safetensors) carry no aux heads
+        messages.append(f"--finetune-from: {path} has no auxiliary heads (an eval-only export?); "
+                        f"{', '.join(fresh_heads)} start from random init")
+    return messages

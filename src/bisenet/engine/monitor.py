@@ -52,6 +52,14 @@ class RunMonitor:
         if self._log_file:
             self._log_file.write(message + "\n")
 
+    def warn(self, message: str) -> None:
+        """A warning on stderr and in train.log."""
+        if not self.enabled:
+            return
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+        if self._log_file:
+            self._log_file.write(f"warning: {message}\n")
+
     def start(self, iteration: int) -> None:
         """Reset the throughput clock (after resuming, or after an evaluation)."""
         self._last_time = time.perf_counter()

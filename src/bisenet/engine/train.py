@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from bisenet.config import Config, save_config
 from bisenet.data import build_dataset, validate_split
 from bisenet.data.device_augment import DeviceBatches
-from bisenet.engine.checkpoints import checkpoint_state, load_finetune_weights, restore_checkpoint
+from bisenet.engine.checkpoints import checkpoint_state, load_finetune_weights, read_finetune_weights, restore_checkpoint
 from bisenet.engine.distributed import DistInfo, all_reduce_max, barrier, cleanup, init_distributed
 from bisenet.engine.monitor import RunMonitor, warn
 from bisenet.engine.optim import build_optimizer, build_scheduler
@@ -35,6 +35,8 @@ from bisenet.losses import build_loss
 from bisenet.models import build_model
 from bisenet.models.layers import check_size
 from bisenet.runtime import cpu_has_native_bf16, keep_freed_memory
+
+SAMPLE_CHECKED = 8  # pairs per split read in full before training starts
 
 
 class TrainingError(BisenetError):
@@ -79,13 +81,15 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                           "or choose another --work-dir (a new run would overwrite it and mix the two logs)")
     amp_dtype = _amp_dtype(tc.amp, device)
 
-    # Data: check the lists before anything heavy, so a broken file fails in seconds.
-    validate_split(cfg, "train")
+    # Data: check the lists before anything heavy, so a broken file fails in seconds; a few
+    # labels read in full catch a wrong class count or label encoding before the work dir exists.
+    validate_split(cfg, "train", sample=SAMPLE_CHECKED)
     evaluating = tc.eval_interval > 0
     if evaluating:
-        validate_split(cfg, "val")
+        validate_split(cfg, "val", sample=SAMPLE_CHECKED)
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val") if evaluating else None
+    finetune_state = read_finetune_weights(finetune_from, cfg.model.arch) if finetune_from and not resume_path else None
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
     monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, fresh=not resume_path)
 
@@ -116,9 +120,9 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                               f"{tc.max_iters}; raise --max-iters to continue it, or use --finetune-from to start "
                               "a new schedule from its weights")
         monitor.print(f"resumed from {resume_path} at iteration {start_iter}")
-    elif finetune_from:
-        for message in load_finetune_weights(model, finetune_from):
-            warn(message)
+    elif finetune_state is not None:
+        for message in load_finetune_weights(model, finetune_state, finetune_from):
+            monitor.warn(message)  # in train.log too: it explains the first iterations' losses
     if start_iter >= tc.max_iters:
         monitor.print(f"nothing to do: the run is already at iteration {start_iter} of {tc.max_iters}")
     if dist_info.is_main:
