@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,6 +27,8 @@ class CheckReport:
     rgb_sum: np.ndarray = field(default_factory=lambda: np.zeros(3))
     rgb_sqsum: np.ndarray = field(default_factory=lambda: np.zeros(3))
     image_pixels: int = 0
+    label_map: bool = False  # labels went through a label map (a dataset's or data.label_map)
+    jpeg_labels: list[Path] = field(default_factory=list)  # lossy: in-range noise passes the value test
 
     @property
     def ok(self) -> bool:
@@ -59,9 +62,6 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
             f"{where}: image {entry.image} is {image.shape[1]}x{image.shape[0]} but label {entry.label} is "
             f"{label.shape[1]}x{label.shape[0]} (WxH); they must be the same size (resize the label with nearest)"
         )
-    if label is not None and entry.label.suffix.lower() in (".jpg", ".jpeg"):  # in-range noise passes the value test
-        problems.append(f"{where}: label {entry.label} is a JPEG, whose lossy compression changes class ids along "
-                        "edges; save labels as PNG (from the original masks, not from this file)")
     label_lut = None if uses_train_ids(entry.label) else lut
     if label is not None:
         bad = invalid_values(label, label_lut, num_classes, ignore_index)
@@ -82,15 +82,17 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
 def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
                 label_map: dict[int, int] | None = None, workers: int = 4) -> CheckReport:
     """Read every pair (threads: OpenCV decoding releases the GIL) and collect problems."""
-    report = CheckReport(pairs=len(pairs.entries), problems=list(pairs.problems))
+    report = CheckReport(pairs=len(pairs.entries), problems=list(pairs.problems), label_map=label_map is not None)
     lut = build_lut(label_map, ignore_index)
 
     def work(entry: ListEntry):
         return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for problems, stats in pool.map(work, pairs.entries):  # map keeps list order
+        for entry, (problems, stats) in zip(pairs.entries, pool.map(work, pairs.entries)):  # map keeps list order
             report.problems.extend(problems)
+            if entry.label.suffix.lower() in (".jpg", ".jpeg"):
+                report.jpeg_labels.append(entry.label)
             if stats is not None:
                 size, n, total, sqtotal, classes = stats
                 report.sizes[size] += 1
@@ -120,4 +122,33 @@ def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
         lines.append(f"  {c:>3} {name:<20} {share:6.2f}%{absent}")
     mean, std = report.mean_std()
     lines.append(f"RGB mean/std on [0,1] pixels, for the config:  mean: {mean}  std: {std}")
-    return lines
+    notes = [ignore_note(report, num_classes, ignore_index)]
+    if report.jpeg_labels:  # a note, not a problem: without PNG originals there is nothing better to train on
+        count = len(report.jpeg_labels)
+        notes.append(f"note: {count} label{'s are JPEGs' if count > 1 else ' is a JPEG'} (e.g. {report.jpeg_labels[0]}), "
+                     "whose lossy compression changes class ids along edges; save labels as PNG from the original masks")
+    return lines + [note for note in notes if note]
+
+
+IGNORED_SHARE_NOTE = 0.05  # ignored share of pixels above which an absent class hints at a class saved as 255
+
+
+def ignore_note(report: CheckReport, num_classes: int, ignore_index: int) -> str:
+    """A hint when, without a label map, a class never occurs while many pixels hold the ignore index.
+
+    0/255 binary masks are the usual case: 255 is the ignore index, so class 1 is silently never learnt.
+    """
+    counts = report.class_pixels
+    share = counts[ignore_index] / max(counts.sum(), 1)
+    absent = [c for c in range(num_classes) if counts[c] == 0]
+    if report.label_map or not absent or share < IGNORED_SHARE_NOTE:
+        return ""
+    example = {c: c for c in range(num_classes) if counts[c] > 0}
+    example[ignore_index] = absent[0]
+    items = [f"{k}: {v}" for k, v in example.items()]
+    shown = ", ".join(items if len(items) <= 6 else items[:2] + ["..."] + items[-1:])
+    classes = f"class {absent[0]} never occurs" if len(absent) == 1 else \
+        f"classes {', '.join(map(str, absent[:5]))}{' ...' if len(absent) > 5 else ''} never occur"
+    return (f"note: {classes} and {100 * share:.1f}% of pixels are the ignore index {ignore_index}: if "
+            f"{ignore_index} marks a class in your masks (e.g. 0/255 binary masks), map it, e.g. data.label_map: "
+            f"{{{shown}}} (values left out of the map are ignored); then check with `bisenet data check --config CFG`")

@@ -21,6 +21,7 @@ class Pairing:
     lonely_images: list[Path] = field(default_factory=list)
     lonely_labels: list[Path] = field(default_factory=list)
     duplicate_images: list[Path] = field(default_factory=list)  # same name as a paired image, other extension
+    notes: list[str] = field(default_factory=list)  # how names were matched, or how to rename them to match
 
 
 @dataclass
@@ -68,12 +69,47 @@ def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
     def key_in(folder: Path) -> Callable[[Path], str]:
         return lambda p: p.relative_to(folder).with_suffix("").as_posix()
 
-    return pair_files(_files(images_dir), _files(labels_dir), key_in(images_dir), key_in(labels_dir))
+    images, labels = _files(images_dir), _files(labels_dir)
+    image_key, label_key = key_in(images_dir), key_in(labels_dir)
+    pairing = pair_files(images, labels, image_key, label_key)
+    if not pairing.lonely_labels or not pairing.lonely_images:
+        return pairing
+    lonely = [label_key(p) for p in pairing.lonely_labels]
+    suffix = _label_suffix(lonely, {image_key(p) for p in pairing.lonely_images})
+    example = pairing.lonely_labels[0]
+    if suffix and not pairing.pairs:  # every label is <image name><suffix>: pair them that way
+        pairing = pair_files(images, labels, image_key, lambda p: label_key(p).removesuffix(suffix))
+        image, label = pairing.pairs[0]
+        pairing.notes.append(f"labels are named <image name>{suffix}: paired each with the image of its name "
+                             f"without {suffix!r} (e.g. {image.name} <-> {label.name})")
+    elif suffix:  # some labels match by name, the rest carry a suffix: say how to rename those
+        end, ext = suffix + example.suffix, example.suffix  # e.g. '_mask.png' -> '.png'
+        one_kind = all(p.suffix == ext for p in pairing.lonely_labels) and "/" not in "".join(lonely)
+        rename = f': for f in {labels_dir}/*{end}; do mv "$f" "${{f%{end}}}{ext}"; done' if one_kind else ""
+        many = f"{len(lonely)} labels are" if len(lonely) > 1 else "1 label is"
+        pairing.notes.append(f"{many} named <image name>{suffix} (e.g. {example.name}) but images and labels pair by "
+                             f"the same file name without the extension; rename them{rename}")
+    elif len(pairing.lonely_labels) > len(pairing.pairs):
+        pairing.notes.append(f"images and labels pair by the same path without the extension (e.g. "
+                             f"{pairing.lonely_images[0].name} <-> {Path(image_key(pairing.lonely_images[0])).name}"
+                             f".png); give each label its image's name")
+    return pairing
+
+
+def _label_suffix(label_keys: list[str], image_keys: set[str]) -> str:
+    """The suffix (e.g. '_mask') that makes every label key an image key plus it, or '' if there is none."""
+    first = label_keys[0]
+    candidates = sorted((first[len(key):] for key in image_keys if first.startswith(key)), key=len)
+    for suffix in candidates:  # e.g. '_mask', '-gt', '.label': a separator, then no folder
+        if suffix and suffix[0] in "_-. " and "/" not in suffix and \
+                all(k.endswith(suffix) and k[: -len(suffix)] in image_keys for k in label_keys):
+            return suffix
+    return ""
 
 
 def _strip(suffix: str) -> Callable[[Path], str]:
     """Key = file name without a dataset-specific suffix (e.g. '_leftImg8bit.png')."""
-    return lambda p: p.name[: -len(suffix)] if p.name.endswith(suffix) else p.name
+    return lambda p: p.name.removesuffix(suffix)
 
 
 def _cityscapes(root: Path, train_ids: bool) -> dict[str, Pairing]:
@@ -164,14 +200,16 @@ def write_dataset_lists(dataset: str, root: str | Path, out: str | Path | None =
 def describe_unmatched(pairing: Pairing, what: str) -> list[str]:
     """One warning line per side with unmatched files (naming the first few)."""
     lines = []
-    for side, files, partner in (("images", pairing.lonely_images, "label"),
-                                 ("labels", pairing.lonely_labels, "image")):
+    for files, side, partner in ((pairing.lonely_images, "image", "a label"),
+                                 (pairing.lonely_labels, "label", "an image")):
         if files:
             shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
-            lines.append(f"{what}: {len(files)} {side} without a {partner}, skipped: {shown}")
+            many = f"{side}s" if len(files) > 1 else side
+            lines.append(f"{what}: {len(files)} {many} without {partner}, skipped: {shown}")
     if pairing.duplicate_images:
         files = pairing.duplicate_images
         shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
-        lines.append(f"{what}: {len(files)} images share their name with another image (other extension), skipped: "
+        share = "images share their name" if len(files) > 1 else "image shares its name"
+        lines.append(f"{what}: {len(files)} {share} with another image (other extension), skipped: "
                      f"{shown}; keep one file per name")
-    return lines
+    return lines + [f"{what}: {note}" for note in pairing.notes]

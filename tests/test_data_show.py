@@ -1,0 +1,69 @@
+"""`bisenet data show`: the drawing is the train ids the network gets, in the config's colours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bisenet.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DUBAI = REPO / "examples" / "dubai"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "Traceback" not in text
+    return code, text
+
+
+def _label_panel(png: Path, row: int, height: int, width: int) -> np.ndarray:
+    """The middle (train ids) panel, RGB, of one row of a `data show` picture whose rows are all `height` tall."""
+    from bisenet.data.show import CAPTION, GAP
+
+    rgb = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
+    top = row * (CAPTION + height + GAP) + CAPTION
+    return rgb[top:top + height, width + GAP:2 * width + GAP]
+
+
+def test_show_draws_the_train_ids_the_network_gets(tmp_path, capsys):
+    from bisenet.config import load_config
+    from bisenet.data import build_dataset
+    from bisenet.data.colour import colorize
+
+    config = REPO / "configs" / "bisenetv2_dubai.yaml"
+    (tmp_path / "two.txt").write_text((DUBAI / "train.txt").read_text().splitlines()[0] + "\n"
+                                      + (DUBAI / "train.txt").read_text().splitlines()[1] + "\n")  # both 512x414
+    cfg = load_config(config, [f"data.root={DUBAI}"])
+    common = ["data", "show", str(config), "--data-root", str(DUBAI), "--list", str(tmp_path / "two.txt")]
+    # As stored (panel width = the images' own 512 px: no resizing), row 2 is list line 2.
+    code, out = run_cli(capsys, *common, "--out", str(tmp_path / "plain.png"), "--width", "512")
+    assert code == 0 and f"wrote {tmp_path / 'plain.png'}" in out
+    dataset = build_dataset(cfg, "val", list_file=tmp_path / "two.txt")
+    label = dataset[1][1].numpy()
+    drawn = _label_panel(tmp_path / "plain.png", 1, *label.shape)
+    np.testing.assert_array_equal(drawn, colorize(label, cfg.data.palette))
+    # Augmented: the crop, scale and flip training draws for epoch 3 (256x256 crops in this config).
+    code, out = run_cli(capsys, *common, "--out", str(tmp_path / "aug.png"), "--augment", "--epoch", "3",
+                        "--width", "256", "--count", "1")
+    label = build_dataset(cfg, "train", list_file=tmp_path / "two.txt")[(3, 0)][1].numpy()
+    drawn = _label_panel(tmp_path / "aug.png", 0, *label.shape)
+    np.testing.assert_array_equal(drawn, colorize(label, cfg.data.palette))
+    assert cv2.imread(str(tmp_path / "aug.png")).shape[0] < cv2.imread(str(tmp_path / "plain.png")).shape[0]
+
+
+def test_show_mistakes_are_one_line_and_write_nothing(tmp_path, capsys):
+    config = str(REPO / "configs" / "bisenetv2_dubai.yaml")
+    code, out = run_cli(capsys, "data", "show", config, "--data-root", str(DUBAI), "--split", "val", "--augment",
+                        "--out", str(tmp_path / "x.png"))
+    assert code == 2 and "--augment draws the training augmentation; it needs --split train" in out
+    code, out = run_cli(capsys, "data", "show", config, "--data-root", str(DUBAI), "--out", str(tmp_path))
+    assert code == 2 and "is a folder; pass a file path such as" in out and out.count("\n") == 1
+    code, out = run_cli(capsys, "data", "show", config, "--data-root", str(tmp_path / "nowhere"),
+                        "--out", str(tmp_path / "x.png"))
+    assert code == 2 and "nowhere" in out and out.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
