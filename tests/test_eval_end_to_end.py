@@ -240,3 +240,11 @@ def test_json_path_that_is_a_folder_fails_before_any_work(tiny, published, tmp_p
     with pytest.raises(bisenet.errors.BisenetError, match="is a folder"):
         evaluate(CONFIG, published, data_root=tiny, list_file="val.txt", device="cpu", json_path=preds)
     assert sorted(p.name for p in tmp_path.rglob("*") if ".tmp" in p.name) == []
+
+
+def test_eval_of_the_train_split_scores_whole_images_not_training_crops(tiny, model) -> None:
+    # build_dataset augments the train split; evaluation must not (it used to score random 256x256 crops).
+    cfg = load_config(CONFIG, [f"data.root={tiny}", "data.train_list=val.txt"])
+    result = evaluate(cfg, model, split="train", device="cpu", workers=0, progress=False)
+    assert result["pixels"] <= sum(h * w for h, w in SIZES) and result["images"] == len(SIZES)
+    assert result["pixels"] == evaluate(cfg, model, split="val", device="cpu", workers=0, progress=False)["pixels"]

@@ -228,6 +228,24 @@ def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
         assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == stopped_at + 1
 
 
+def test_sigterm_to_the_group_during_evaluation_still_writes_the_checkpoint(tmp_path):
+    # The evaluation inside training has its own loader workers; they must leave the signal to the trainer.
+    args = cli_args(tmp_path, "train.max_iters=10000", "train.checkpoint_interval=10000", "train.workers=1",
+                    "train.eval_interval=1")  # 12 whole val images: seconds of evaluation after each 64x64 step
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("iter"):  # iteration 1 is logged, its evaluation (whole val images) starts
+            break
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, output
+    assert "stopped by SIGTERM at iteration 1;" in output and "Traceback" not in output
+    assert "eval @ iter 1" in output  # the evaluation it interrupted was finished first
+    assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 1
+
+
 def test_finetune_with_new_class_count_reinitialises_heads(tmp_path, capsys):
     train(tiny_config("train.max_iters=1"), tmp_path / "five")
     cfg = bisenet.load_config(DUBAI_CONFIG, TINY + ["train.max_iters=1", "data.dataset=custom", "data.num_classes=7"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +44,16 @@ def _single_threaded_opencv() -> None:
     """
     if cv2.getNumThreads() > 1:
         cv2.setNumThreads(0)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: workers leave SIGTERM/SIGINT to the main process.
+
+    Schedulers and Ctrl-C signal the whole process group; a worker that died of it would make
+    the main process raise mid-step (or mid-evaluation) instead of writing its checkpoint.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def uses_train_ids(label_path: Path) -> bool:
@@ -187,8 +198,8 @@ def split_pairs(cfg: Config, split: str, data_root: str | Path | None = None,
 
 
 def build_dataset(config: Config | str | Path | dict, split: str, data_root: str | Path | None = None,
-                  list_file: str | Path | None = None) -> SegmentationDataset:
-    """The dataset of one split; train gets augmentation, val/test none."""
+                  list_file: str | Path | None = None, augment: bool | None = None) -> SegmentationDataset:
+    """The dataset of one split; train gets augmentation, val/test none, unless `augment` says otherwise."""
     cfg = _config(config)
     pairs = split_pairs(cfg, split, data_root, list_file)
     data = cfg.data
@@ -199,7 +210,7 @@ def build_dataset(config: Config | str | Path | dict, split: str, data_root: str
         label_map=data.label_map,
         mean=data.mean,
         std=data.std,
-        augment=cfg.augment if split == "train" else None,
+        augment=cfg.augment if (split == "train" if augment is None else augment) else None,
         seed=cfg.train.seed,
         # `device` keeps the decoded train split in memory here; DeviceBatches copies it to the device.
         cache="memory" if data.cache == "device" else data.cache,

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from bisenet.config import Config, save_config
 from bisenet.data import build_dataset, validate_split
+from bisenet.data.dataset import ignore_stop_signals
 from bisenet.data.device_augment import DeviceBatches
 from bisenet.engine.checkpoints import checkpoint_state, load_finetune_weights, read_finetune_weights, restore_checkpoint
 from bisenet.engine.distributed import DistInfo, all_reduce_max, barrier, cleanup, init_distributed
@@ -142,7 +143,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
             # A private generator: creating the loader must not consume the global RNG.
             generator=torch.Generator().manual_seed(tc.seed),
             persistent_workers=False, prefetch_factor=4 if tc.workers > 0 else None,
-            worker_init_fn=_ignore_stop_signals,
+            worker_init_fn=ignore_stop_signals,
         )
     images_per_step = tc.batch_size * dist_info.world_size
     monitor.print(
@@ -203,6 +204,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                     _save(work_dir / "best.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
                 net.train()
                 monitor.start(iteration)
+                # A signal that came during the evaluation stops the run now, not after another step and evaluation.
+                flags = all_reduce_max(torch.tensor([0.0, float(stop.signal is not None)], device=device))
             if flags[1]:
                 stopped_by = stop.signal or "signal on another rank"
             if iteration % tc.checkpoint_interval == 0 or finished or stopped_by:
@@ -284,7 +287,7 @@ def _evaluate(model: nn.Module, val_set, device: torch.device, cfg: Config, moni
         for buffer in model.buffers():
             dist.broadcast(buffer, 0)
     result = evaluate_model(model, val_set, device, protocol=make_protocol("ss", scale=cfg.eval.scale),
-                            class_names=cfg.data.class_names,
+                            class_names=cfg.data.class_names, workers=cfg.train.workers,
                             distributed=dist.is_initialized())
     if monitor.enabled:
         monitor.log_eval(iteration, result, max(result["mIoU"], best_miou or 0.0))
@@ -323,16 +326,6 @@ def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: list[torch.Ten
         hint += ", try --amp bf16 or none (fp16 overflow)"
     return (f"loss became {float(loss.detach())} at iteration {iteration} ({heads}); the last good checkpoint is "
             f"{work_dir / 'last.pt'} if one was written. Try: {hint}, and check the labels with `bisenet data check`")
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Data workers leave SIGTERM/SIGINT to the main process.
-
-    Schedulers and Ctrl-C signal the whole process group; a worker that died of it would
-    make the main process raise mid-step instead of writing its checkpoint.
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _StopRequest:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bisenet.config import Config, load_config
+from bisenet.data.dataset import ignore_stop_signals
 from bisenet.errors import BisenetError, make_dir
 from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, labels_from_scores, make_protocol
 from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_to_list, new_confusion, update_confusion
@@ -97,7 +98,7 @@ def evaluate_model(
         raise BisenetError(f"--workers {workers}: must be 0 (load in the main process) or more")
     loader = DataLoader(
         _Indexed(dataset), batch_sampler=batches, num_workers=workers if len(batches) > 1 else 0,
-        pin_memory=device.type == "cuda",
+        pin_memory=device.type == "cuda", worker_init_fn=ignore_stop_signals,  # a stop signal is the trainer's to handle
     )
     names = getattr(dataset, "names", None) or [str(i) for i in range(len(dataset))]
     out_dir = Path(save_pred_dir) if save_pred_dir is not None else None
@@ -257,7 +258,7 @@ def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, 
             raise BisenetError(f"--cityscapes-ids needs a label map (data.label_map); dataset {cfg.data.dataset} has none")
         raw_lut = train_to_raw_lut(cfg.data.label_map, cfg.num_classes)
     validate_split(cfg, split, data_root, list_file)
-    dataset = build_dataset(cfg, split, data_root, list_file)
+    dataset = build_dataset(cfg, split, data_root, list_file, augment=False)  # whole images, even for --split train
     if isinstance(weights_or_model, (str, os.PathLike)):
         model = load_model(weights_or_model, map_location=device)
         if getattr(model, "num_classes", cfg.num_classes) != cfg.num_classes:
