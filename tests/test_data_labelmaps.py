@@ -126,7 +126,7 @@ def test_custom_ignore_index_and_dubai_identity(tmp_path):
     np.testing.assert_array_equal(got, raw)
 
 
-def test_palette_png_labels_read_as_their_indices(tmp_path):
+def test_palette_and_gray_alpha_png_labels_read_as_their_ids(tmp_path):
     # VOC-style masks: the class id is the palette index; the colours are only for viewing.
     from PIL import Image
 
@@ -148,6 +148,9 @@ def test_palette_png_labels_read_as_their_indices(tmp_path):
     small.save(tmp_path / "lab" / "a.png", bits=4)
     assert (tmp_path / "lab" / "a.png").read_bytes()[24:26] == b"\x04\x03"  # 4-bit depth, palette type
     np.testing.assert_array_equal(read_label(tmp_path / "lab" / "a.png"), np.minimum(raw, 3))
+    # Gray + alpha (some editors add an alpha channel): the gray values are the ids.
+    Image.fromarray(np.dstack([raw, np.full_like(raw, 255)]), mode="LA").save(tmp_path / "lab" / "a.png")
+    np.testing.assert_array_equal(read_label(tmp_path / "lab" / "a.png"), raw)
 
 
 # ---------------------------------------------------------------- bad data in the dataset

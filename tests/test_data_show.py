@@ -30,11 +30,19 @@ def _label_panel(png: Path, row: int, height: int, width: int) -> np.ndarray:
     return rgb[top:top + height, width + GAP:2 * width + GAP]
 
 
+def expected_drawing(label: np.ndarray, palette) -> np.ndarray:
+    """The palette's colours, and the grey checkerboard on ignore (255) pixels."""
+    from bisenet.data.colour import colorize
+    from bisenet.data.show import _checkerboard
+
+    drawn = colorize(label, palette)
+    drawn[label == 255] = _checkerboard(*label.shape)[label == 255]
+    return drawn
+
+
 def test_show_draws_the_train_ids_the_network_gets(tmp_path, capsys):
     from bisenet.config import load_config
     from bisenet.data import build_dataset
-    from bisenet.data.colour import colorize
-
     config = REPO / "configs" / "bisenetv2_dubai.yaml"
     (tmp_path / "two.txt").write_text((DUBAI / "train.txt").read_text().splitlines()[0] + "\n"
                                       + (DUBAI / "train.txt").read_text().splitlines()[1] + "\n")  # both 512x414
@@ -46,13 +54,13 @@ def test_show_draws_the_train_ids_the_network_gets(tmp_path, capsys):
     dataset = build_dataset(cfg, "val", list_file=tmp_path / "two.txt")
     label = dataset[1][1].numpy()
     drawn = _label_panel(tmp_path / "plain.png", 1, *label.shape)
-    np.testing.assert_array_equal(drawn, colorize(label, cfg.data.palette))
+    np.testing.assert_array_equal(drawn, expected_drawing(label, cfg.data.palette))
     # Augmented: the crop, scale and flip training draws for epoch 3 (256x256 crops in this config).
     code, out = run_cli(capsys, *common, "--out", str(tmp_path / "aug.png"), "--augment", "--epoch", "3",
                         "--width", "256", "--count", "1")
     label = build_dataset(cfg, "train", list_file=tmp_path / "two.txt")[(3, 0)][1].numpy()
     drawn = _label_panel(tmp_path / "aug.png", 0, *label.shape)
-    np.testing.assert_array_equal(drawn, colorize(label, cfg.data.palette))
+    np.testing.assert_array_equal(drawn, expected_drawing(label, cfg.data.palette))
     assert cv2.imread(str(tmp_path / "aug.png")).shape[0] < cv2.imread(str(tmp_path / "plain.png")).shape[0]
 
 
@@ -66,4 +74,29 @@ def test_show_mistakes_are_one_line_and_write_nothing(tmp_path, capsys):
     code, out = run_cli(capsys, "data", "show", config, "--data-root", str(tmp_path / "nowhere"),
                         "--out", str(tmp_path / "x.png"))
     assert code == 2 and "nowhere" in out and out.count("\n") == 1
+    for flags, message in ((["--epoch", "-3", "--augment"], "--epoch -3: pick the augmentation of an epoch >= 0"),
+                           (["--epoch", "2"], "--epoch 2: pick the augmentation of an epoch >= 0, together with --augment"),
+                           (["--width", "100000"], "need 1-100 samples and 32-2048 pixels per panel"),
+                           (["--out", str(tmp_path / "x.jpg")], "the drawing is a PNG (lossless colours); name it x.png")):
+        argv = ["data", "show", config, "--data-root", str(DUBAI), "--out", str(tmp_path / "y.png"), *flags]
+        code, out = run_cli(capsys, *argv)
+        assert code == 2 and message in out and out.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_show_draws_ignore_pixels_as_a_checkerboard_not_a_class_colour(tmp_path, capsys):
+    # With a black class (VOC's background), ignore pixels drawn black would look like that class.
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.full((64, 64, 3), 100, np.uint8))
+    label = np.zeros((64, 64), np.uint8)
+    label[:, 32:] = 255
+    cv2.imwrite(str(tmp_path / "lab" / "a.png"), label)
+    (tmp_path / "list.txt").write_text("img/a.png,lab/a.png\n")
+    (tmp_path / "voc.yaml").write_text("data:\n  num_classes: 2\n  palette: [[0, 0, 0], [128, 0, 0]]\n")
+    code, _ = run_cli(capsys, "data", "show", str(tmp_path / "voc.yaml"), "--data-root", str(tmp_path), "--list",
+                      "list.txt", "--width", "64", "--out", str(tmp_path / "s.png"))
+    assert code == 0
+    drawn = _label_panel(tmp_path / "s.png", 0, 64, 64)
+    assert (drawn[:, :32] == 0).all()  # class 0 in its colour, black
+    assert set(np.unique(drawn[:, 32:])) == {110, 200}  # ignore: the grey checkerboard

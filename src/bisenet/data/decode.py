@@ -72,25 +72,27 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
-def _is_palette_png(data: bytes) -> bool:
-    """True for an indexed-colour PNG (IHDR colour type 3), such as Pascal VOC's masks."""
-    return data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 25 and data[25] == 3
+def _png_colour_type(data: bytes) -> int | None:
+    """The PNG's IHDR colour type (0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA), None for other files."""
+    return data[25] if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 25 else None
 
 
 def read_label(path: str | Path) -> np.ndarray:
     """Decode a label mask as an HxW uint8 array of raw values, exactly as stored.
 
     A palette PNG gives its indices, not its colours: that is how VOC-style tools store
-    class ids (OpenCV would expand them to BGR, so Pillow reads these).
+    class ids; a gray + alpha PNG gives its gray values (OpenCV would expand both to BGR(A),
+    so Pillow reads these).
     """
     path = Path(path)
     data = _read_bytes(path, "label")
-    if _is_palette_png(data) and not _truncated(data):
+    if _png_colour_type(data) in (3, 4) and not _truncated(data):
         try:
             with Image.open(io.BytesIO(data)) as image:
-                return as_label_array(np.asarray(image), path)
+                ids = np.asarray(image)
         except (OSError, ValueError, SyntaxError):
-            raise FileProblem("unreadable", f"label {path} is not a readable palette PNG (corrupt)") from None
+            raise FileProblem("unreadable", f"label {path} is not a readable PNG (corrupt)") from None
+        return as_label_array(ids[..., 0] if ids.ndim == 3 else ids, path)  # gray + alpha: the gray values
     label = _decode(data, cv2.IMREAD_UNCHANGED, path, "label")
     return as_label_array(label, path)
 

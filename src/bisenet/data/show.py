@@ -20,6 +20,8 @@ from bisenet.data.dataset import SegmentationDataset, build_dataset
 from bisenet.data.transforms import map_label
 from bisenet.errors import DataError, write_atomic
 
+MAX_COUNT, MAX_WIDTH = 100, 2048  # a picture a screen shows, not gigabytes of pixels
+IGNORE_TILE = 8  # ignore pixels drawn as a grey checkerboard: no class colour (black included) looks like it
 GAP = 6  # pixels between panels
 CAPTION = 22  # height of the bar naming each row's list line
 LEGEND_COLUMN = 190  # width of one legend entry
@@ -38,10 +40,14 @@ def show_samples(
 ) -> Path:
     """Write a PNG of `count` samples spread over the split, with a legend of the classes shown."""
     cfg = config if isinstance(config, Config) else load_config(config)
-    if count < 1 or width < 32:
-        raise DataError(f"--count {count}, --width {width}: need at least 1 sample and 32 pixels per panel")
+    if not 1 <= count <= MAX_COUNT or not 32 <= width <= MAX_WIDTH:
+        raise DataError(f"--count {count}, --width {width}: need 1-{MAX_COUNT} samples and 32-{MAX_WIDTH} pixels per panel")
+    if Path(out).suffix.lower() != ".png":
+        raise DataError(f"--out {out}: the drawing is a PNG (lossless colours); name it {Path(out).with_suffix('.png').name}")
     if augment and split != "train":
         raise DataError(f"--augment draws the training augmentation; it needs --split train, not {split}")
+    if epoch < 0 or (epoch and not augment):
+        raise DataError(f"--epoch {epoch}: pick the augmentation of an epoch >= 0, together with --augment")
     dataset = build_dataset(cfg, split, data_root, list_file)
     palette = [list(c) for c in (cfg.data.palette or generated_palette(cfg.num_classes))]
     names = cfg.data.class_names or [f"class {i}" for i in range(cfg.num_classes)]
@@ -51,7 +57,7 @@ def show_samples(
         photo, label = _sample(dataset, index, augment, epoch)
         shown.update(np.unique(label).tolist())
         caption = f"{dataset.list_file.name} line {dataset.lines[index]}: {dataset.samples[index][0].name}"
-        rows.append(_row(photo, label, palette, width, caption))
+        rows.append(_row(photo, label, palette, cfg.data.ignore_index, width, caption))
     panel_width = rows[0].shape[1]
     canvas = np.vstack(rows + [_legend(sorted(shown), names, palette, cfg.data.ignore_index, panel_width)])
     png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))[1]
@@ -70,11 +76,20 @@ def _sample(dataset: SegmentationDataset, index: int, augment: bool, epoch: int)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), map_label(label, lut)
 
 
-def _row(photo: np.ndarray, label: np.ndarray, palette: list[list[int]], width: int, caption: str) -> np.ndarray:
+def _checkerboard(height: int, width: int, tile: int = IGNORE_TILE) -> np.ndarray:
+    """The ignore pattern: light and dark grey squares."""
+    y, x = np.mgrid[:height, :width] // tile
+    return np.where(((x + y) % 2 == 0)[..., None], 200, 110).astype(np.uint8).repeat(3, axis=2)
+
+
+def _row(photo: np.ndarray, label: np.ndarray, palette: list[list[int]], ignore_index: int, width: int,
+         caption: str) -> np.ndarray:
     """Caption bar over photo | colour labels | overlay, each `width` pixels wide."""
     height = max(1, round(photo.shape[0] * width / photo.shape[1]))
     photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
-    colour = colorize(cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST), palette)
+    label = cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+    colour = colorize(label, palette)
+    colour[label == ignore_index] = _checkerboard(height, width)[label == ignore_index]
     gap = np.full((height, GAP, 3), 255, np.uint8)
     panels = np.hstack([photo, gap, colour, gap, overlay(photo, colour, 0.5)])
     bar = np.full((CAPTION, panels.shape[1], 3), 255, np.uint8)
@@ -83,17 +98,20 @@ def _row(photo: np.ndarray, label: np.ndarray, palette: list[list[int]], width: 
 
 
 def _legend(ids: list[int], names: list[str], palette: list[list[int]], ignore_index: int, width: int) -> np.ndarray:
-    """Swatch and name of each class id shown (the ignore id drawn black, as in the panels)."""
+    """Swatch and name of each class id shown (the ignore id as the panels' checkerboard)."""
     entries = [(names[i] if i < len(names) else f"id {i}", palette[i] if i < len(palette) else [0, 0, 0])
                for i in ids if i != ignore_index]
     if ignore_index in ids:
-        entries.append((f"ignore ({ignore_index})", [0, 0, 0]))
+        entries.append((f"ignore ({ignore_index})", None))
     columns = max(1, width // LEGEND_COLUMN)
     lines = -(-len(entries) // columns)
     legend = np.full((lines * 20 + 6, width, 3), 255, np.uint8)
     for k, (name, colour) in enumerate(entries):
         x, y = (k % columns) * LEGEND_COLUMN + 4, (k // columns) * 20 + 4
-        cv2.rectangle(legend, (x, y), (x + 14, y + 14), tuple(int(c) for c in colour), -1)
+        if colour is None:
+            legend[y:y + 15, x:x + 15] = _checkerboard(15, 15, tile=5)
+        else:
+            cv2.rectangle(legend, (x, y), (x + 14, y + 14), tuple(int(c) for c in colour), -1)
         cv2.rectangle(legend, (x, y), (x + 14, y + 14), (120, 120, 120), 1)
         cv2.putText(legend, name[:24], (x + 20, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
     return legend
