@@ -199,6 +199,17 @@ def test_resume_refuses_optimizer_settings_the_checkpoint_would_override(tmp_pat
     assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 1
 
 
+def test_resume_with_another_process_count_warns_that_it_is_not_exact(tmp_path, capsys):
+    train(tiny_config("train.max_iters=1"), tmp_path)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ckpt["world_size"] == 1
+    ckpt["world_size"] = 2  # as written by `torchrun --nproc_per_node 2`
+    torch.save(ckpt, tmp_path / "last.pt")
+    train(tiny_config("train.max_iters=2"), tmp_path, resume="auto")
+    warning = "--resume: that run used 2 process(es), this one 1: 2 instead of 4 images per step"
+    assert warning in capsys.readouterr().err and warning in (tmp_path / "train.log").read_text()
+
+
 @pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
 def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
     # A cluster scheduler signals the whole process group, data workers included.

@@ -19,8 +19,8 @@ OPTIMIZER_KEYS = ("optimizer", "lr", "head_lr_factor", "momentum", "weight_decay
 
 def checkpoint_state(cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, iteration: int,
-                     best_miou: float | None) -> dict:
-    """{model, optimizer, scheduler, scaler, iteration, rng, config, arch, num_classes, best_miou}."""
+                     best_miou: float | None, world_size: int = 1) -> dict:
+    """{model, optimizer, scheduler, scaler, iteration, rng, config, arch, num_classes, best_miou, world_size}."""
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -34,6 +34,7 @@ def checkpoint_state(cfg: Config, model: nn.Module, optimizer: torch.optim.Optim
         "arch": cfg.model.arch,
         "num_classes": cfg.num_classes,
         "best_miou": best_miou,
+        "world_size": world_size,  # processes: with the per-process batch size, what one step saw
     }
 
 
@@ -61,7 +62,7 @@ def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, o
         scaler.load_state_dict(ckpt["scaler"])
     if "torch" in ckpt.get("rng", {}):
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-    return int(ckpt["iteration"]), ckpt.get("best_miou")
+    return int(ckpt["iteration"]), ckpt.get("best_miou"), ckpt.get("world_size")
 
 
 def _refuse_optimizer_changes(path: Path, saved: dict | None, cfg: Config) -> None:

@@ -115,12 +115,17 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
 
     start_iter, best_miou = 0, None
     if resume_path:
-        start_iter, best_miou = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler, device)
+        start_iter, best_miou, saved_world = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler, device)
         if start_iter > tc.max_iters:  # before config.yaml is written: the work dir stays as it was
             raise ConfigError(f"--resume {resume_path}: that run is at iteration {start_iter}, past train.max_iters "
                               f"{tc.max_iters}; raise --max-iters to continue it, or use --finetune-from to start "
                               "a new schedule from its weights")
         monitor.print(f"resumed from {resume_path} at iteration {start_iter}")
+        if saved_world is not None and saved_world != dist_info.world_size:
+            monitor.warn(f"--resume: that run used {saved_world} process(es), this one {dist_info.world_size}: "
+                         f"{tc.batch_size * dist_info.world_size} instead of {tc.batch_size * saved_world} images per "
+                         "step and another data order, so it is not an exact continuation (launch it as before: "
+                         f"torchrun --nproc_per_node {saved_world} -m bisenet train ...)")
     elif finetune_state is not None:
         for message in load_finetune_weights(model, finetune_state, finetune_from):
             monitor.warn(message)  # in train.log too: it explains the first iterations' losses
@@ -211,8 +216,10 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
             if iteration % tc.checkpoint_interval == 0 or finished or stopped_by:
                 _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
             if stopped_by:
-                monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. "
-                              f"Continue with: bisenet train {work_dir / 'config.yaml'} --work-dir {work_dir} --resume")
+                launcher = (f"torchrun --nproc_per_node {dist_info.world_size} -m bisenet" if dist_info.distributed
+                            else "bisenet")  # the same processes continue the same data order
+                monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. Continue with: "
+                              f"{launcher} train {work_dir / 'config.yaml'} --work-dir {work_dir} --resume")
                 break
             step_done.append(time.perf_counter())
         gaps = sorted(b - a for a, b in zip(step_done, step_done[1:]))
@@ -270,7 +277,8 @@ def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimi
           iteration: int, best_miou: float | None) -> None:
     """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk."""
     if dist_info.is_main:
-        atomic_save(checkpoint_state(cfg, model, optimizer, scheduler, scaler, iteration, best_miou), path)
+        atomic_save(checkpoint_state(cfg, model, optimizer, scheduler, scaler, iteration, best_miou,
+                                     dist_info.world_size), path)
     barrier()
 
 
