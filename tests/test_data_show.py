@@ -7,18 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bisenet.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-DUBAI = REPO / "examples" / "dubai"
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    text = captured.out + captured.err
-    assert "Traceback" not in text
-    return code, text
+from test_data_tools import DUBAI, REPO, run_cli  # tests/ is on sys.path
 
 
 def _label_panel(png: Path, row: int, height: int, width: int) -> np.ndarray:
