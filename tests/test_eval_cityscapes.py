@@ -14,6 +14,7 @@ import pytest
 
 from bisenet.cli import main
 from bisenet.data.catalog import CITYSCAPES, build_lut
+from bisenet.errors import DataError
 from bisenet.evaluation import score_predictions, train_to_raw_lut
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cityscapes_sample"
@@ -119,3 +120,14 @@ def test_missing_prediction_names_the_file(sample, tmp_path) -> None:
         score_predictions(tmp_path, SAMPLE, "val.txt", dataset="cityscapes")
     code = main(["eval", "--pred-dir", str(tmp_path), "--root", str(SAMPLE), "--list", "val.txt", "--num-classes", "19"])
     assert code == 2
+
+
+def test_label_id_predictions_are_named_as_such(sample, tmp_path) -> None:
+    # `eval --cityscapes-ids` writes the server's label ids; scoring them as train ids must say so.
+    line = (SAMPLE / "val.txt").read_text().split()[0]
+    image, label = line.split(",")
+    raw = cv2.imread(str(SAMPLE / label), cv2.IMREAD_UNCHANGED)
+    ids = np.where(build_lut(CITYSCAPES.label_map)[raw] == 255, 0, raw).astype(np.uint8)  # the 19 classes' label ids
+    cv2.imwrite(str(tmp_path / f"{Path(image).stem}.png"), ids)
+    with pytest.raises(DataError, match=r"these look like raw label ids .*--save-pred without --cityscapes-ids"):
+        score_predictions(tmp_path, SAMPLE, "val.txt", dataset="cityscapes")

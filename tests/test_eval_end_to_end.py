@@ -73,6 +73,7 @@ def test_every_mode_through_the_cli(mode, tiny, published, tmp_path, capsys) -> 
     assert "mIoU" in printed and "vegetation" in printed
     result = json.loads(out.read_text())
     assert result["mode"] == mode and result["images"] == 4
+    assert result["list"] == str(tiny / "val.txt") and result["split"] is None  # --list, not the config's split
     assert set(result["IoU"]) == {"building", "land", "road", "vegetation", "water"}
     for key in ("mIoU", "pixel_acc", "fwIoU"):
         assert 0.0 <= result[key] <= 1.0

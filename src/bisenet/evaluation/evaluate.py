@@ -281,7 +281,9 @@ def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, 
         class_names=cfg.data.class_names, save_pred_dir=save_pred_dir, raw_lut=raw_lut,
         distributed=distributed, progress=progress and (not distributed or dist.get_rank() == 0),
     )
-    result.update(split=split, backend=backend, device=str(device))
+    # The list scored: `split` names only the config's list, not one given with --list.
+    result.update(split=split if list_file is None else None, list=str(dataset.list_file), backend=backend,
+                  device=str(device))
     if json_path is not None and (not distributed or dist.get_rank() == 0):
         from bisenet.evaluation.report import write_report
 

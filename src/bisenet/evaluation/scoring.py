@@ -61,9 +61,14 @@ def _check_values(hist: np.ndarray, pred_path: Path, gt_path: Path, num_classes:
         f"or remap those values to {ignore_index}"))
     if bad:
         raise DataError(f"ground truth {gt_path} {bad}")
-    bad = invalid_counts(joint.sum(axis=0), None, num_classes, ignore_index, fix=(
-        f"predictions must be train ids 0..{num_classes - 1}: pass the class count they were made with "
-        "(--num-classes N or --dataset NAME) or save them again"))
+    fix = (f"predictions must be train ids 0..{num_classes - 1}: pass the class count they were made with "
+           "(--num-classes N or --dataset NAME) or save them again")
+    counts = joint.sum(axis=0)
+    stray = [v for v in np.nonzero(counts)[0] if v >= num_classes and v != ignore_index]
+    if gt_lut is not None and stray and all(gt_lut[v] < num_classes for v in stray):  # raw ids of the label map
+        fix = ("these look like raw label ids (e.g. Cityscapes labelIds, as `eval --cityscapes-ids` writes for the "
+               "benchmark server), not train ids: score train-id predictions (--save-pred without --cityscapes-ids)")
+    bad = invalid_counts(counts, None, num_classes, ignore_index, fix=fix)
     if bad:
         raise DataError(f"prediction {pred_path} {bad}")
 
