@@ -35,7 +35,7 @@ class Source(str):
         for key in keys:
             # The override that set this key or a section above it (the last one wins, as when applied) ...
             owners = [label for set_key, label in self.labels.items()
-                      if key == set_key or key.startswith((f"{set_key}.", f"{set_key}[", f"{set_key} "))]
+                      if key == set_key or key.startswith((f"{set_key}.", f"{set_key}["))]
             # ... else one that set a key below it (an unknown section such as --set trian.lr=1 made it).
             below = [label for set_key, label in self.labels.items() if set_key.startswith(f"{key}.")]
             if owners or below:

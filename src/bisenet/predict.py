@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bisenet.config import Config, load_config
-from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, generated_palette
+from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, palette_for
 from bisenet.data.colour import colorize, overlay
 from bisenet.errors import BisenetError, ConfigError, make_dir
 from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, make_protocol, predict_labels
@@ -66,15 +66,14 @@ def label_info(num_classes: int, config: Config | None = None, stored: dict | No
         d = cfg.data
         crop = cfg.eval.crop_size or (CITYSCAPES_CROP if d.dataset == "cityscapes" else cfg.augment.crop_size)
         names = d.class_names or [str(i) for i in range(num_classes)]
-        palette = d.palette or [list(c) for c in generated_palette(num_classes)]
-        return LabelInfo(list(names), [list(c) for c in palette], list(d.mean), list(d.std), tuple(crop), where,
+        return LabelInfo(list(names), palette_for(d.palette, num_classes), list(d.mean), list(d.std), tuple(crop), where,
                          tuple(cfg.eval.scales), cfg.eval.scale)
     for info in DATASETS.values():
         if info.num_classes == num_classes:
             crop = CITYSCAPES_CROP if info.name == "cityscapes" else (512, 512)
             return LabelInfo(list(info.class_names), [list(c) for c in info.palette], list(info.mean), list(info.std),
                              crop, f"the {info.name} preset ({num_classes} classes){note}")
-    return LabelInfo([str(i) for i in range(num_classes)], [list(c) for c in generated_palette(num_classes)],
+    return LabelInfo([str(i) for i in range(num_classes)], palette_for(None, num_classes),
                      list(IMAGENET_MEAN), list(IMAGENET_STD), (512, 512),
                      f"defaults: no config and no dataset preset has {num_classes} classes, so a generated palette "
                      f"and ImageNet mean/std (pass --config for the right ones){note}")

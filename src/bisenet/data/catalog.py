@@ -35,6 +35,11 @@ def generated_palette(n: int, seed: int = 7) -> tuple[tuple[int, int, int], ...]
     return tuple(tuple(int(v) for v in c) for c in colours)
 
 
+def palette_for(palette: list | tuple | None, num_classes: int) -> list[list[int]]:
+    """A config's palette as lists of RGB ints, or the generated one when it sets none (custom datasets)."""
+    return [list(c) for c in (palette or generated_palette(num_classes))]
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

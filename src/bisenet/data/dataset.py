@@ -56,6 +56,11 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def spread_indices(total: int, count: int) -> list[int]:
+    """Up to `count` indices of `total` items, evenly spread from the first to the last."""
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int)).tolist()
+
+
 def uses_train_ids(label_path: Path) -> bool:
     """True for Cityscapes `*_labelTrainIds.png` files, which already hold train ids."""
     return label_path.name.lower().endswith("trainids.png")
@@ -232,8 +237,8 @@ def validate_split(config: Config | str | Path | dict, split: str, data_root: st
         from bisenet.data.check import check_pairs
 
         if not full:
-            picked = np.unique(np.linspace(0, len(pairs.entries) - 1, min(sample, len(pairs.entries))).round().astype(int))
-            pairs = dataclasses.replace(pairs, entries=[pairs.entries[i] for i in picked.tolist()])
+            picked = spread_indices(len(pairs.entries), sample)
+            pairs = dataclasses.replace(pairs, entries=[pairs.entries[i] for i in picked])
         report = check_pairs(pairs, cfg.num_classes, cfg.data.ignore_index, cfg.data.label_map,
                              workers=max(1, cfg.train.workers))
         problems = report.problems

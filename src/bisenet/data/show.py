@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 
 from bisenet.config import Config, load_config
-from bisenet.data.catalog import generated_palette
+from bisenet.data.catalog import palette_for
 from bisenet.data.colour import colorize, overlay
-from bisenet.data.dataset import SegmentationDataset, build_dataset
+from bisenet.data.dataset import SegmentationDataset, build_dataset, spread_indices
 from bisenet.data.transforms import map_label
 from bisenet.errors import DataError, write_atomic
 
@@ -49,11 +49,10 @@ def show_samples(
     if epoch < 0 or (epoch and not augment):
         raise DataError(f"--epoch {epoch}: pick the augmentation of an epoch >= 0, together with --augment")
     dataset = build_dataset(cfg, split, data_root, list_file)
-    palette = [list(c) for c in (cfg.data.palette or generated_palette(cfg.num_classes))]
+    palette = palette_for(cfg.data.palette, cfg.num_classes)
     names = cfg.data.class_names or [f"class {i}" for i in range(cfg.num_classes)]
-    picked = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))
     rows, shown = [], set()
-    for index in picked.tolist():
+    for index in spread_indices(len(dataset), count):
         photo, label = _sample(dataset, index, augment, epoch)
         shown.update(np.unique(label).tolist())
         caption = f"{dataset.list_file.name} line {dataset.lines[index]}: {dataset.samples[index][0].name}"

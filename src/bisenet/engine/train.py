@@ -307,12 +307,11 @@ def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Conf
                       iteration: int, count: int = 3) -> None:
     if monitor.writer is None:
         return
-    from bisenet.data.catalog import generated_palette
+    from bisenet.data.catalog import palette_for
     from bisenet.data.colour import colorize
     from bisenet.evaluation import predict_labels
 
-    # A custom dataset without data.palette: the generated one `bisenet predict` uses too.
-    palette = cfg.data.palette or [list(c) for c in generated_palette(cfg.num_classes)]
+    palette = palette_for(cfg.data.palette, cfg.num_classes)  # custom datasets may set none
     images, masks = [], []
     mean = torch.tensor(cfg.data.mean).view(3, 1, 1)
     std = torch.tensor(cfg.data.std).view(3, 1, 1)
