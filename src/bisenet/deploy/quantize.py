@@ -123,9 +123,9 @@ def quantize_pt2e(model: torch.nn.Module, calibration: Sequence[torch.Tensor],
     keep_float = getattr(model, "quant_float_modules", ()) if keep_float is None else keep_float
     reduce_range = not cpu_has_vnni() if reduce_range is None else reduce_range
     example = torch.zeros(2, 3, *calibration[0].shape[-2:])  # batch 2: a batch of 1 would be specialised
-    dims = {"x": {0: torch.export.Dim("batch", min=1, max=1024),
-                  2: 32 * torch.export.Dim("height32", min=1, max=512),
-                  3: 32 * torch.export.Dim("width32", min=1, max=512)}}
+    dims = ({0: torch.export.Dim("batch", min=1, max=1024),  # a tuple: whatever forward's argument is named
+             2: 32 * torch.export.Dim("height32", min=1, max=512),
+             3: 32 * torch.export.Dim("width32", min=1, max=512)},)
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
     for name in keep_float:
