@@ -130,3 +130,16 @@ def test_pack_camvid_names_a_missing_source(tmp_path) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "pack_camvid.py"), "--src", str(tmp_path / "none")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "train.txt: not found" in proc.stderr
+
+
+def test_weights_of_another_arch_than_the_config_are_refused(weights, tmp_path, capsys) -> None:
+    # --config gives the images' mean/std: another arch's config belongs to other weights, as eval and predict say.
+    v1_config = tmp_path / "v1_dubai.yaml"
+    v1_config.write_text(CONFIG.read_text().replace("arch: bisenetv2", "arch: bisenetv1"))
+    code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager",
+                 "--weights", str(weights), "--config", str(v1_config)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert f"{weights}: the weights are a bisenetv2 model but the config's model.arch is bisenetv1" in err
+    rows = run_benchmark(size=(64, 64), backends=["eager"], weights=weights, iters=1, warmup=0, config_arch="bisenetv2")
+    assert [row["backend"] for row in rows] == ["eager"]

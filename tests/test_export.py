@@ -232,3 +232,29 @@ def test_exports_carry_the_checkpoint_config_to_predict_and_to_the_onnx_metadata
     meta = {p.key: p.value for p in onnx.load(str(graph)).metadata_props}
     assert json.loads(meta["bisenet.mean"]) == [0.1, 0.2, 0.3] and json.loads(meta["bisenet.std"]) == [0.2, 0.25, 0.3]
     assert json.loads(meta["bisenet.class_names"]) == list("abcd")
+
+
+@pytest.mark.parametrize("out", ["m.onnx", "w.safetensors"])
+def test_cli_export_reads_the_weights_file_once(model, tmp_path, monkeypatch, capsys, out) -> None:
+    # A training checkpoint (optimizer state included) can be hundreds of MB: one read gives model and config.
+    import bisenet.checkpoint
+    from bisenet.config import load_config, to_dict
+
+    cfg = load_config({"data": {"dataset": "custom", "num_classes": 4, "class_names": list("abcd")}})
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": model.state_dict(), "arch": "bisenetv2", "num_classes": 4, "config": to_dict(cfg)}, ckpt)
+    reads = []
+    real = bisenet.checkpoint.read_weights
+
+    def counting(path, *args, **kwargs):
+        reads.append(Path(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(bisenet.checkpoint, "read_weights", counting)
+    assert main(["export", "--weights", str(ckpt), "--out", str(tmp_path / out), "--height", "64", "--width", "64"]) == 0
+    assert reads.count(ckpt) == 1
+    monkeypatch.undo()
+    if out.endswith(".onnx"):  # the config came along from that one read
+        assert "bisenet.class_names" in {p.key for p in onnx.load(str(tmp_path / out)).metadata_props}
+    else:
+        assert bisenet.Segmenter.from_checkpoint(tmp_path / out).class_names == list("abcd")

@@ -221,3 +221,23 @@ def test_batch_size_below_one_is_a_one_line_error(weights, photos, tmp_path, cap
     assert not out.exists()
     with pytest.raises(BisenetError, match=f"--batch-size {size}: must be"):
         Segmenter.from_checkpoint(weights, batch_size=size)
+
+
+def test_config_of_another_arch_is_refused_as_by_eval(weights, photos, tmp_path, capsys) -> None:
+    # The config says what the weights are (names, palette, mean/std): another arch's config is the wrong one.
+    v1 = tmp_path / "v1.pth"
+    torch.save(bisenet.build_model("bisenetv1", 5).state_dict(), v1)
+    v1_config = tmp_path / "v1_dubai.yaml"
+    v1_config.write_text(CONFIG.read_text().replace("arch: bisenetv2", "arch: bisenetv1"))
+    for config, path, found, asked in [(CONFIG, v1, "bisenetv1", "bisenetv2"), (v1_config, weights, "bisenetv2", "bisenetv1")]:
+        with pytest.raises(BisenetError, match=f"the weights are a {found} model but the config's model.arch is {asked}"):
+            Segmenter.from_checkpoint(path, config=load_config(config))
+        out = tmp_path / f"out_{found}"
+        assert main(["predict", "--weights", str(path), "--config", str(config), str(photos), "--out", str(out),
+                     "--device", "cpu", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"bisenet predict: error: {path}: the weights are a {found} model but the config's model.arch "
+                       f"is {asked}; pass the config they were trained with (model.arch: {found}) or {asked} weights"]
+        assert not out.exists()
+    # The matching pair still runs.
+    assert Segmenter.from_checkpoint(v1, config=v1_config).info.source == "the config"

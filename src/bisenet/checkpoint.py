@@ -133,7 +133,17 @@ def load_model(
     map_location: str | torch.device = "cpu",
 ) -> nn.Module:
     """Build the right model for a weights file and load it; returns the model in eval mode."""
-    ckpt = read_weights(path, map_location)
+    return model_from_weights(read_weights(path, map_location), path, arch, num_classes, map_location)
+
+
+def model_from_weights(
+    ckpt: dict[str, Any],
+    path: str | os.PathLike = "weights",
+    arch: str | None = None,
+    num_classes: int | None = None,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """Build and load the model for what `read_weights` returned, so its caller reads the file once; eval mode."""
     state = ckpt["model"]
     guessed_arch, guessed_classes = infer_arch(state, path)
     arch = arch or ckpt.get("arch") or guessed_arch
@@ -143,6 +153,22 @@ def load_model(
     model = build_model(arch, num_classes)
     load_state(model, state, path)
     return model.to(map_location).eval()
+
+
+def model_arch(model: Any) -> str | None:
+    """The arch name (a MODELS key) of a BiSeNet model, or None for anything else (e.g. a compiled runner)."""
+    return next((name for name, cls in MODELS.items() if isinstance(model, cls)), None)
+
+
+def check_arch(model: Any, config_arch: str, weights: Any) -> None:
+    """Refuse weights of another arch than the config's model.arch: the config says what the weights are."""
+    arch = model_arch(model)
+    if arch is not None and arch != config_arch:
+        what = weights if isinstance(weights, (str, os.PathLike)) else "the model"
+        raise CheckpointError(
+            f"{what}: the weights are a {arch} model but the config's model.arch is {config_arch}; "
+            f"pass the config they were trained with (model.arch: {arch}) or {config_arch} weights"
+        )
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike = "weights") -> None:

@@ -114,14 +114,21 @@ class Segmenter:
                         config: Config | str | os.PathLike | dict | None = None, mode: str = "ss",
                         backend: str = "eager", batch_size: int = 4,
                         calibration: str | os.PathLike | None = None) -> Segmenter:
-        """Load published or own weights; names/palette/mean/std from `config`, the checkpoint, or a preset."""
-        from bisenet.checkpoint import load_model, read_weights
+        """Load published or own weights; names/palette/mean/std from `config`, the checkpoint, or a preset.
+
+        A `config` whose model.arch differs from the weights' arch is refused, as by `bisenet eval`.
+        """
+        from bisenet.checkpoint import check_arch, model_from_weights, read_weights
         from bisenet.engine.distributed import resolve_device
 
         check_batch_size(batch_size)  # before loading the weights
         device = resolve_device(str(device))  # 'auto' -> cuda when present
-        model = load_model(path, map_location=device)
-        stored = read_weights(path).get("config")
+        ckpt = read_weights(path, map_location=device)
+        model = model_from_weights(ckpt, path, map_location=device)
+        if config is not None:
+            config = config if isinstance(config, Config) else load_config(config)
+            check_arch(model, config.model.arch, path)
+        stored = ckpt.get("config")
         info = label_info(model.num_classes, config, stored if isinstance(stored, dict) else None)
         return cls(model, model.num_classes, info, device, mode, backend, batch_size, calibration=calibration)
 

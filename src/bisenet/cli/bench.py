@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="trained weights: needed for a meaningful label agreement")
     parser.add_argument("--images", default=None, help="folder of images: timing input, agreement and int8 calibration")
     parser.add_argument("--calibration", default=None, help="folder of images for int8 calibration (default: --images)")
-    parser.add_argument("--config", default=None, help="YAML config whose data.mean/std normalise the images")
+    parser.add_argument("--config", default=None,
+                        help="YAML config whose data.mean/std normalise the images (--weights of another model.arch are refused)")
     parser.add_argument("--max-images", type=int, default=8, help="images read from each folder (default 8)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, optionally write JSON."""
     import torch
 
-    from bisenet.config import parse_size
+    from bisenet.config import load_config, parse_size
     from bisenet.deploy.bench import format_table, image_normalisation, run_benchmark
     from bisenet.errors import BisenetError, make_dir
 
@@ -50,12 +51,14 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise BisenetError(f"--threads {args.threads}: must be at least 1")
         torch.set_num_threads(args.threads)
-    mean, std = image_normalisation(args.config, args.weights)
+    config = load_config(args.config) if args.config else None  # read once: mean/std, and the arch --weights must have
+    mean, std = image_normalisation(config, args.weights)
     rows = run_benchmark(
         arch=args.arch, num_classes=args.num_classes, size=size, batch_size=args.batch_size, device=args.device,
         backends=args.backend, mode=args.mode, weights=args.weights, images=args.images, calibration=args.calibration,
         mean=mean, std=std, warmup=args.warmup, iters=args.iters, max_images=args.max_images,
         log=lambda message: print(message, file=sys.stderr, flush=True), keep_memory=args.keep_memory,
+        config_arch=config.model.arch if config is not None else None,
     )
     print(format_table(rows))
     if args.json:

@@ -26,8 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print what was checked; exit 1 (nothing written) when the export disagrees with PyTorch."""
-    from bisenet import load_model
-    from bisenet.checkpoint import read_weights
+    from bisenet.checkpoint import model_from_weights, read_weights
     from bisenet.deploy.export import ExportCheckError, export_onnx, export_weights
     from bisenet.errors import BisenetError
     from bisenet.models.layers import check_size
@@ -42,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
                            f"name it {stem}.onnx or {stem}.safetensors")
     if weights_only and (args.dynamic or args.argmax):
         raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")
-    model = load_model(args.weights, arch=args.arch, num_classes=args.num_classes)
-    config = read_weights(args.weights).get("config")  # a checkpoint's: names, palette, mean/std travel along
+    ckpt = read_weights(args.weights)  # once: a training checkpoint can be large
+    model = model_from_weights(ckpt, args.weights, arch=args.arch, num_classes=args.num_classes)
+    config = ckpt.get("config")  # a checkpoint's: names, palette, mean/std travel along
     if not isinstance(config, dict) or (config.get("data") or {}).get("num_classes") != model.num_classes:
         config = None
     try:

@@ -10,7 +10,8 @@ from bisenet.config import EVAL_MODES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders (searched recursively) or videos")
     parser.add_argument("--weights", required=True, help="published state_dict, our checkpoint, or .safetensors")
-    parser.add_argument("--config", help="YAML config for class names, palette and mean/std (default: the checkpoint's)")
+    parser.add_argument("--config", help="YAML config for class names, palette and mean/std (default: the checkpoint's); "
+                        "its model.arch and classes must match the weights")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (never read back when searching INPUT folders)")
     parser.add_argument("--overlay", type=float, default=0.5, metavar="ALPHA", help="mask opacity on the photo (default 0.5)")
     parser.add_argument("--mode", choices=EVAL_MODES, default="ss", help="inference protocol (default ss)")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from bisenet.errors import BisenetError, nearest
 from bisenet.evaluation.inference import labels_from_scores
 from bisenet.models.layers import use_textbook_blocks
 from bisenet.runtime import keep_freed_memory
+
+if TYPE_CHECKING:
+    from bisenet.config import Config
 
 # fp32_plain is the textbook step (full-size logits from the model, cross-entropy on them, torch's
 # nn.Dropout, aux heads that upsample before their conv), the baseline; the others are `bisenet
@@ -58,9 +61,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def image_normalisation(config: str | os.PathLike | None = None, weights: str | os.PathLike | None = None
+def image_normalisation(config: str | os.PathLike | Config | None = None, weights: str | os.PathLike | None = None
                         ) -> tuple[list[float] | None, list[float] | None]:
-    """Image mean/std from a YAML config, else from a checkpoint's saved config, else (None, None) = ImageNet."""
+    """Image mean/std from a config (YAML file or Config), else a checkpoint's saved config, else (None, None) = ImageNet."""
     if config:
         from bisenet import load_config
 
@@ -144,8 +147,11 @@ def run_benchmark(
     max_images: int = 8,
     log: Callable[[str], None] | None = None,
     keep_memory: bool = False,
+    config_arch: str | None = None,
 ) -> list[dict[str, Any]]:
     """Time each backend (infer) or precision (train); one row per backend, see format_table.
+
+    `config_arch` (a config's model.arch) refuses `weights` of another arch, as eval and predict do.
 
     `keep_memory` applies `runtime.keep_freed_memory()` once the first backend is built, as
     eval/predict do on the CPU (train before its first step); it is process-wide, so off by
@@ -168,6 +174,10 @@ def run_benchmark(
 
     dev = resolve_device(device)
     model = _load(arch, num_classes, weights, dev)
+    if weights and config_arch:
+        from bisenet.checkpoint import check_arch
+
+        check_arch(model, config_arch, weights)
     if mode == "train":
         return _bench_train(model, size, batch_size, dev, backends, warmup, iters, keep_memory, log)
     return _bench_infer(model, size, batch_size, dev, backends, weights, images, calibration, mean, std,

@@ -269,14 +269,14 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
 
     `config` (a checkpoint's stored config) travels in the file's metadata, for class names, palette and mean/std.
     """
-    from bisenet.checkpoint import load_model, save_inference_weights
+    from bisenet.checkpoint import load_model, model_arch, save_inference_weights
     from bisenet.models import MODELS
 
     check_size(height, width)
     path = Path(path)
     if path.suffix != ".safetensors" or path.is_dir():
         raise BisenetError(f"{path}: weights are written to a file ending in .safetensors, e.g. {path.with_suffix('.safetensors').name}")
-    arch = next((name for name, cls in MODELS.items() if isinstance(model, cls)), None)
+    arch = model_arch(model)
     if arch is None:
         raise BisenetError(f"cannot save a {type(model).__name__}: valid models are {', '.join(MODELS)}")
     make_dir(path.parent, f"--out {path}")

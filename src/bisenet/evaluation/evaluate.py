@@ -184,19 +184,6 @@ def evaluate(
                          backend_options)
 
 
-def _check_arch(model: Any, cfg: Config, weights: Any) -> None:
-    """Refuse weights of another arch than the config's model.arch: the config says what is being scored."""
-    from bisenet.models import MODELS
-
-    arch = next((name for name, cls in MODELS.items() if isinstance(model, cls)), None)
-    if arch is not None and arch != cfg.model.arch:
-        what = weights if isinstance(weights, (str, os.PathLike)) else "the model"
-        raise BisenetError(
-            f"{what}: the weights are a {arch} model but the config's model.arch is {cfg.model.arch}; "
-            f"pass the config they were trained with (model.arch: {arch}) or {cfg.model.arch} weights"
-        )
-
-
 def _calibration_options(cfg: Config, folder: str | os.PathLike | None, count: int, data_root: Any,
                          crop: tuple[int, int] | None) -> dict:
     """int8 calibration: `folder`'s images, else `count` images spread over the train split, at the crop size."""
@@ -238,7 +225,7 @@ def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, 
               flip: bool | None, batch_size: int | None, device: str | torch.device, backend: str,
               save_pred_dir: Any, cityscapes_ids: bool, json_path: Any, workers: int | None, progress: bool,
               backend_options: dict | None) -> dict:
-    from bisenet.checkpoint import load_model
+    from bisenet.checkpoint import check_arch, load_model
     from bisenet.data import build_dataset, validate_split
     from bisenet.engine.distributed import resolve_device
 
@@ -270,7 +257,7 @@ def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, 
         model = weights_or_model
         if isinstance(model, nn.Module):
             model = model.to(device).eval()
-    _check_arch(model, cfg, weights_or_model)
+    check_arch(model, cfg.model.arch, weights_or_model)
     runner = build_runner(model, backend, device, **(backend_options or {})) if isinstance(model, nn.Module) else model
     if device.type == "cpu":  # after the build, whose export and calibration memory goes back to the system
         keep_freed_memory()  # eager inference 20% faster here: no page faults on each image's activations
