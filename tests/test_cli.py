@@ -37,3 +37,51 @@ def test_output_piped_into_a_reader_that_leaves_early_ends_without_a_traceback(t
     proc.stdout.close()  # the reader leaves with most of the 10000 problem lines unread
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 141 and "Traceback" not in err, err
+
+
+def test_info_weights_prints_what_the_file_holds(tmp_path, capsys) -> None:
+    import json
+
+    from bisenet.checkpoint import save_inference_weights
+    from bisenet.config import load_config, to_dict
+
+    torch.manual_seed(0)
+    model = bisenet.build_model("bisenetv2", 5)
+    cfg = load_config({"data": {"dataset": "dubai"}})
+    ckpt, plain, export = tmp_path / "last.pt", tmp_path / "v2.pth", tmp_path / "v2.safetensors"
+    torch.save({"model": model.state_dict(), "arch": "bisenetv2", "num_classes": 5, "iteration": 120,
+                "best_miou": 0.4512, "config": to_dict(cfg)}, ckpt)
+    torch.save(model.state_dict(), plain)
+    save_inference_weights(model.eval(), export, "bisenetv2", config=to_dict(cfg))
+    assert main(["info", "--arch", "bisenetv2", "--num-classes", "5", "--size", "64x64", "--json"]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+
+    assert main(["info", "--weights", str(ckpt), "--size", "64x64"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{ckpt}: training checkpoint at iteration 120, best val mIoU 45.12%"
+    assert out[1] == "bisenetv2  5 classes  input 64x64"
+    assert out[2].split() == ["config:", "dataset", "dubai;", "classes", "building,", "land,", "road,", "vegetation,", "water"]
+    assert f"{fresh['params_training']:,}  (with aux heads)" in out[3]
+
+    assert main(["info", "--weights", str(export), "--size", "64x64", "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert held["kind"] == "eval-only .safetensors weights" and held["aux_heads"] is False
+    assert held["params_file"] == fresh["params_inference"] and held["class_names"][0] == "building"
+    assert {k: held[k] for k in fresh} == fresh and "iteration" not in held
+
+    assert main(["info", "--weights", str(plain), "--size", "64x64", "--json"]) == 0
+    held = json.loads(capsys.readouterr().out)
+    assert held["kind"].startswith("plain state_dict") and held["arch"] == "bisenetv2" and held["num_classes"] == 5
+    assert "dataset" not in held and held["params_file"] == fresh["params_training"]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--weights", "no/such/file.pth"], "bisenet info: error: no/such/file.pth: weights file not found"),
+    (["--weights", __file__], f"bisenet info: error: {__file__}: not a PyTorch weights file"),
+    (["--weights", __file__, "--arch", "bisenetv1"],
+     f"bisenet info: error: --weights {__file__}: arch and class count come from the file; drop --arch/--num-classes"),
+])
+def test_info_weights_mistakes_are_one_line_exit_2(argv, expected, capsys) -> None:
+    assert main(["info", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(expected), err

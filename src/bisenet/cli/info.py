@@ -1,35 +1,99 @@
-"""`bisenet info`: parameters and GFLOPs of a model at an input size."""
+"""`bisenet info`: parameters and GFLOPs of a model at an input size, or what a weights file holds."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 from bisenet.config import ARCHS, parse_size
 from bisenet.errors import BisenetError
 from bisenet.info import model_info
 
+DEFAULT_ARCH, DEFAULT_CLASSES = "bisenetv2", 19
+SHOWN_NAMES = 8  # class names printed before "..." (COCO-Stuff has 171)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", choices=ARCHS, default="bisenetv2")
-    parser.add_argument("--num-classes", type=int, default=19)
+    """Flags of `bisenet info`."""
+    parser.add_argument("--arch", choices=ARCHS, default=None, help=f"architecture (default {DEFAULT_ARCH})")
+    parser.add_argument("--num-classes", type=int, default=None, help=f"classes (default {DEFAULT_CLASSES})")
+    parser.add_argument("--weights", default=None, metavar="W",
+                        help="a checkpoint, state_dict or .safetensors file: print what it holds (arch and classes from it)")
     parser.add_argument("--size", default="512x1024", help="input HxW (default 512x1024)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the model's size and cost; with --weights, first what the file records."""
     from bisenet.models.layers import check_size
 
-    if args.num_classes < 1:
-        raise BisenetError(f"--num-classes {args.num_classes}: must be at least 1")
+    if args.weights is not None and (args.arch is not None or args.num_classes is not None):
+        # Silently preferring one of the two would describe a model the user did not ask about.
+        raise BisenetError(f"--weights {args.weights}: arch and class count come from the file; "
+                           "drop --arch/--num-classes, or drop --weights to describe a fresh model")
+    num_classes = DEFAULT_CLASSES if args.num_classes is None else args.num_classes
+    if num_classes < 1:
+        raise BisenetError(f"--num-classes {num_classes}: must be at least 1")
     size = parse_size(args.size, "--size")
     check_size(*size)
-    stats = model_info(args.arch, args.num_classes, size)
+    held = weights_summary(args.weights) if args.weights is not None else {}
+    stats: dict[str, Any] = {**held, **model_info(held.get("arch", args.arch or DEFAULT_ARCH),
+                                                  held.get("num_classes", num_classes), size)}
     if args.json:
         print(json.dumps(stats))
         return 0
+    if held:
+        print(f"{held['path']}: {held['kind']}")
     print(f"{stats['arch']}  {stats['num_classes']} classes  input {stats['size']}")
+    if held.get("dataset") or held.get("class_names"):
+        names = held.get("class_names") or []
+        shown = ", ".join(names[:SHOWN_NAMES]) + (f", ... ({len(names)})" if len(names) > SHOWN_NAMES else "")
+        print(f"  config:                      dataset {held.get('dataset') or '?'}" + (f"; classes {shown}" if names else ""))
+    if held:
+        aux = "with aux heads" if held["aux_heads"] else "no aux heads"
+        print(f"  parameters (in the file):    {held['params_file']:>12,}  ({aux})")
     print(f"  parameters (inference):      {stats['params_inference']:>12,}")
     print(f"  parameters (training, +aux): {stats['params_training']:>12,}")
     print(f"  GFLOPs (2 per multiply-add): {stats['gflops']:>12.1f}")
     return 0
+
+
+def weights_summary(path: str) -> dict[str, Any]:
+    """What a weights file records: kind, arch, classes, iteration, its run's dataset and class names, parameters."""
+    from bisenet.checkpoint import model_arch, model_from_weights, read_weights
+
+    ckpt = read_weights(path)
+    model = model_from_weights(ckpt, path)  # also proves that the entries fit the arch and class count
+    params = dict(model.named_parameters())
+    aux = tuple(f"{name}." for name in getattr(model, "aux_heads", ()))
+    state = ckpt["model"]
+    if "iteration" in ckpt:
+        best = ckpt.get("best_miou")
+        kind = f"training checkpoint at iteration {ckpt['iteration']}" + (
+            f", best val mIoU {100 * best:.2f}%" if isinstance(best, (int, float)) else "")
+    elif Path(path).suffix == ".safetensors":
+        kind = "eval-only .safetensors weights"
+    elif "arch" in ckpt:
+        kind = "weights with their arch and class count recorded"
+    else:
+        kind = "plain state_dict (arch and classes read from its entries' names and shapes)"
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    summary: dict[str, Any] = {
+        "path": str(path),
+        "kind": kind,
+        "arch": model_arch(model),
+        "num_classes": model.num_classes,
+        "params_file": sum(value.numel() for key, value in state.items() if key in params),
+        "aux_heads": any(key.startswith(aux) for key in state) if aux else False,
+    }
+    if "iteration" in ckpt:
+        summary["iteration"] = int(ckpt["iteration"])
+        summary["best_miou"] = ckpt.get("best_miou")
+    if data.get("dataset"):
+        summary["dataset"] = data["dataset"]
+    if data.get("class_names"):
+        summary["class_names"] = list(data["class_names"])
+    return summary
