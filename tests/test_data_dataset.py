@@ -239,3 +239,45 @@ def test_list_written_on_windows_with_backslashes_reads_on_posix(tmp_path):
     cfg = load_config({"data": {"dataset": "custom", "num_classes": 2, "root": str(tmp_path), "val_list": "win.txt"}})
     image, label = build_dataset(cfg, "val")[0]
     assert image.shape == (3, 8, 8) and label.unique().tolist() == [1]
+
+
+@pytest.mark.parametrize("fmt, ext, options", [("BMP", "bmp", {}), ("GIF", "gif", {"optimize": False}),
+                                               ("TIFF", "tif", {}), ("TIFF", "tiff", {"compression": "tiff_lzw"})])
+def test_palette_bmp_gif_tiff_labels_read_as_their_indices(tmp_path, fmt, ext, options):
+    # As palette PNGs: the class id is the palette index; OpenCV alone would expand it to a colour mask.
+    from PIL import Image
+
+    from bisenet.data.decode import read_label
+
+    ids = np.array([[0, 1, 2, 3], [2, 255, 1, 0], [3, 3, 0, 1]], np.uint8)
+    make_pairs(tmp_path, {"a": ids})
+    mask = Image.fromarray(ids, mode="P")
+    mask.putpalette([0, 0, 0, 200, 0, 0, 0, 200, 0, 0, 0, 200] + [255, 255, 255] * 252)
+    label = tmp_path / "lab" / f"a.{ext}"
+    mask.save(label, fmt, **options)
+    assert Image.open(label).mode == "P" and cv2.imread(str(label), cv2.IMREAD_UNCHANGED).ndim == 3
+    (tmp_path / "list.txt").write_text(f"img/a.png,lab/a.{ext}\n")
+    np.testing.assert_array_equal(read_label(label), ids)
+    _, got = build_dataset(custom_cfg(tmp_path, num_classes=4), "val")[0]
+    np.testing.assert_array_equal(got.numpy(), ids)
+    if fmt == "GIF":  # GIF has no colour mode: Pillow saves RGB as a palette too
+        return
+    # Colour (RGB) ones in these formats are still refused as colour masks.
+    Image.fromarray(np.dstack([ids] * 3), mode="RGB").save(label, fmt)
+    with pytest.raises(DataError, match=r"list.txt line 1: label .* has 3 channels \(a colour mask\)"):
+        build_dataset(custom_cfg(tmp_path, num_classes=4), "val")[0]
+
+
+def test_truncated_palette_bmp_label_is_one_line_truncated_error(tmp_path):
+    from PIL import Image
+
+    make_pairs(tmp_path, {"a": np.zeros((16, 16), np.uint8)})
+    mask = Image.fromarray(np.zeros((16, 16), np.uint8), mode="P")
+    mask.putpalette([0, 0, 0, 200, 0, 0] * 128)
+    mask.save(tmp_path / "lab" / "a.bmp")
+    data = (tmp_path / "lab" / "a.bmp").read_bytes()
+    (tmp_path / "lab" / "a.bmp").write_bytes(data[:-100])
+    (tmp_path / "list.txt").write_text("img/a.png,lab/a.bmp\n")
+    with pytest.raises(DataError, match=r"^\S*list.txt line 1: label \S*a.bmp is truncated \(file ends early\) "
+                                         r"\(BMP with a palette\); re-copy or re-download it$"):
+        build_dataset(custom_cfg(tmp_path, num_classes=2), "val")[0]

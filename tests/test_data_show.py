@@ -89,3 +89,37 @@ def test_show_draws_ignore_pixels_as_a_checkerboard_not_a_class_colour(tmp_path,
     drawn = _label_panel(tmp_path / "s.png", 0, 64, 64)
     assert (drawn[:, :32] == 0).all()  # class 0 in its colour, black
     assert set(np.unique(drawn[:, 32:])) == {110, 200}  # ignore: the grey checkerboard
+
+
+def test_show_says_when_the_list_has_fewer_pairs_than_count(tmp_path, capsys):
+    config = REPO / "configs" / "bisenetv2_dubai.yaml"
+    (tmp_path / "two.txt").write_text("".join((DUBAI / "val.txt").read_text().splitlines(keepends=True)[:2]))
+    argv = ["data", "show", str(config), "--data-root", str(DUBAI), "--list", str(tmp_path / "two.txt"),
+            "--width", "64", "--out", str(tmp_path / "s.png")]
+    code, out = run_cli(capsys, *argv, "--count", "5")
+    assert code == 0
+    assert out.splitlines()[0] == f"{tmp_path / 'two.txt'} has 2 pairs; showing 2, not --count 5"
+    code, out = run_cli(capsys, *argv, "--count", "2")  # as many as asked: no note
+    assert code == 0 and out == f"wrote {tmp_path / 's.png'}\n"
+
+
+def test_show_captions_too_long_for_the_width_end_in_an_ellipsis_not_a_cut_letter(tmp_path, capsys):
+    from bisenet.data.show import CAPTION, CAPTION_SCALE, FONT, fit_text
+
+    name = "M" * 60  # wide letters: cut at the picture's edge, one would leave ink in the last columns
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / f"{name}.png"), np.full((32, 32, 3), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "lab" / f"{name}.png"), np.zeros((32, 32), np.uint8))
+    (tmp_path / "list.txt").write_text(f"img/{name}.png,lab/{name}.png\n")
+    (tmp_path / "c.yaml").write_text("data:\n  num_classes: 2\n")
+    code, _ = run_cli(capsys, "data", "show", str(tmp_path / "c.yaml"), "--data-root", str(tmp_path), "--list",
+                      "list.txt", "--width", "32", "--out", str(tmp_path / "s.png"))
+    assert code == 0
+    bar = cv2.imread(str(tmp_path / "s.png"))[:CAPTION]
+    inked = np.flatnonzero((bar < 128).any(axis=(0, 2)))
+    assert inked.size and inked.max() < bar.shape[1] - 4  # the text stops inside the bar's right margin
+    shown = fit_text(f"list.txt line 1: {name}.png", bar.shape[1] - 8, CAPTION_SCALE)
+    assert shown.startswith("list.txt line 1: M") and shown.endswith("...")
+    assert cv2.getTextSize(shown, FONT, CAPTION_SCALE, 1)[0][0] <= bar.shape[1] - 8
+    assert fit_text("short", 200, CAPTION_SCALE) == "short"

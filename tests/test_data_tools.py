@@ -131,7 +131,7 @@ def test_lists_pairs_by_stem_reports_unmatched(tmp_path, capsys):
         _touch_png(tmp_path / "masks" / f"{name}.png")
     code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "imgs", "--labels", "masks",
                         "--out", "train.txt")
-    assert code == 0
+    assert code == 0 and out.endswith(f"wrote {tmp_path / 'train.txt'}: 2 pairs\n")
     assert (tmp_path / "train.txt").read_text() == "imgs/a.jpg,masks/a.png\nimgs/b.jpg,masks/b.png\n"
     assert "1 image without a label, skipped: " in out and "c.jpg" in out
     assert "1 label without an image, skipped: " in out and "z.png" in out and "rename" not in out
@@ -150,6 +150,7 @@ def test_lists_pairs_strips_a_common_label_suffix_or_says_how_to_rename(tmp_path
     (tmp_path / "masks" / "a_mask.png").rename(tmp_path / "masks" / "a.png")  # mixed names: how to rename the rest
     code, out = run_cli(capsys, *args)
     assert code == 0 and (tmp_path / "train.txt").read_text() == "imgs/a.jpg,masks/a.png\n"
+    assert out.endswith(f"wrote {tmp_path / 'train.txt'}: 1 pair\n")  # not "1 pairs"
     assert (f'2 labels are named <image name>_mask (e.g. b_mask.png) but images and labels pair by the same file '
             f'name without the extension; rename them: for f in {tmp_path / "masks"}/*_mask.png; do mv "$f" '
             f'"${{f%_mask.png}}.png"; done') in out
@@ -210,6 +211,22 @@ def test_check_summary_on_bundled_dubai(capsys):
     assert code == 0 and "12 pairs" in out
 
 
+def test_check_counts_read_in_the_singular_for_one(tmp_path, capsys):
+    # One pair, and six image sizes: the summary shows five and "1 more size".
+    lines = []
+    for k in range(6):
+        cv2.imwrite(str(tmp_path / f"i{k}.png"), np.zeros((4, 4 + k, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / f"l{k}.png"), np.zeros((4, 4 + k), np.uint8))
+        lines.append(f"i{k}.png,l{k}.png\n")
+    (tmp_path / "one.txt").write_text(lines[0])
+    (tmp_path / "six.txt").write_text("".join(lines))
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "one.txt", "--num-classes", "2")
+    assert code == 0 and "\n1 pair, no problems\n" in out
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "six.txt", "--num-classes", "2")
+    assert code == 0 and "6 pairs, no problems" in out and out.split("sizes (WxH): ")[1].splitlines()[0].endswith(
+        ", ... 1 more size")
+
+
 @pytest.fixture
 def broken(tmp_path):
     """A small dataset with one good pair and one file per kind of problem."""
@@ -251,7 +268,7 @@ def test_check_reports_each_problem(broken, capsys, case, message):
     problem = out.splitlines()[0]
     assert problem.startswith(str(root / "one.txt"))
     assert re.search(message, problem), problem
-    assert out.splitlines()[-1].startswith("1 problem(s) in")
+    assert out.splitlines()[-1] == f"1 problem in {root / 'one.txt'} (1 pair)"
 
 
 def test_check_names_a_header_line_and_quoted_paths(broken, capsys):

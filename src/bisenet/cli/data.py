@@ -73,7 +73,7 @@ def _show(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, "--out", "samples.png")  # before any decoding
     path = show_samples(args.config, args.out, split=args.split, count=args.count, augment=args.augment,
-                        data_root=args.data_root, list_file=args.list, epoch=args.epoch, width=args.width)
+                        data_root=args.data_root, list_file=args.list, epoch=args.epoch, width=args.width, log=print)
     print(f"wrote {path}")
     return 0
 
@@ -97,7 +97,7 @@ def _under(root: Path, path: Path) -> Path:
 
 def _lists(args: argparse.Namespace) -> int:
     from bisenet.data.layouts import describe_unmatched, pair_folders, write_dataset_lists
-    from bisenet.data.lists import write_list
+    from bisenet.data.lists import plural, write_list
 
     if args.layout == "pairs":
         if args.images is None or args.labels is None or args.out is None:
@@ -109,20 +109,20 @@ def _lists(args: argparse.Namespace) -> int:
             print(line)
         if not pairing.pairs:
             raise DataError(f"no image in {args.images} has a label with the same name in {args.labels}")
-        print(f"wrote {out}: {write_list(out, pairing.pairs, args.root)} pairs")
+        print(f"wrote {out}: {plural(write_list(out, pairing.pairs, args.root), 'pair')}")
         return 0
     report = write_dataset_lists(args.layout, args.root, args.out, train_ids=args.train_ids)
     for line in report.warnings:
         print(line)
     for path, count in report.written.items():
-        print(f"wrote {path}: {count} pairs")
+        print(f"wrote {path}: {plural(count, 'pair')}")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     from bisenet.data.catalog import DATASETS
     from bisenet.data.check import check_pairs, format_summary
-    from bisenet.data.lists import read_list, resolve_list_path
+    from bisenet.data.lists import plural, read_list, resolve_list_path
     from bisenet.errors import nearest
 
     names, label_map = None, None
@@ -160,7 +160,7 @@ def _check(args: argparse.Namespace) -> int:
     if report.problems:
         for line in report.problems:
             print(line)
-        print(f"{len(report.problems)} problem(s) in {pairs.path} ({report.pairs} pairs)")
+        print(f"{plural(len(report.problems), 'problem')} in {pairs.path} ({plural(report.pairs, 'pair')})")
         return 1
     print(f"{pairs.path}:")
     for line in format_summary(report, num_classes, ignore_index, names):

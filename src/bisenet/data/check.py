@@ -13,7 +13,7 @@ import numpy as np
 from bisenet.data.catalog import build_lut, invalid_values
 from bisenet.data.dataset import uses_train_ids
 from bisenet.data.decode import FileProblem, read_image, read_label
-from bisenet.data.lists import ListEntry, PairList, not_found_fix
+from bisenet.data.lists import ListEntry, PairList, not_found_fix, plural
 
 
 @dataclass
@@ -106,9 +106,9 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
 def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
                    class_names: list[str] | None = None) -> list[str]:
     """Human-readable summary lines: count, sizes, class shares, mean/std for a config."""
-    lines = [f"{report.pairs} pairs, no problems"]
+    lines = [f"{plural(report.pairs, 'pair')}, no problems"]
     sizes = ", ".join(f"{w}x{h} ({count})" for (w, h), count in report.sizes.most_common(5))
-    more = f", ... {len(report.sizes) - 5} more sizes" if len(report.sizes) > 5 else ""
+    more = f", ... {plural(len(report.sizes) - 5, 'more size')}" if len(report.sizes) > 5 else ""
     lines.append(f"sizes (WxH): {sizes}{more}")
     counts = report.class_pixels
     total = counts.sum()

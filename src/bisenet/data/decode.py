@@ -18,6 +18,8 @@ COLOUR_MASK_FIX = (
     "(e.g. ids = lut[r*65536 + g*256 + b]) and save an 8-bit grayscale PNG"
 )
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# BMP, GIF, TIFF and BigTIFF: formats that may hold a palette, which OpenCV expands to BGR colours.
+PALETTE_SIGNATURES = (b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 class FileProblem(Exception):
@@ -80,12 +82,16 @@ def _png_colour_type(data: bytes) -> int | None:
 def read_label(path: str | Path) -> np.ndarray:
     """Decode a label mask as an HxW uint8 array of raw values, exactly as stored.
 
-    A palette PNG gives its indices, not its colours: that is how VOC-style tools store
-    class ids; a gray + alpha PNG gives its gray values (OpenCV would expand both to BGR(A),
-    so Pillow reads these).
+    A palette PNG, BMP, GIF or TIFF gives its indices, not its colours: that is how VOC-style
+    tools store class ids; a gray + alpha PNG gives its gray values (OpenCV would expand both
+    to BGR(A), so Pillow reads these).
     """
     path = Path(path)
     data = _read_bytes(path, "label")
+    if data.startswith(PALETTE_SIGNATURES):
+        ids = _palette_indices(data, path)
+        if ids is not None:
+            return as_label_array(ids, path)
     if _png_colour_type(data) in (3, 4) and not _truncated(data):
         try:
             with Image.open(io.BytesIO(data)) as image:
@@ -95,6 +101,24 @@ def read_label(path: str | Path) -> np.ndarray:
         return as_label_array(ids[..., 0] if ids.ndim == 3 else ids, path)  # gray + alpha: the gray values
     label = _decode(data, cv2.IMREAD_UNCHANGED, path, "label")
     return as_label_array(label, path)
+
+
+def _palette_indices(data: bytes, path: Path) -> np.ndarray | None:
+    """The palette indices of a palette-mode BMP/GIF/TIFF, or None for other files (OpenCV reads those)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (OSError, ValueError, SyntaxError):
+        return None  # not one Pillow reads: OpenCV's decoder gives the verdict
+    with image:
+        if image.mode not in ("P", "PA"):
+            return None
+        try:
+            ids = np.asarray(image)
+        except (OSError, ValueError, SyntaxError) as exc:  # header fine, pixels not: OpenCV would say "colour mask"
+            kind = "truncated" if "truncated" in str(exc) else "unreadable"
+            raise FileProblem(kind, f"label {path} is {'truncated (file ends early)' if kind == 'truncated' else 'corrupt'}"
+                                    f" ({image.format} with a palette); re-copy or re-download it") from None
+    return ids[..., 0] if ids.ndim == 3 else ids  # palette + alpha: the indices
 
 
 def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:

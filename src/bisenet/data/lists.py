@@ -34,6 +34,11 @@ class PairList:
         return f"{self.path} line {line}"
 
 
+def plural(count: int, noun: str) -> str:
+    """The count with its noun in the right number: '1 pair', '3 pairs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def resolve_list_path(list_file: str | Path, root: Path, prefer_cwd: bool = False) -> Path:
     """Find a list file: absolute as is, else relative to the data root (or the cwd first)."""
     path = Path(list_file).expanduser()

@@ -8,6 +8,7 @@ same random crop, scale, flip and colour jitter that training draws for that epo
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from bisenet.config import Config, load_config
 from bisenet.data.catalog import palette_for
 from bisenet.data.colour import colorize, overlay
 from bisenet.data.dataset import SegmentationDataset, build_dataset, spread_indices
+from bisenet.data.lists import plural
 from bisenet.data.transforms import map_label
 from bisenet.errors import DataError, write_atomic
 
@@ -25,6 +27,7 @@ IGNORE_TILE = 8  # ignore pixels drawn as a grey checkerboard: no class colour (
 GAP = 6  # pixels between panels
 CAPTION = 22  # height of the bar naming each row's list line
 LEGEND_COLUMN = 190  # width of one legend entry
+FONT, CAPTION_SCALE, LEGEND_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 0.42
 
 
 def show_samples(
@@ -37,8 +40,12 @@ def show_samples(
     list_file: str | os.PathLike | None = None,
     epoch: int = 0,
     width: int = 400,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Write a PNG of `count` samples spread over the split, with a legend of the classes shown."""
+    """Write a PNG of `count` samples spread over the split, with a legend of the classes shown.
+
+    `log` gets a one-line note when the list holds fewer pairs than `count` (all of them are shown).
+    """
     cfg = config if isinstance(config, Config) else load_config(config)
     if not 1 <= count <= MAX_COUNT or not 32 <= width <= MAX_WIDTH:
         raise DataError(f"--count {count}, --width {width}: need 1-{MAX_COUNT} samples and 32-{MAX_WIDTH} pixels per panel")
@@ -49,6 +56,8 @@ def show_samples(
     if epoch < 0 or (epoch and not augment):
         raise DataError(f"--epoch {epoch}: pick the augmentation of an epoch >= 0, together with --augment")
     dataset = build_dataset(cfg, split, data_root, list_file)
+    if count > len(dataset) and log is not None:  # else the picture silently has fewer rows than asked for
+        log(f"{dataset.list_file} has {plural(len(dataset), 'pair')}; showing {len(dataset)}, not --count {count}")
     palette = palette_for(cfg.data.palette, cfg.num_classes)
     names = cfg.data.class_names or [f"class {i}" for i in range(cfg.num_classes)]
     rows, shown = [], set()
@@ -92,7 +101,8 @@ def _row(photo: np.ndarray, label: np.ndarray, palette: list[list[int]], ignore_
     gap = np.full((height, GAP, 3), 255, np.uint8)
     panels = np.hstack([photo, gap, colour, gap, overlay(photo, colour, 0.5)])
     bar = np.full((CAPTION, panels.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, caption, (4, CAPTION - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(bar, fit_text(caption, panels.shape[1] - 8, CAPTION_SCALE), (4, CAPTION - 7), FONT, CAPTION_SCALE,
+                (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([bar, panels, np.full((GAP, panels.shape[1], 3), 255, np.uint8)])
 
 
@@ -112,5 +122,20 @@ def _legend(ids: list[int], names: list[str], palette: list[list[int]], ignore_i
         else:
             cv2.rectangle(legend, (x, y), (x + 14, y + 14), tuple(int(c) for c in colour), -1)
         cv2.rectangle(legend, (x, y), (x + 14, y + 14), (120, 120, 120), 1)
-        cv2.putText(legend, name[:24], (x + 20, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        room = min(LEGEND_COLUMN, width - x) - 24  # up to the next column or the picture's edge
+        cv2.putText(legend, fit_text(name, room, LEGEND_SCALE), (x + 20, y + 12), FONT, LEGEND_SCALE, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     return legend
+
+
+def fit_text(text: str, room: int, scale: float) -> str:
+    """`text`, or its longest start that fits `room` pixels with '...' appended: never a letter cut at the edge."""
+    def width(candidate: str) -> int:
+        return cv2.getTextSize(candidate, FONT, scale, 1)[0][0]
+
+    if width(text) <= room:
+        return text
+    keep = len(text)
+    while keep > 0 and width(text[:keep].rstrip() + "...") > room:
+        keep -= 1
+    return text[:keep].rstrip() + "..." if keep else ""
