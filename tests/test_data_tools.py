@@ -139,6 +139,17 @@ def test_lists_pairs_by_stem_reports_unmatched(tmp_path, capsys):
     assert code == 2 and "needs --images DIR --labels DIR --out LIST" in out
 
 
+def test_lists_pairs_finds_every_format_the_reader_takes(tmp_path, capsys):
+    # Palette GIF/BMP/TIFF labels are read as their indices, so pairing must find them too.
+    for i, ext in enumerate((".gif", ".bmp", ".tif", ".pgm")):
+        _touch_png(tmp_path / "imgs" / f"{i}.jpg", 3)
+        _touch_png(tmp_path / "masks" / f"{i}{ext}")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "imgs", "--labels", "masks",
+                        "--out", "train.txt")
+    assert code == 0 and out.endswith(": 4 pairs\n"), out
+    assert (tmp_path / "train.txt").read_text().splitlines()[0] == "imgs/0.jpg,masks/0.gif"
+
+
 def test_lists_pairs_strips_a_common_label_suffix_or_says_how_to_rename(tmp_path, capsys):
     for name in ("a", "b", "c"):
         _touch_png(tmp_path / "imgs" / f"{name}.jpg", 3)

@@ -21,11 +21,12 @@ from tqdm import tqdm
 from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, palette_for
 from bisenet.data.colour import colorize, overlay
+from bisenet.data.layouts import IMAGE_EXTS as LAYOUT_IMAGE_EXTS
 from bisenet.errors import BisenetError, ConfigError, make_dir
 from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, make_protocol, predict_labels
 from bisenet.runtime import keep_freed_memory
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_EXTS = set(LAYOUT_IMAGE_EXTS)
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
 

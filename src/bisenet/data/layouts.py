@@ -9,7 +9,7 @@ from pathlib import Path
 from bisenet.data.lists import format_list
 from bisenet.errors import DataError, check_output_file, write_text_atomic
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")  # all OpenCV reads
 LAYOUTS = ("cityscapes", "cocostuff", "ade20k", "camvid")
 
 
