@@ -12,7 +12,7 @@ import torch
 import bisenet
 from bisenet.cli import main
 from bisenet.config import load_config, to_dict
-from bisenet.data.catalog import DUBAI
+from bisenet.data.catalog import DUBAI, generated_palette
 from bisenet.errors import BisenetError
 from bisenet.predict import Segmenter, colorize, overlay
 
@@ -40,6 +40,15 @@ def test_colorize_and_overlay() -> None:
     assert colorize(mask.astype(np.int64), DUBAI.palette).tolist() == rgb.tolist()
     photo = np.full((2, 2, 3), 200, np.uint8)
     assert overlay(photo, rgb, 0.0).tolist() == photo.tolist() and overlay(photo, rgb, 1.0).tolist() == rgb.tolist()
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 19, 171])
+def test_generated_palette_keeps_every_class_apart_and_off_the_ignore_black(n):
+    # Custom datasets without data.palette get it: a random one gave a binary task two pinks 25 apart.
+    colours = np.array(generated_palette(n), dtype=float)
+    gaps = np.sqrt(((colours[:, None] - colours[None]) ** 2).sum(-1)) + np.eye(n) * 1e9
+    assert gaps.min() >= {2: 400, 3: 250, 5: 250, 8: 150, 19: 100, 171: 35}[n]
+    assert colours.max(1).min() >= 100  # nothing near black, the colour of ignore pixels
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int64, np.float32])
