@@ -215,8 +215,14 @@ def test_out_inside_an_input_folder_is_left_out_of_the_search(weights, photos, t
     assert main(["predict", "--weights", str(weights), str(out), "--out", str(same / "preds"), "--device", "cpu",
                  "--quiet"]) == 1
     assert "inside the output folder" in capsys.readouterr().err and sorted(p.name for p in out.iterdir()) == expected
-    # An input folder inside --out is what the user asked for: still read.
-    assert main(["predict", "--weights", str(weights), str(out), "--out", str(same), "--device", "cpu", "--quiet"]) == 0
+    # An input folder inside --out is still searched, but its files are all earlier outputs: said in one line.
+    assert main(["predict", "--weights", str(weights), str(out), "--out", str(same), "--device", "cpu", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"skipped {out}: its 9 image(s) and video(s) are outputs of an earlier predict run; "
+                   "name one as an INPUT to segment it anyway"]
+    # Named one by one, they are segmented.
+    assert main(["predict", "--weights", str(weights), *map(str, sorted(out.iterdir())), "--out", str(same),
+                 "--device", "cpu", "--quiet"]) == 0
     assert "wrote 9 image(s)" in capsys.readouterr().out
 
 
@@ -250,3 +256,138 @@ def test_config_of_another_arch_is_refused_as_by_eval(weights, photos, tmp_path,
         assert not out.exists()
     # The matching pair still runs.
     assert Segmenter.from_checkpoint(v1, config=v1_config).info.source == "the config"
+
+
+def _photo(path: Path, h: int, w: int, index: int = 0) -> Path:
+    """An example photo resized to h x w (sizes tell whose outputs are whose)."""
+    source = sorted((EXAMPLE / "val" / "images").iterdir())[index]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.resize(cv2.imread(str(source)), (w, h)))
+    return path
+
+
+def test_a_rerun_beside_earlier_outputs_leaves_them_out_in_one_line(weights, photos, tmp_path, capsys) -> None:
+    folder = tmp_path / "imgs2"
+    for photo in photos.iterdir():
+        _photo(folder / photo.name, 37, 53)
+    _photo(folder / "street_label.png", 40, 40)  # merely named like an output: no _color/_overlay beside it
+    (folder / "clip_overlay.mp4").write_bytes(b"an earlier run's video")
+    args = ["predict", "--weights", str(weights), str(folder), "--device", "cpu", "--quiet", "--out"]
+    assert main([*args, str(folder / "out")]) == 0
+    capsys.readouterr()
+    assert main([*args, str(folder / "out2")]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 4 image(s)" in captured.out and "skipped" not in captured.out
+    assert captured.err.strip().splitlines() == [
+        f"skipped 13 file(s) in {folder}: outputs of an earlier predict run (<stem>_label.png/_color.png/_overlay.png "
+        "side by side, <stem>_overlay.mp4); name one as an INPUT to segment it anyway"]
+    assert sorted(p.name for p in (folder / "out2").iterdir()) == sorted(p.name for p in (folder / "out").iterdir())
+
+
+def test_input_subfolders_are_mirrored_and_a_numbered_name_is_printed(weights, tmp_path, capsys) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    sizes = {"a/x.png": (32, 40), "b/x.png": (36, 44), "x.jpg": (40, 48), "x.png": (44, 52)}
+    for name, (h, w) in sizes.items():
+        _photo(folder / name, h, w)
+    assert main(["predict", "--weights", str(weights), str(folder), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # Only the clash in one folder is numbered, and the line says whose outputs are whose.
+    assert lines[1:-1] == [f"{folder / 'x.png'}: written as {out / 'x_2'}_* ({out / 'x'}_* are from {folder / 'x.jpg'})"]
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == sorted(f"{stem}_{s}.png" for stem in ("a/x", "b/x", "x", "x_2") for s in ("color", "overlay", "label"))
+    for name, stem in [("a/x.png", "a/x"), ("b/x.png", "b/x"), ("x.jpg", "x"), ("x.png", "x_2")]:
+        assert cv2.imread(str(out / f"{stem}_label.png"), cv2.IMREAD_UNCHANGED).shape == sizes[name], name
+
+
+def test_no_output_folder_is_left_when_every_input_is_skipped(weights, tmp_path, capsys) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "b.jpg").write_bytes(b"")
+    args = ["predict", "--weights", str(weights), str(folder), "--device", "cpu", "--quiet", "--out"]
+    assert main([*args, str(tmp_path / "new" / "deeper" / "out")]) == 1
+    assert "skipped 2" in capsys.readouterr().out
+    assert not (tmp_path / "new").exists()  # nor its parents made for it
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main([*args, str(existing)]) == 1 and existing.is_dir()  # a folder the user had stays
+
+
+def test_16_bit_arrays_get_the_conversion_the_cli_applies_to_16_bit_pngs(weights, tmp_path, capsys) -> None:
+    seg = Segmenter.from_checkpoint(weights, device="cpu")
+    deep = np.random.default_rng(3).integers(0, 65536, size=(40, 56, 3), dtype=np.uint16)
+    with pytest.raises(BisenetError, match=r"image 0: uint16 pixels; .*\(image >> 8\)\.astype\(np\.uint8\) for 16-bit"):
+        seg.predict(deep)  # not image.astype(np.uint8), which wraps 65535 to 255 and 256 to 0
+    png = tmp_path / "deep.png"
+    assert cv2.imwrite(str(png), deep[:, :, ::-1])
+    assert main(["predict", "--weights", str(weights), str(png), "--out", str(tmp_path / "o"), "--device", "cpu",
+                 "--quiet"]) == 0
+    cli = cv2.imread(str(tmp_path / "o" / "deep_label.png"), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(seg.predict((deep >> 8).astype(np.uint8)), cli)
+
+
+def test_calibration_skips_unreadable_images_with_one_note(tmp_path) -> None:
+    from bisenet.deploy.images import read_folder
+
+    folder = tmp_path / "calib"
+    for i in range(3):
+        _photo(folder / f"{i}.jpg", 40, 70, i)
+    (folder / "1b.jpg").write_bytes(b"not an image")
+    notes: list[str] = []
+    images = read_folder(folder, None, limit=3, log=notes.append)
+    assert len(images) == 3 and images[0].shape == (3, 32, 64)  # `limit` counts readable images
+    assert notes == [f"note: skipped 1 unreadable image file(s) in {folder}: image {folder / '1b.jpg'} "
+                     "is not a readable image (corrupt or unsupported format)"]
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(b"")
+    with pytest.raises(BisenetError, match=f"{folder}: none of its 4 image file\\(s\\) can be read"):
+        read_folder(folder, (32, 32))
+    with pytest.raises(BisenetError, match=f"{folder / '0.jpg'} is a file, not a folder"):
+        read_folder(folder / "0.jpg", (32, 32))
+
+
+def test_int8_predict_calibrates_around_a_corrupt_image(weights, photos, tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    folder = tmp_path / "shots"
+    for photo in photos.iterdir():
+        _photo(folder / photo.name, 37, 53)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert main(["predict", "--weights", str(weights), str(folder), "--out", str(tmp_path / "o"), "--device", "cpu",
+                 "--backend", "int8", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "int8" in captured.out.splitlines()[0] and "wrote 3 image(s)" in captured.out and "skipped 1" in captured.out
+    assert f"note: skipped 1 unreadable image file(s) in {folder}: image {folder / 'corrupt.jpg'}" in captured.err
+
+
+def test_calibration_flag_mistakes_are_said_in_one_line(weights, photos, tmp_path, capsys) -> None:
+    photo = min(photos.iterdir())
+    out = tmp_path / "o"
+    args = ["predict", "--weights", str(weights), str(photos), "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main([*args, "--backend", "int8", "--calibration", str(photo)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"bisenet predict: error: --calibration {photo}: is a file, not a folder; pass a folder of images like the "
+        "ones to segment"]
+    assert not out.exists()
+    assert main([*args, "--calibration", str(photos)]) == 0  # eager: no calibration, said, still runs
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"warning: --calibration {photos} is ignored: only the int8 backends (int8, int8_compile, int8_openvino) "
+        "calibrate, not --backend eager"]
+
+
+def test_scale_resizes_inputs_first_and_shows_on_the_start_line(weights, photos, tmp_path, capsys) -> None:
+    out = tmp_path / "o"
+    args = ["predict", "--weights", str(weights), str(photos), "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    assert "; ss on cpu" in capsys.readouterr().out.splitlines()[0]
+    assert main([*args, "--scale", "0.5"]) == 0
+    assert "; ss scales 0.5 on cpu" in capsys.readouterr().out.splitlines()[0]
+    for photo in photos.iterdir():  # outputs keep the input size
+        assert cv2.imread(str(out / f"{photo.stem}_label.png")).shape[:2] == cv2.imread(str(photo)).shape[:2]
+    assert Segmenter.from_checkpoint(weights, scale=2).protocol.scales == (2.0,)
+    for bad, mode, why in [("0", "ss", "must be positive"), ("-1", "ssc", "must be positive"),
+                           ("nan", "ss", "must be positive"), ("2", "msf", "mode msf runs several scales")]:
+        assert main([*args[:5], str(tmp_path / "new"), *args[6:], "--scale", bad, "--mode", mode]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"bisenet predict: error: --scale {bad}: {why}"), err
+    assert not (tmp_path / "new").exists()

@@ -27,6 +27,10 @@ class CheckpointError(BisenetError):
     """A weights file that cannot be read or does not match the model."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt so the same cleanups run (`finally`, temp files)."""
+
+
 def nearest(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest valid name, or '' if none is close."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 
 from bisenet.cli import bench, data, evaluate, export, info, predict, quickstart, train
-from bisenet.errors import BisenetError
+from bisenet.errors import BisenetError, Terminated
 
 # Each command module has `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
@@ -37,14 +40,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_terminated(signum: int, frame: object) -> None:
+    # Later SIGTERMs would cut the cleanups short; SIGKILL still ends the process.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises `Terminated` (a KeyboardInterrupt): the cleanups of Ctrl-C run."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        # Only over the default: a handler set by whoever embeds us stays. Commands that own SIGTERM
+        # (train's checkpoint on stop) install theirs over this one for their loop and restore it after.
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        previous = None
+    try:
+        yield
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv`, run the command; user errors print one line and return 2."""
+    """Parse `argv`, run the command; user errors print one line and return 2, SIGTERM 143 and Ctrl-C 130."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command][0].run(args) or 0
+        with sigterm_as_interrupt():
+            return COMMANDS[args.command][0].run(args) or 0
     except BisenetError as exc:
         print(f"bisenet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"bisenet {args.command}: terminated", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports a process the signal killed
     except KeyboardInterrupt:
         print(f"bisenet {args.command}: interrupted", file=sys.stderr)
         return 130

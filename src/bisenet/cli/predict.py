@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from bisenet.config import EVAL_MODES
+from bisenet.errors import BisenetError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,21 +18,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (never read back when searching INPUT folders)")
     parser.add_argument("--overlay", type=float, default=0.5, metavar="ALPHA", help="mask opacity on the photo (default 0.5)")
     parser.add_argument("--mode", choices=EVAL_MODES, default="ss", help="inference protocol (default ss)")
+    parser.add_argument("--scale", type=float, metavar="S",
+                        help="ss/ssc: resize inputs by this first; outputs keep the input size (default eval.scale, 1.0)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass (at least 1, default 4)")
     parser.add_argument("--backend", default="eager",
                         help="inference backend: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino")
     parser.add_argument("--calibration", metavar="DIR",
-                        help="int8 backends: folder of calibration images (default: the first INPUT folder)")
+                        help="int8 backends: folder of calibration images, not a single file (default: the first INPUT folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Segment the inputs and print what was written; exit 1 when nothing could be read."""
+    from bisenet.deploy.backends import CALIBRATED
     from bisenet.predict import Segmenter, predict_paths
 
+    calibration = args.calibration
+    if calibration and args.backend not in CALIBRATED:
+        print(f"warning: --calibration {calibration} is ignored: only the int8 backends ({', '.join(CALIBRATED)}) "
+              f"calibrate, not --backend {args.backend}", file=sys.stderr)
+        calibration = None
+    elif calibration and not Path(calibration).is_dir():  # before the weights load
+        problem = "is a file, not a folder" if Path(calibration).is_file() else "folder not found"
+        raise BisenetError(f"--calibration {calibration}: {problem}; pass a folder of images like the ones to segment")
     segmenter = Segmenter.from_checkpoint(args.weights, device=args.device, config=args.config, mode=args.mode,
-                                          backend=args.backend, batch_size=args.batch_size,
-                                          calibration=args.calibration or _first_folder(args.inputs))
+                                          backend=args.backend, batch_size=args.batch_size, scale=args.scale,
+                                          calibration=calibration or _first_folder(args.inputs))
     print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
           f"{segmenter.protocol.describe()} on {segmenter.device}, {segmenter.backend} backend")
     summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
@@ -41,6 +56,4 @@ def run(args: argparse.Namespace) -> int:
 
 def _first_folder(inputs: list[str]) -> str | None:
     """The first INPUT that is a folder: default int8 calibration images."""
-    from pathlib import Path
-
     return next((item for item in inputs if Path(item).is_dir()), None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:
     """Image files directly in `folder`, sorted by name; at most `limit` of them."""
     folder = Path(folder)
+    if folder.is_file():
+        raise BisenetError(f"{folder} is a file, not a folder; pass the folder of .jpg/.png images (e.g. {folder.parent})")
     if not folder.is_dir():
         raise BisenetError(f"{folder}: image folder not found; pass a folder of .jpg/.png images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -34,12 +37,26 @@ def read_image(
     std: Sequence[float] = IMAGENET_STD,
 ) -> torch.Tensor:
     """One image as a normalised float32 3 x H x W tensor (RGB on [0, 1], resized to `size`)."""
+    return _normalise(_read_rgb(path), size, mean, std)
+
+
+def _read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """RGB uint8, or a one-line BisenetError saying why the file cannot be read (corrupt, truncated, empty)."""
     import cv2
 
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BisenetError(f"{path}: cannot read this image file")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    from bisenet.data.decode import FileProblem
+    from bisenet.data.decode import read_image as decode
+
+    try:
+        return cv2.cvtColor(decode(path), cv2.COLOR_BGR2RGB)  # predict's reader: 16-bit PNGs read alike
+    except FileProblem as exc:
+        raise BisenetError(str(exc)) from None
+
+
+def _normalise(rgb: np.ndarray, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """RGB uint8 resized to `size` and normalised, as a float32 3 x H x W tensor."""
+    import cv2
+
     h, w = size
     if rgb.shape[:2] != (h, w):
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -53,20 +70,34 @@ def read_folder(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     limit: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[torch.Tensor]:
-    """Every image of a folder (up to `limit`) as normalised 3 x H x W tensors at `size`.
+    """Every readable image of a folder (up to `limit`) as normalised 3 x H x W tensors at `size`.
 
-    size=None: the first image's size rounded to multiples of 32 (at least 32), for all of them.
+    size=None: the first readable image's size rounded to multiples of 32 (at least 32), for all of them.
+    Unreadable files are skipped with one note to `log` (default: stderr); none readable is an error.
     """
-    files = list_images(folder, limit)
-    if size is None:
-        import cv2
-
-        first = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
-        if first is None:
-            raise BisenetError(f"{files[0]}: cannot read this image file")
-        size = tuple(max(32, round(side / 32) * 32) for side in first.shape[:2])
-    return [read_image(p, size, mean, std) for p in files]
+    files = list_images(folder)  # all: `limit` counts readable images
+    images, problems = [], []
+    for path in files:
+        if limit and len(images) >= limit:
+            break
+        try:
+            rgb = _read_rgb(path)
+        except BisenetError as exc:  # one corrupt file in a folder of photos should not end the run
+            problems.append(str(exc))
+            continue
+        if size is None:
+            size = tuple(max(32, round(side / 32) * 32) for side in rgb.shape[:2])
+        images.append(_normalise(rgb, size, mean, std))
+    if not images:
+        raise BisenetError(f"{folder}: none of its {len(files)} image file(s) can be read ({problems[0]}); "
+                           "pass a folder of readable .jpg/.png images")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+            f"note: skipped {len(problems)} unreadable image file(s) in {folder}: {problems[0]}{more}")
+    return images
 
 
 def as_batches(images: Iterable[np.ndarray | torch.Tensor]) -> list[torch.Tensor]:
