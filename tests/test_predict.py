@@ -13,8 +13,9 @@ import bisenet
 from bisenet.cli import main
 from bisenet.config import load_config, to_dict
 from bisenet.data.catalog import DUBAI, generated_palette
+from bisenet.data.colour import overlay
 from bisenet.errors import BisenetError
-from bisenet.predict import Segmenter, colorize, overlay
+from bisenet.predict import Segmenter, colorize
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "dubai"

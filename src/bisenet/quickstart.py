@@ -44,7 +44,8 @@ def quickstart(out_dir: str | Path = "runs/quickstart", max_iters: int | None = 
     from bisenet.data import build_dataset
     from bisenet.engine.train import train
     from bisenet.evaluation import evaluate_model, format_table, write_report
-    from bisenet.predict import Segmenter, predict_paths
+    from bisenet.predict import Segmenter
+    from bisenet.predict_files import predict_paths
 
     if not EXAMPLE_ROOT.is_dir() or not EXAMPLE_CONFIG.is_file():
         raise BisenetError(

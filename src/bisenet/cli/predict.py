@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Segment the inputs and print what was written; exit 1 when nothing could be read."""
     from bisenet.deploy.backends import CALIBRATED
-    from bisenet.predict import Segmenter, predict_paths
+    from bisenet.predict import Segmenter
+    from bisenet.predict_files import predict_paths
 
     calibration = args.calibration
     if calibration and args.backend not in CALIBRATED:

@@ -1,0 +1,325 @@
+"""`bisenet predict` on files: find images and videos in the inputs, name and write each output, run videos."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from bisenet.data.colour import overlay
+from bisenet.data.layouts import IMAGE_EXTS as LAYOUT_IMAGE_EXTS
+from bisenet.errors import BisenetError, make_dir
+from bisenet.predict import Segmenter
+
+IMAGE_EXTS = set(LAYOUT_IMAGE_EXTS)
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+
+IMAGE_OUTPUTS = ("_label.png", "_color.png", "_overlay.png")  # what predict writes per image, after its stem
+VIDEO_OUTPUT = "_overlay.mp4"  # ... and per video
+
+
+@dataclass
+class PredictSummary:
+    """What a `predict_paths` run wrote and what it skipped (one message each, besides `notes`)."""
+
+    images: int = 0
+    videos: int = 0
+    frames: int = 0
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    earlier_outputs: int = 0  # files of input folders left out as outputs of an earlier run
+    notes: list[str] = field(default_factory=list)
+
+
+def expand_inputs(inputs: Iterable[str | os.PathLike], summary: PredictSummary,
+                  out_dir: str | os.PathLike | None = None) -> tuple[list[Path], list[Path]]:
+    """Split inputs into image and video files; folders are searched recursively, leaving out `out_dir` and earlier outputs."""
+    images, videos = _expand(inputs, summary, out_dir)
+    return [path for path, _ in images], [path for path, _ in videos]
+
+
+Named = tuple[Path, PurePath]  # an input file and its output stem relative to --out
+
+
+def _expand(inputs: Iterable[str | os.PathLike], summary: PredictSummary,
+            out_dir: str | os.PathLike | None) -> tuple[list[Named], list[Named]]:
+    """`expand_inputs`, each file with its output stem: the subfolders below its input folder, then its own stem."""
+    images: list[Named] = []
+    videos: list[Named] = []
+    out = Path(out_dir).resolve() if out_dir is not None else None
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files, earlier = _search(path, out)
+            summary.earlier_outputs += earlier
+            if not files:
+                summary.skipped.append(_empty_folder(path, out, earlier))
+            elif earlier:
+                summary.notes.append(f"skipped {earlier} file(s) in {path}: outputs of an earlier predict run "
+                                     f"(<stem>{'/'.join(IMAGE_OUTPUTS)} side by side, <stem>{VIDEO_OUTPUT}); "
+                                     "name one as an INPUT to segment it anyway")
+            named = [(file, PurePath(file.relative_to(path).parent, file.stem)) for file in files]
+        elif path.is_file():  # named by the user: segmented whatever its name
+            named = [(path, PurePath(path.stem))]
+        else:
+            summary.skipped.append(f"{path}: not found")
+            continue
+        for file, stem in named:
+            (videos if file.suffix.lower() in VIDEO_EXTS else images).append((file, stem))
+    return images, videos
+
+
+def _search(folder: Path, out: Path | None) -> tuple[list[Path], int]:
+    """Images and videos under `folder`, sorted, and how many earlier outputs were left out; none from `out`."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+    # Only when `out` is the folder or below it: an input folder inside --out (e.g. --out .) is still read.
+    if out is not None and out.is_relative_to(folder.resolve()):
+        files = [p for p in files if not p.resolve().is_relative_to(out)]
+    earlier = _earlier_outputs(files)
+    return [p for p in files if p not in earlier], len(earlier)
+
+
+def _earlier_outputs(files: list[Path]) -> set[Path]:
+    """The files predict wrote on an earlier run: a STEM_label/_color/_overlay.png trio side by side, STEM_overlay.mp4."""
+    present = set(files)
+    earlier = set()
+    for path in files:
+        if path.name.endswith(VIDEO_OUTPUT):
+            earlier.add(path)
+        elif path.name.endswith(IMAGE_OUTPUTS[0]):
+            # All three, not one suffix: a photo or dataset label that merely ends in _label.png is still read.
+            stem = path.name[:-len(IMAGE_OUTPUTS[0])]
+            trio = {path.with_name(stem + suffix) for suffix in IMAGE_OUTPUTS}
+            if trio <= present:
+                earlier |= trio
+    return earlier
+
+
+def _empty_folder(folder: Path, out: Path | None, earlier: int = 0) -> str:
+    """Why a folder search found nothing to segment."""
+    if earlier:
+        return (f"{folder}: its {earlier} image(s) and video(s) are outputs of an earlier predict run; "
+                "name one as an INPUT to segment it anyway")
+    if out is not None and _search(folder, None) != ([], 0):  # it holds some, all inside --out
+        return f"{folder}: all its images and videos lie inside the output folder {out}; choose an --out outside it"
+    return f"{folder}: folder holds no images or videos ({', '.join(sorted(IMAGE_EXTS))})"
+
+
+def _load_rgb(path: Path) -> np.ndarray | str:
+    """The image as RGB uint8, or a one-line reason it cannot be read."""
+    from bisenet.data.decode import FileProblem, read_image
+
+    try:
+        return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
+    except FileProblem as exc:
+        return str(exc)
+
+
+def _prefetch(items: list[Named], pool: ThreadPoolExecutor,
+              ahead: int) -> Iterator[tuple[Path, PurePath, np.ndarray | str]]:
+    """Decode images in background threads, at most `ahead` in flight (bounded memory)."""
+    queue: deque[tuple[Path, PurePath, Future]] = deque()
+    for path, name in items:
+        queue.append((path, name, pool.submit(_load_rgb, path)))
+        if len(queue) >= ahead:
+            head, head_name, job = queue.popleft()
+            yield head, head_name, job.result()
+    while queue:
+        head, head_name, job = queue.popleft()
+        yield head, head_name, job.result()
+
+
+def _key(name: PurePath) -> str:
+    # Case-folded, since X.png and x.png outputs overwrite each other on macOS and Windows.
+    return name.as_posix().casefold()
+
+
+class _Namer:
+    """Output stems under --out, one per input: its own (subfolders kept), else the first free STEM_2, STEM_3 ...
+
+    Same inputs, same names. `owners` maps each name given to the input that got it.
+    """
+
+    def __init__(self, names: Iterable[PurePath]) -> None:
+        # Every input's own stem is reserved: a real x_2.png keeps x_2 even when a second x.png comes first.
+        self.reserved = {_key(name) for name in names}
+        self.owners: dict[str, Path] = {}
+
+    def __call__(self, path: Path, own: PurePath) -> PurePath:
+        name, count = own, 1
+        while _key(name) in self.owners or (count > 1 and _key(name) in self.reserved):
+            count += 1
+            name = own.with_name(f"{own.name}_{count}")
+        self.owners[_key(name)] = path
+        return name
+
+
+def _make_folder(folder: Path, created: set[Path]) -> None:
+    """Create `folder` and its missing parents (a one-line error names --out), remembering the ones made."""
+    if folder.is_dir():
+        return
+    missing = [folder]
+    missing += [parent for parent in folder.parents if not parent.exists()]
+    make_dir(folder, "--out")
+    created.update(missing)
+
+
+def _remove_empty(created: set[Path]) -> None:
+    """Remove the folders this run made that stayed empty (every input skipped, or stopped before writing)."""
+    for folder in sorted(created, key=lambda p: len(p.parts), reverse=True):  # children before parents
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: outputs, or files someone else put there
+            pass
+
+
+def _write(path: Path, image: np.ndarray, created: set[Path]) -> Path:
+    _make_folder(path.parent, created)  # mirrored input subfolders, made only when they get an output
+    if not cv2.imwrite(str(path), image):
+        raise BisenetError(f"could not write {path}; check that the output folder is writable")
+    return path
+
+
+def predict_paths(segmenter: Segmenter, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                  alpha: float = 0.5, progress: bool = True) -> PredictSummary:
+    """Segment images, folders and videos; write STEM_color/_overlay/_label.png per image, STEM_overlay.mp4 per video.
+
+    Outputs of a folder's files go to the same subfolders under `out_dir` as the files under the folder.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise BisenetError(f"--overlay {alpha} must lie in [0, 1] (the mask's opacity)")
+    out = Path(out_dir)
+    summary = PredictSummary()
+    images, videos = _expand(inputs, summary, out)
+    created: set[Path] = set()
+    if images or videos:  # now, so that an unusable --out fails before any work; removed at the end if left empty
+        _make_folder(out, created)
+    for message in summary.notes:
+        tqdm.write(message, file=sys.stderr)
+    for message in summary.skipped:
+        tqdm.write(f"skipped {message}", file=sys.stderr)
+    namer = _Namer(own for _, own in images + videos)
+
+    def name(path: Path, own: PurePath) -> PurePath:
+        given = namer(path, own)
+        if given != own:  # numbered names alone would not say whose outputs are whose
+            print(f"{path}: written as {out / given}_* ({out / own}_* are from {namer.owners[_key(own)]})")
+        return given
+
+    # All named up front, in input order: an unreadable file keeps its name, so the others' names do not shift.
+    images = [(path, name(path, own)) for path, own in images]
+    videos = [(path, name(path, own)) for path, own in videos]
+    try:
+        _predict_images(segmenter, images, out, alpha, summary, progress, created)
+        for path, given in videos:
+            _predict_video(segmenter, path, out / f"{given}{VIDEO_OUTPUT}", alpha, summary, progress, created)
+    finally:
+        _remove_empty(created)
+    return summary
+
+
+def _predict_images(segmenter: Segmenter, images: list[Named], out: Path, alpha: float, summary: PredictSummary,
+                    progress: bool, created: set[Path]) -> None:
+    """Segment `images` in same-size batches; write the three PNGs of each under `out` at its given name."""
+    label_dtype = np.uint8 if segmenter.num_classes <= 256 else np.uint16
+    with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=2) as writer:
+        pending: list[Future] = []
+        bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress or not images)
+        batch: list[tuple[PurePath, np.ndarray]] = []
+
+        def flush() -> None:
+            labels = segmenter.predict_batch([image for _, image in batch])
+            for (name, image), label in zip(batch, labels):
+                colour = segmenter.colorize(label)
+                blend = overlay(image, colour, alpha)
+                outputs = {"color": colour[:, :, ::-1], "overlay": blend[:, :, ::-1], "label": label.astype(label_dtype)}
+                for suffix, array in outputs.items():  # colour images go to OpenCV as BGR
+                    pending.append(writer.submit(_write, out / f"{name}_{suffix}.png", np.ascontiguousarray(array),
+                                                 created))
+                summary.images += 1
+            bar.update(len(batch))
+            batch.clear()
+
+        try:
+            for _, name, image in _prefetch(images, pool, ahead=2 * segmenter.batch_size + 2):
+                if isinstance(image, str):
+                    summary.skipped.append(image)
+                    tqdm.write(f"skipped {image}", file=sys.stderr)
+                    bar.update(1)
+                    continue
+                if batch and (len(batch) >= segmenter.batch_size or batch[0][1].shape != image.shape):
+                    flush()
+                batch.append((name, image))
+            if batch:
+                flush()
+        finally:
+            bar.close()
+        summary.written += [job.result() for job in pending]
+
+
+def _predict_video(segmenter: Segmenter, path: Path, target: Path, alpha: float, summary: PredictSummary,
+                   progress: bool, created: set[Path]) -> None:
+    """Overlay every frame of a video and write an mp4 (mp4v) at the source frame rate."""
+    # FFmpeg's own messages ("moov atom not found") would precede the one-line skip below.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        message = f"video {path} cannot be opened (corrupt, or a codec OpenCV lacks)"
+        summary.skipped.append(message)
+        tqdm.write(f"skipped {message}", file=sys.stderr)
+        return
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    video_writer = None
+    frames = 0
+    stopped = False
+    bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress)
+    try:
+        while True:
+            batch = []
+            while len(batch) < segmenter.batch_size:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                batch.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            if not batch:
+                break
+            for image, label in zip(batch, segmenter.predict_batch(batch)):
+                if video_writer is None:
+                    h, w = image.shape[:2]
+                    _make_folder(target.parent, created)
+                    video_writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    if not video_writer.isOpened():
+                        raise BisenetError(f"could not open {target} for writing (mp4v codec missing?)")
+                video_writer.write(np.ascontiguousarray(overlay(image, segmenter.colorize(label), alpha)[:, :, ::-1]))
+                frames += 1
+            bar.update(len(batch))
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through the CLI
+        stopped = True
+        raise
+    finally:
+        bar.close()
+        capture.release()
+        if video_writer is not None:
+            video_writer.release()  # writes the index (moov atom): a cut-short video still plays
+        if stopped and frames:
+            of = f" of {total}" if total else ""
+            tqdm.write(f"{target}: stopped after {frames}{of} frames (playable)", file=sys.stderr)
+        elif stopped and video_writer is not None:  # opened, nothing in it yet
+            target.unlink(missing_ok=True)
+    if frames == 0:
+        message = f"video {path}: no frame could be decoded"
+        summary.skipped.append(message)
+        tqdm.write(f"skipped {message}", file=sys.stderr)
+        return
+    summary.videos += 1
+    summary.frames += frames
+    summary.written.append(target)
