@@ -237,7 +237,7 @@ def test_cuda_on_a_cpu_machine_names_the_fix(model) -> None:
 
 
 def test_cuda_graphs_on_the_cpu_names_the_fix(model) -> None:
-    with pytest.raises(BisenetError, match="needs --device cuda; on CPU use compile"):
+    with pytest.raises(BisenetError, match=r"needs --device cuda \(device='cuda' in Python\); on CPU use compile"):
         build_backend("compile_graphs", model, "cpu")
 
 

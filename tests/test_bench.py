@@ -15,6 +15,7 @@ import pytest
 
 from bisenet.cli import main
 from bisenet.deploy.bench import add_alone, format_table, peak_rss_mb, reset_peak_rss, run_benchmark
+from bisenet.runtime import cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_IMAGES = REPO / "examples" / "dubai" / "val" / "images"
@@ -47,7 +48,7 @@ def test_keep_memory_is_recorded_per_row(tmp_path) -> None:
     assert row["keep_memory"] is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
 
 
-def test_train_json_times_each_precision(tmp_path) -> None:
+def test_train_json_times_each_precision(tmp_path, capsys) -> None:
     out = tmp_path / "train.json"
     code = main(["bench", "--mode", "train", "--num-classes", "3", "--size", "64x64", "--batch-size", "2",
                  "--backend", "fp32", "bf16", "--warmup", "0", "--iters", "1", "--json", str(out)])
@@ -56,11 +57,38 @@ def test_train_json_times_each_precision(tmp_path) -> None:
     assert [r["backend"] for r in rows] == ["fp32", "bf16"]
     assert all(r["mode"] == "train" and r["median_ms"] > 0 and "agreement" not in r for r in rows)
     assert rows[1]["time_vs_fp32"] > 0
+    # bf16 asked for by name still runs; where it is emulated (several times fp32's time) a warning says so.
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: bf16 training")]
+    assert len(warned) == (0 if cpu_has_native_bf16() else 1), warned
+
+
+def test_train_defaults_leave_out_bf16_on_a_cpu_without_native_bf16(capsys) -> None:
+    rows = run_benchmark(mode="train", num_classes=3, size=(64, 64), batch_size=2, warmup=0, iters=1)
+    assert [r["backend"] for r in rows] == ["fp32_plain", "fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
+    assert "warning" not in capsys.readouterr().err  # nothing slow was asked for
+
+
+def test_json_path_that_is_a_folder_fails_before_any_work(tmp_path, capsys) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager", "--num-classes", "3",
+                 "--json", str(folder)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err == f"bisenet bench: error: --json {folder} is a folder; pass a file path such as " \
+                           f"{folder / 'bench.json'}\n"
+    assert "| eager |" not in captured.out and "building" not in captured.err  # refused before the benchmark
+    out = tmp_path / "rows.json"
+    assert main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager", "--num-classes", "3",
+                 "--json", str(out)]) == 0
+    assert [row["backend"] for row in json.loads(out.read_text())] == ["eager"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "rows.json"]  # no temporary file left behind
 
 
 @pytest.mark.parametrize("argv, expected", [
     (["--backend", "tensorrt"], "valid: eager, amp, fold_bn, compile, compile_graphs, onnxruntime, int8, int8_compile"),
-    (["--mode", "train", "--backend", "fp16"], "fp16 training needs --device cuda"),
+    (["--mode", "train", "--backend", "fp16", "--batch-size", "2"], "fp16 training needs --device cuda"),
+    (["--mode", "train", "--backend", "fp32"], "--batch-size 1: a training step needs at least 2 images"),
     (["--size", "100x64"], "use 128x64"),
     (["--weights", "no/such/file.pth"], "no/such/file.pth: weights file not found"),
     (["--images", "no/such/folder"], "image folder not found"),

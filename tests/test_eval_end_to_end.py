@@ -249,3 +249,74 @@ def test_eval_of_the_train_split_scores_whole_images_not_training_crops(tiny, mo
     result = evaluate(cfg, model, split="train", device="cpu", workers=0, progress=False)
     assert result["pixels"] <= sum(h * w for h, w in SIZES) and result["images"] == len(SIZES)
     assert result["pixels"] == evaluate(cfg, model, split="val", device="cpu", workers=0, progress=False)["pixels"]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--scale", "0"], "--scale 0: must be positive"),  # 0 used to fall back to eval.scale
+    (["--batch-size", "0"], "--batch-size 0: must be a whole number of at least 1"),
+    (["--batch-size", "-1"], "--batch-size -1: must be a whole number of at least 1"),
+    (["--mode", "ss", "--scales", "1", "2"], "--scales 1 2: mode ss runs one scale; several scales are for --mode msf or mscf"),
+    (["--mode", "ss", "--crop", "64x64"], "--crop 64x64: mode ss runs on whole images; sliding windows are for --mode ssc or mscf"),
+    (["--mode", "msf", "--stride", "32x32"], "--stride 32x32: mode msf runs on whole images"),
+    (["--mode", "msf", "--scale", "3"], "--scale 3: mode msf runs several scales (the config's eval.scales); --scale is for --mode ss or ssc"),
+    (["--calibration-images", "-3", "--backend", "int8"], "--calibration-images -3: must be at least 1"),
+])
+def test_bad_or_unused_protocol_flags_are_refused_before_any_work(tiny, published, tmp_path, capsys, flags, expected) -> None:
+    out = tmp_path / "m.json"
+    argv = ["eval", str(CONFIG), "--weights", str(published), "--data-root", str(tiny), "--list", "val.txt",
+            "--device", "cpu", "--workers", "0", "--json", str(out), *flags]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and expected in captured.err, captured.err
+    assert "mIoU" not in captured.out and not out.exists()
+
+
+def test_scale_flags_that_the_mode_uses_still_run(tiny, model) -> None:
+    # The refusals above must not catch what each mode does use; and an explicit scale is the one scored at.
+    cfg = load_config(CONFIG, {"data.root": str(tiny), "data.val_list": "val.txt"})
+    half = evaluate(cfg, model, mode="ss", scale=0.5, device="cpu", workers=0, progress=False)
+    assert half["protocol"] == "ss scales 0.5"
+    sliding = evaluate(cfg, model, mode="mscf", scales=[0.75, 1.0], crop=(32, 32), stride=(32, 32), device="cpu",
+                       workers=0, progress=False)
+    assert sliding["protocol"] == "mscf scales 0.75,1 crop 32x32 stride 32x32 flip"
+    with pytest.raises(bisenet.errors.BisenetError, match="--scale 0: must be positive"):
+        evaluate(cfg, model, scale=0, device="cpu", workers=0, progress=False)
+
+
+def test_pred_dir_scores_predict_label_files(tiny, published, tmp_path, capsys) -> None:
+    # `predict` writes STEM_label.png (beside _color and _overlay); eval --pred-dir used to look for STEM.png only.
+    out = tmp_path / "predicted"
+    assert main(["predict", str(tiny / "img"), "--weights", str(published), "--out", str(out), "--device", "cpu",
+                 "--quiet"]) == 0
+    saved = tmp_path / "saved"
+    base = ["--root", str(tiny), "--list", "val.txt", "--dataset", "dubai"]
+    assert main(["eval", "--pred-dir", str(out), *base, "--json", str(tmp_path / "p.json")]) == 0
+    assert main(["eval", str(CONFIG), "--weights", str(published), "--data-root", str(tiny), "--list", "val.txt",
+                 "--device", "cpu", "--workers", "0", "--save-pred", str(saved)]) == 0
+    scored = json.loads((tmp_path / "p.json").read_text())
+    assert scored["images"] == 4
+    own = score_predictions(saved, tiny, "val.txt", dataset="dubai")
+    assert scored["pixels"] == own["pixels"]
+    capsys.readouterr()
+    (out / "tile1_label.png").unlink()
+    assert main(["eval", "--pred-dir", str(out), *base]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 of 4 predictions missing" in err
+    assert "STEM.png (eval --save-pred) or STEM_label.png (predict), both looked for" in err
+
+
+def test_weights_without_a_config_get_a_matching_config_suggested(tmp_path, capsys) -> None:
+    shipped = REPO / "weights" / "bisenetv2_camvid.safetensors"
+    if not shipped.is_file():
+        pytest.skip(f"{shipped} (the shipped CamVid weights) is absent")
+    # 11-class BiSeNetV2 weights used to be pointed at the 5-class Dubai config, which then failed on the classes.
+    assert main(["eval", "--weights", str(shipped), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stores no config (bisenetv2, 11 classes)" in err
+    assert "bisenetv2_camvid.yaml --weights" in err and "dubai" not in err
+    v1 = tmp_path / "v1.pth"  # no bundled config has bisenetv1 with 5 classes: a generic hint
+    torch.save(bisenet.build_model("bisenetv1", 5).state_dict(), v1)
+    assert main(["eval", "--weights", str(v1), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stores no config (bisenetv1, 5 classes): pass the YAML config it was trained " \
+                                     f"with first: bisenet eval CONFIG --weights {v1}" in err

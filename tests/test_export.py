@@ -16,6 +16,9 @@ from bisenet.cli import main
 from bisenet.deploy.export import export_onnx
 from bisenet.errors import BisenetError
 
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "weights" / "bisenetv2_camvid.safetensors"  # 11 classes, stores no config
+
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
@@ -105,6 +108,9 @@ def test_cli_export_prints_the_check(weights, tmp_path, capsys) -> None:
     assert code == 0 and out.is_file()
     assert "label agreement 1.00000" in printed or "label agreement 0.99" in printed
     assert "check 2x" in printed  # the second size of the dynamic check
+    # 4 classes: no config and no preset, so nothing is made up for the metadata, and the line says so.
+    assert "metadata: no class names, palette or mean/std stored (no config, and no dataset preset has 4 classes)" in printed
+    assert not {p.key for p in onnx.load(str(out)).metadata_props} & {"bisenet.class_names", "bisenet.mean"}
 
 
 def test_cli_export_bad_weights_path_is_one_line_exit_2(tmp_path, capsys) -> None:
@@ -258,3 +264,51 @@ def test_cli_export_reads_the_weights_file_once(model, tmp_path, monkeypatch, ca
         assert "bisenet.class_names" in {p.key for p in onnx.load(str(tmp_path / out)).metadata_props}
     else:
         assert bisenet.Segmenter.from_checkpoint(tmp_path / out).class_names == list("abcd")
+
+
+def _metadata(path: Path) -> dict:
+    import json
+
+    return {p.key.removeprefix("bisenet."): json.loads(p.value) for p in onnx.load(str(path)).metadata_props
+            if p.key in ("bisenet.mean", "bisenet.std", "bisenet.class_names", "bisenet.palette")}
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason=f"{SHIPPED} (the shipped CamVid weights) is absent")
+def test_export_of_weights_without_a_config_carries_what_predict_uses(tmp_path, capsys) -> None:
+    # The shipped weights store no config: predict takes the CamVid preset, and the exports used to carry nothing.
+    graph, st = tmp_path / "m.onnx", tmp_path / "w.safetensors"
+    assert main(["export", "--weights", str(SHIPPED), "--out", str(graph), "--height", "32", "--width", "32",
+                 "--dynamic", "--no-simplify"]) == 0
+    printed = capsys.readouterr().out
+    assert "metadata: class names, palette and mean/std from the camvid preset (11 classes)" in printed
+    assert "simplified: no (--no-simplify)" in printed  # the user's choice, not a missing onnxslim
+    assert "check 1x32x32" in printed and "check 2x64x64" in printed  # the dynamic check at another H and W
+    predicted = bisenet.Segmenter.from_checkpoint(SHIPPED)
+    assert _metadata(graph) == {"mean": predicted.info.mean, "std": predicted.info.std,
+                                "class_names": predicted.class_names, "palette": predicted.palette}
+    assert main(["export", "--weights", str(SHIPPED), "--out", str(st), "--height", "32", "--width", "32"]) == 0
+    reloaded = bisenet.Segmenter.from_checkpoint(st)
+    assert "stored config" in reloaded.info.source
+    assert reloaded.class_names == predicted.class_names and reloaded.palette == predicted.palette
+    assert reloaded.info.mean == predicted.info.mean and reloaded.info.std == predicted.info.std
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason=f"{SHIPPED} (the shipped CamVid weights) is absent")
+def test_export_config_flag_sets_the_metadata_and_refuses_another_arch(tmp_path, capsys) -> None:
+    names = [f"c{i}" for i in range(11)]
+    config = tmp_path / "mine.yaml"
+    config.write_text("model:\n  arch: bisenetv2\ndata:\n  dataset: custom\n  num_classes: 11\n"
+                      f"  class_names: [{', '.join(names)}]\n  mean: [0.5, 0.5, 0.5]\n  std: [0.25, 0.25, 0.25]\n")
+    graph = tmp_path / "m.onnx"
+    base = ["export", "--weights", str(SHIPPED), "--height", "32", "--width", "32", "--no-simplify", "--no-check"]
+    assert main(base + ["--out", str(graph), "--config", str(config)]) == 0
+    assert "metadata: class names, palette and mean/std from the config" in capsys.readouterr().out
+    meta = _metadata(graph)
+    assert meta["class_names"] == names and meta["mean"] == [0.5] * 3 and meta["std"] == [0.25] * 3
+    for other, expected in [(REPO / "configs" / "bisenetv1_camvid.yaml", "the weights are a bisenetv2 model but the "
+                             "config's model.arch is bisenetv1"),
+                            (REPO / "configs" / "bisenetv2_dubai.yaml", "has 5 classes but")]:
+        assert main(base + ["--out", str(tmp_path / "other.onnx"), "--config", str(other)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "mine.yaml"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +15,8 @@ from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, palette_for
 from bisenet.data.colour import colorize
 from bisenet.errors import BisenetError, ConfigError
-from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, make_protocol, predict_labels
+from bisenet.evaluation.inference import (CITYSCAPES_CROP, Protocol, build_runner, check_batch_size, check_scale,
+                                          make_protocol, predict_labels)
 from bisenet.runtime import keep_freed_memory
 
 
@@ -166,24 +165,6 @@ class Segmenter:
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """RGB colour image of a label map with this model's palette."""
         return colorize(mask, self.info.palette)
-
-
-def check_batch_size(batch_size: int) -> int:
-    """`batch_size` unchanged, or a one-line error naming it when it is not a whole number of at least 1."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise BisenetError(f"--batch-size {batch_size}: must be a whole number of at least 1 (images per forward pass)")
-    return int(batch_size)
-
-
-def check_scale(scale: float, mode: str = "ss") -> float:
-    """`scale` as a float, or a one-line error (as eval's) when it is not above 0 or `mode` runs several scales."""
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 < scale < math.inf:  # also NaN
-        shown = f"{scale:g}" if isinstance(scale, numbers.Real) else repr(scale)
-        raise BisenetError(f"--scale {shown}: must be positive (the factor ss/ssc resize inputs by, e.g. 2)")
-    if mode in ("msf", "mscf"):
-        raise BisenetError(f"--scale {scale:g}: mode {mode} runs several scales (the config's eval.scales); "
-                           "--scale is for --mode ss or ssc")
-    return float(scale)
 
 
 def _as_rgb(image: np.ndarray, index: int = 0) -> np.ndarray:

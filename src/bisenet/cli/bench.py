@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
                         help="infer: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino (default: eager amp fold_bn onnxruntime); "
                              "train: fp32_plain (textbook step, the baseline) fp32 bf16 fp16 bf16_compile "
-                             "(default: fp32_plain fp32 bf16, plus fp16 on CUDA)")
+                             "(default: fp32_plain fp32, plus bf16 on CUDA or a CPU with native bf16, plus fp16 on CUDA)")
     parser.add_argument("--weights", default=None, help="trained weights: needed for a meaningful label agreement")
     parser.add_argument("--images", default=None, help="folder of images: timing input, agreement and int8 calibration")
     parser.add_argument("--calibration", default=None, help="folder of images for int8 calibration (default: --images)")
@@ -42,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
 
     from bisenet.config import load_config, parse_size
     from bisenet.deploy.bench import format_table, image_normalisation, run_benchmark
-    from bisenet.errors import BisenetError, make_dir
+    from bisenet.errors import BisenetError, check_output_file, make_dir, write_text_atomic
 
     size = parse_size(args.size, "--size")
     if args.json:  # before the run, so a bad path does not cost its results
+        check_output_file(args.json, "--json", "bench.json")
         make_dir(Path(args.json).parent, f"--json {args.json}")
     if args.threads is not None:
         if args.threads < 1:
@@ -61,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
         config_arch=config.model.arch if config is not None else None,
     )
     print(format_table(rows))
-    if args.json:
-        out = Path(args.json)
-        make_dir(out.parent, f"--json {out}")
-        out.write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json:  # atomically: a folder created there meanwhile or a full disk leaves no half-written file
+        write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n", "--json", "bench.json")
     return 0
 

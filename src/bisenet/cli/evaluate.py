@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cityscapes-ids", action="store_true",
                         help="with --save-pred: write label ids instead of train ids (for the official server)")
     group = parser.add_argument_group("scoring saved predictions (no model)")
-    group.add_argument("--pred-dir", help="folder of train-id PNGs named after each image's stem")
+    group.add_argument("--pred-dir", help="folder of train-id PNGs named after each image's stem: STEM.png "
+                       "(eval --save-pred) or STEM_label.png (predict)")
     group.add_argument("--root", help="dataset root the list's paths are relative to")
     group.add_argument("--dataset", help="dataset preset for the label map and class names (e.g. cityscapes)")
     group.add_argument("--num-classes", type=int, help="class count when no dataset preset applies")
@@ -77,12 +78,10 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
         raise BisenetError("pass --weights W to evaluate a model, or --pred-dir DIR to score saved predictions")
     config = args.config
     if config is None:
-        config = read_weights(args.weights).get("config")
+        ckpt = read_weights(args.weights)
+        config = ckpt.get("config")
         if not isinstance(config, dict):
-            raise BisenetError(
-                f"{args.weights} stores no config: pass one first, "
-                f"e.g. bisenet eval configs/bisenetv2_dubai.yaml --weights {args.weights}"
-            )
+            raise BisenetError(_no_config_hint(args.weights, ckpt))
     return evaluate(
         config, args.weights, mode=args.mode, split=args.split, data_root=args.data_root, list_file=args.list,
         scales=_scales(args.scales), scale=args.scale, crop=parse_size(args.crop, "--crop") if args.crop else None,
@@ -91,6 +90,31 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
         cityscapes_ids=args.cityscapes_ids, workers=args.workers,
         calibration=args.calibration, calibration_images=args.calibration_images,
     )
+
+
+def _no_config_hint(weights: str, ckpt: dict) -> str:
+    """Weights without a stored config: name a bundled config of their arch and class count, else say what to pass."""
+    import os
+    from pathlib import Path
+
+    from bisenet.checkpoint import infer_arch
+    from bisenet.config import load_config
+    from bisenet.errors import ConfigError
+
+    guessed_arch, guessed_classes = infer_arch(ckpt["model"], weights)
+    arch, classes = ckpt.get("arch") or guessed_arch, ckpt.get("num_classes") or guessed_classes
+    folder = Path(__file__).resolve().parents[3] / "configs"  # the repository's configs/
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            cfg = load_config(path)
+        except ConfigError:  # an edited, broken file: suggest another
+            continue
+        if cfg.model.arch == arch and cfg.num_classes == classes:
+            shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+            return (f"{weights} stores no config ({arch}, {classes} classes): pass the one it was trained with "
+                    f"first, e.g. bisenet eval {shown} --weights {weights}")
+    return (f"{weights} stores no config ({arch}, {classes} classes): pass the YAML config it was trained with "
+            f"first: bisenet eval CONFIG --weights {weights}")
 
 
 def _score_saved(args: argparse.Namespace) -> dict:

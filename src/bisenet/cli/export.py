@@ -20,14 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true", help="half-precision weights and maths (float32 input/output)")
     parser.add_argument("--arch", default=None, help="override the architecture read from the weights")
     parser.add_argument("--num-classes", type=int, default=None, help="override the class count read from the weights")
+    parser.add_argument("--config", default=None,
+                        help="YAML config whose class names, palette and mean/std go into the metadata (default: the "
+                             "checkpoint's, else the dataset preset with the weights' class count, as predict uses); "
+                             "its model.arch and classes must match the weights")
     parser.add_argument("--no-simplify", action="store_true", help="skip graph simplification with onnxslim")
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
 
 
 def run(args: argparse.Namespace) -> int:
     """Export and print what was checked; exit 1 (nothing written) when the export disagrees with PyTorch."""
-    from bisenet.checkpoint import model_from_weights, read_weights
-    from bisenet.deploy.export import ExportCheckError, export_onnx, export_weights
+    from bisenet.checkpoint import check_arch, model_from_weights, read_weights
+    from bisenet.config import load_config
+    from bisenet.deploy.export import ExportCheckError, export_config, export_onnx, export_weights
     from bisenet.errors import BisenetError
     from bisenet.models.layers import check_size
 
@@ -41,11 +46,18 @@ def run(args: argparse.Namespace) -> int:
                            f"name it {stem}.onnx or {stem}.safetensors")
     if weights_only and (args.dynamic or args.argmax):
         raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")
+    given = load_config(args.config) if args.config else None  # before the weights: a bad config fails fast
     ckpt = read_weights(args.weights)  # once: a training checkpoint can be large
     model = model_from_weights(ckpt, args.weights, arch=args.arch, num_classes=args.num_classes)
-    config = ckpt.get("config")  # a checkpoint's: names, palette, mean/std travel along
-    if not isinstance(config, dict) or (config.get("data") or {}).get("num_classes") != model.num_classes:
-        config = None
+    if given is not None:
+        check_arch(model, given.model.arch, args.weights)
+        if given.num_classes != model.num_classes:
+            raise BisenetError(f"--config {args.config} has {given.num_classes} classes but {args.weights} predicts "
+                               f"{model.num_classes}; pass the config the weights were trained with")
+    stored = ckpt.get("config")
+    # Names, palette, mean/std travel along, resolved as predict resolves them for these weights.
+    config, whence = export_config(model, given, stored if isinstance(stored, dict) else None)
+    print(whence)
     try:
         if weights_only:
             report = export_weights(model, args.out, fp16=args.fp16, height=args.height, width=args.width, config=config)
@@ -58,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             shape = "N x 3 x H x W" if args.dynamic else f"1 x 3 x {args.height} x {args.width}"
             print(f"wrote {report['path']} ({report['size_mb']} MB, opset {args.opset}, input {shape}, "
                   f"output {report['output']}{', fp16' if args.fp16 else ''}; "
-                  f"simplified: {report['simplified_with'] or 'no (pip install onnxslim)'})")
+                  f"simplified: {report['simplified_with'] or _why_not_simplified(args.no_simplify)})")
     except ExportCheckError as exc:
         # The measurements go to stdout as on success; the verdict is the one line on stderr.
         _print_checks(exc.report["checks"], weights_only)
@@ -77,3 +89,14 @@ def _print_checks(checks: list[dict], weights_only: bool) -> None:
             continue
         diff = f"max |diff| {check['max_abs_diff']:.2e}, " if "max_abs_diff" in check else ""
         print(f"  check {check['size']} vs {against}: {diff}label agreement {check['agreement']:.5f}")
+
+
+def _why_not_simplified(skipped: bool) -> str:
+    """Why the graph was not simplified: the user's flag, a missing onnxslim, or onnxslim failing (it warned)."""
+    import importlib.util
+
+    if skipped:
+        return "no (--no-simplify)"
+    if importlib.util.find_spec("onnxslim") is None:
+        return "no (pip install onnxslim)"
+    return "no (onnxslim failed; see its warning)"

@@ -71,7 +71,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except RuntimeError:
         raise BisenetError(f"device {device!r}: not a device name; pass cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BisenetError(f"device {device}: CUDA is not available on this machine; pass --device cpu")
+        raise BisenetError(f"device {device}: CUDA is not available on this machine; "
+                           "pass --device cpu (device='cpu' in Python)")
     if device.type not in ("cpu", "cuda"):
         raise BisenetError(f"device {device}: only cpu and cuda are supported")
     return device
@@ -142,7 +143,8 @@ def build_compile_graphs(model: nn.Module, device: torch.device, dtype: str | No
     time that one graph replay removes. Each call copies the logits out of the graph's buffers.
     """
     if device.type != "cuda":
-        raise BisenetError("the compile_graphs backend replays CUDA graphs and needs --device cuda; on CPU use compile")
+        raise BisenetError("the compile_graphs backend replays CUDA graphs and needs --device cuda (device='cuda' in Python); "
+                           "on CPU use compile")
     backend = build_compile(model, device, dtype=dtype, mode="reduce-overhead")
     graphed = backend.module
 

@@ -58,7 +58,9 @@ class HalfWrapper(nn.Module):
 
 def second_size(height: int, width: int) -> tuple[int, int]:
     """Another valid size (about 3/4 H and 5/8 W) to prove a dynamic-shape model really is dynamic."""
-    return max(32, int(height * 0.75) // 32 * 32), max(32, int(width * 0.625) // 32 * 32)
+    h, w = max(32, int(height * 0.75) // 32 * 32), max(32, int(width * 0.625) // 32 * 32)
+    # At 32 there is nothing smaller: go 32 larger, so that both H and W still differ from the export's.
+    return (h if h != height else height + 32), (w if w != width else width + 32)
 
 
 def export_onnx(
@@ -76,13 +78,14 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export `model` to ONNX at `path` and return a report; the file appears only if the check passes.
 
-    `config` (a checkpoint's stored config) adds its mean/std, class names and palette to the metadata.
+    `config` (a run's config as a dict, e.g. from export_config) adds its mean/std, names and palette to the metadata.
 
     Raises ExportCheckError (nothing written) when the ONNX output disagrees with PyTorch or either is NaN/inf.
     """
     check_size(height, width)
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise BisenetError(f"opset {opset} is not supported; pass --opset between {MIN_OPSET} and {MAX_OPSET} (17 is a safe choice)")
+        raise BisenetError(f"opset {opset} is not supported; pass --opset (opset= in Python) between {MIN_OPSET} "
+                           f"and {MAX_OPSET} (17 is a safe choice)")
     path = Path(path)
     if path.is_dir():
         raise BisenetError(f"{path} is a folder; pass a file name such as {path / 'model.onnx'}")
@@ -115,7 +118,8 @@ def export_onnx(
             # Always against the fp32 model: an fp16 export reports what half precision costs.
             report["checks"] = check_onnx(tmp, reference, sizes)
             # fp16 is judged by labels only: its logits differ from fp32 by design.
-            _raise_on_failure(report, path, fp16, "the ONNX model does not match PyTorch: try another --opset or --no-simplify")
+            _raise_on_failure(report, path, fp16, "the ONNX model does not match PyTorch: try another --opset or --no-simplify "
+                              "(opset=, simplify=False in Python)")
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -183,6 +187,36 @@ def _simplify(path: str) -> str | None:
     return f"onnxslim {onnxslim.__version__}"
 
 
+def export_config(model: nn.Module, config: Any = None, stored: dict | None = None) -> tuple[dict | None, str]:
+    """The config an export carries (names, palette, mean/std), resolved as `predict` does, and a line saying whence.
+
+    `config` (a Config or YAML path) wins, then the checkpoint's `stored` config, then the dataset preset with
+    the model's class count; with none of these nothing is stored rather than a generated palette.
+    """
+    from bisenet.checkpoint import model_arch
+    from bisenet.config import Config, load_config, to_dict
+    from bisenet.data.catalog import DATASETS
+    from bisenet.predict import label_info
+
+    num_classes = int(model.num_classes)
+    if config is not None and not isinstance(config, Config):
+        config = load_config(config)
+    info = label_info(num_classes, config, stored)
+    said = f"metadata: class names, palette and mean/std from {info.source}"
+    if config is not None:
+        return to_dict(config), said
+    if stored and info.source == "the checkpoint's stored config":
+        return stored, said
+    preset = next((d for d in DATASETS.values() if d.num_classes == num_classes), None)
+    if preset is None:
+        return None, (f"metadata: no class names, palette or mean/std stored (no config, and no dataset preset has "
+                      f"{num_classes} classes); pass --config CONFIG to add them")
+    # What predict would use for these weights, so the exported file no longer depends on that guess.
+    data = {"dataset": preset.name, "num_classes": num_classes, "class_names": info.class_names,
+            "palette": info.palette, "mean": info.mean, "std": info.std}
+    return {"model": {"arch": model_arch(model)}, "data": data, "eval": {"crop_size": list(info.crop)}}, said
+
+
 def config_metadata(config: dict | None) -> dict[str, str]:
     """What a deployment needs from a run's config, as JSON strings: input mean/std (RGB, on [0, 1] pixels), classes."""
     import json
@@ -218,7 +252,7 @@ def ort_session(path: str | os.PathLike, device: str = "cpu", threads: int | Non
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             # Falling back to the CPU silently would report CPU times as CUDA ones.
             raise BisenetError("onnxruntime on cuda: this onnxruntime has no CUDAExecutionProvider; "
-                               "pip install onnxruntime-gpu, or use --device cpu")
+                               "pip install onnxruntime-gpu, or use --device cpu (device='cpu' in Python)")
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
@@ -267,7 +301,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
                    width: int = 1024, config: dict | None = None) -> dict[str, Any]:
     """Eval-only .safetensors weights (fp16 unless fp16=False), reloaded and checked against `model` before they appear.
 
-    `config` (a checkpoint's stored config) travels in the file's metadata, for class names, palette and mean/std.
+    `config` (a run's config as a dict, e.g. from export_config) travels in the file's metadata, for names, palette, mean/std.
     """
     from bisenet.checkpoint import load_model, model_arch, save_inference_weights
     from bisenet.models import MODELS
@@ -293,7 +327,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
             check["nonfinite"] = "PyTorch" if not torch.isfinite(expected).all() else "reloaded"
         report = {"path": str(path), "size_mb": round(tmp.stat().st_size / 2**20, 2), "arch": arch, "checks": [check]}
         # Labels only, as the CLI always judged it: fp16 weights change the logits by design.
-        _raise_on_failure(report, path, True, "the saved weights do not reproduce the model: try without --fp16")
+        _raise_on_failure(report, path, True, "the saved weights do not reproduce the model: try without --fp16 (fp16=False in Python)")
         publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

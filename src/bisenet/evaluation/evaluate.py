@@ -21,7 +21,8 @@ from tqdm import tqdm
 from bisenet.config import Config, load_config
 from bisenet.data.dataset import ignore_stop_signals
 from bisenet.errors import BisenetError, make_dir
-from bisenet.evaluation.inference import CITYSCAPES_CROP, Protocol, build_runner, infer, labels_from_scores, make_protocol
+from bisenet.evaluation.inference import (CITYSCAPES_CROP, MODES, Protocol, build_runner, check_batch_size, check_scale,
+                                          infer, labels_from_scores, make_protocol)
 from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_to_list, new_confusion, update_confusion
 from bisenet.evaluation.scoring import train_to_raw_lut
 from bisenet.runtime import keep_freed_memory
@@ -169,6 +170,7 @@ def evaluate(
     Returns {"mIoU", "IoU": {class: value or None}, "pixel_acc", "fwIoU", "mode", "images", ...}.
     """
     cfg = config if isinstance(config, Config) else load_config(config)
+    _check_arguments(mode or cfg.eval.mode, scales, scale, crop, stride, batch_size, calibration_images)
     if json_path is not None:  # before the run, so a bad path does not cost its results
         from bisenet.evaluation.report import check_report_path
 
@@ -182,6 +184,27 @@ def evaluate(
         return _evaluate(cfg, weights_or_model, mode, split, data_root, list_file, scales, scale, crop, stride, flip,
                          batch_size, run_device, backend, save_pred_dir, cityscapes_ids, json_path, workers, progress,
                          backend_options)
+
+
+def _check_arguments(mode: str, scales: list[float] | None, scale: float | None, crop: tuple[int, int] | None,
+                     stride: tuple[int, int] | None, batch_size: int | None, calibration_images: int) -> None:
+    """Refuse bad values and flags that `mode` does not use, before any work (they used to be ignored silently)."""
+    if scale is not None:
+        check_scale(scale, mode)
+    if batch_size is not None:
+        check_batch_size(batch_size)
+    if calibration_images < 1:
+        raise BisenetError(f"--calibration-images {calibration_images}: must be at least 1 (images int8 is calibrated on)")
+    if mode not in MODES:  # make_protocol names the valid modes
+        return
+    multi_scale, sliding = mode in ("msf", "mscf"), mode in ("ssc", "mscf")
+    if scales and not multi_scale:
+        raise BisenetError(f"--scales {' '.join(f'{s:g}' for s in scales)}: mode {mode} runs one scale; several scales "
+                           "are for --mode msf or mscf (or pass --scale S)")
+    for flag, size in (("--crop", crop), ("--stride", stride)):
+        if size is not None and not sliding:
+            raise BisenetError(f"{flag} {size[0]}x{size[1]}: mode {mode} runs on whole images; "
+                               f"sliding windows are for --mode ssc or mscf")
 
 
 def _calibration_options(cfg: Config, folder: str | os.PathLike | None, count: int, data_root: Any,
@@ -236,11 +259,11 @@ def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, 
         crop = ec.crop_size or (CITYSCAPES_CROP if cfg.data.dataset == "cityscapes" else cfg.augment.crop_size)
     # eval.flip: false is also the default, so it only means "the protocol's default" (on for msf/mscf).
     protocol = make_protocol(mode, scales or ec.scales, flip if flip is not None else (ec.flip or None),
-                             crop, stride or ec.stride, scale=scale or ec.scale)
+                             crop, stride or ec.stride, scale=scale if scale is not None else ec.scale)
     raw_lut = None
     if cityscapes_ids:
         if save_pred_dir is None:
-            raise BisenetError("--cityscapes-ids writes label-id PNGs: also pass --save-pred DIR")
+            raise BisenetError("--cityscapes-ids writes label-id PNGs: also pass --save-pred DIR (save_pred_dir= in Python)")
         if not cfg.data.label_map:
             raise BisenetError(f"--cityscapes-ids needs a label map (data.label_map); dataset {cfg.data.dataset} has none")
         raw_lut = train_to_raw_lut(cfg.data.label_map, cfg.num_classes)

@@ -9,6 +9,7 @@ softmax probabilities averaged over crops, scales and flips (argmax is what you 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,24 @@ class Protocol:
         return text + (" flip" if self.flip else "")
 
 
+def check_batch_size(batch_size: int) -> int:
+    """`batch_size` unchanged, or a one-line error naming it when it is not a whole number of at least 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise BisenetError(f"--batch-size {batch_size}: must be a whole number of at least 1 (images per forward pass)")
+    return int(batch_size)
+
+
+def check_scale(scale: float, mode: str = "ss") -> float:
+    """`scale` as a float, or a one-line error (as eval's) when it is not above 0 or `mode` runs several scales."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 < scale < math.inf:  # also NaN
+        shown = f"{scale:g}" if isinstance(scale, numbers.Real) else repr(scale)
+        raise BisenetError(f"--scale {shown}: must be positive (the factor ss/ssc resize inputs by, e.g. 2)")
+    if mode in ("msf", "mscf"):
+        raise BisenetError(f"--scale {scale:g}: mode {mode} runs several scales (the config's eval.scales); "
+                           "--scale is for --mode ss or ssc")
+    return float(scale)
+
+
 def make_protocol(
     mode: str = "ss",
     scales: Sequence[float] | None = None,
@@ -70,7 +89,7 @@ def make_protocol(
     if not sliding:
         return Protocol(mode, scales, flip, None, None, crop_batch)
     if crop is None:
-        raise BisenetError(f"mode {mode} needs a crop size: pass --crop HxW or set eval.crop_size")
+        raise BisenetError(f"mode {mode} needs a crop size: pass --crop HxW (crop=(H, W) in Python) or set eval.crop_size")
     crop = (int(crop[0]), int(crop[1]))
     if crop[0] % 32 or crop[1] % 32 or min(crop) <= 0:
         raise BisenetError(
@@ -194,6 +213,6 @@ def build_runner(model: torch.nn.Module, backend: str = "eager", device: str | t
         if backend == "eager":
             return model
         raise BisenetError(
-            f"backend {backend!r} needs bisenet.deploy.backends, which this install lacks; use --backend eager"
+            f"backend {backend!r} needs bisenet.deploy.backends, which this install lacks; use --backend eager (backend='eager' in Python)"
         ) from None
     return build_backend(backend, model, torch.device(device), **options)

@@ -95,7 +95,8 @@ def _resolve_classes(num_classes: int | None, dataset: str | None) -> tuple[int,
             raise BisenetError(f"--num-classes {num_classes} contradicts dataset {dataset} ({info.num_classes} classes)")
         return info.num_classes, list(info.class_names), info.label_map
     if num_classes is None or num_classes < 1:
-        raise BisenetError("pass the dataset name (--dataset cityscapes) or the class count (--num-classes N)")
+        raise BisenetError("pass the dataset name (--dataset cityscapes; dataset= in Python) or the class count "
+                           "(--num-classes N; num_classes= in Python)")
     return num_classes, [str(i) for i in range(num_classes)], None
 
 
@@ -110,7 +111,7 @@ def score_predictions(
     class_names: list[str] | None = None,
     workers: int | None = None,
 ) -> dict:
-    """Score train-id PNGs in `pred_dir` (named STEM.png after each image) against the list's labels."""
+    """Score train-id PNGs in `pred_dir` (STEM.png or predict's STEM_label.png per image) against the list's labels."""
     from bisenet.data.lists import read_list, resolve_list_path
 
     start = time.perf_counter()
@@ -123,12 +124,12 @@ def score_predictions(
     pairs = read_list(resolve_list_path(list_file, root), root)
     if pairs.problems:
         raise DataError(f"{pairs.problems[0]}" + (f" (and {len(pairs.problems) - 1} more)" if len(pairs.problems) > 1 else ""))
-    jobs = [(pred_dir / f"{e.image.stem}.png", e.label) for e in pairs.entries]
+    jobs = [(_prediction_path(pred_dir, e.image.stem), e.label) for e in pairs.entries]
     missing = [str(p) for p, _ in jobs if not p.is_file()]
     if missing:
         raise DataError(
-            f"{len(missing)} of {len(jobs)} predictions missing, first {missing[0]}; "
-            "predictions must be train-id PNGs named after each image's stem"
+            f"{len(missing)} of {len(jobs)} predictions missing, first {missing[0]}; predictions must be train-id "
+            "PNGs named after each image's stem: STEM.png (eval --save-pred) or STEM_label.png (predict), both looked for"
         )
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     lut = build_lut(label_map, ignore_index)
@@ -142,6 +143,13 @@ def score_predictions(
     result.update(mode="pred-dir", images=len(jobs), seconds=round(time.perf_counter() - start, 3))
     result["confusion_matrix"] = confusion_to_list(confusion)
     return result
+
+
+def _prediction_path(pred_dir: Path, stem: str) -> Path:
+    """`eval --save-pred`'s STEM.png, else `predict`'s STEM_label.png; the former (for the message) when neither exists."""
+    own = pred_dir / f"{stem}.png"
+    predicted = pred_dir / f"{stem}_label.png"
+    return predicted if not own.is_file() and predicted.is_file() else own
 
 
 def train_to_raw_lut(label_map: dict[int, int], num_classes: int) -> np.ndarray:
