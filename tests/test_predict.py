@@ -72,6 +72,8 @@ def test_segmenter_predicts_at_the_input_size(weights) -> None:
     assert [m.shape for m in batch] == [(37, 53), (20, 90), (37, 53)]
     assert np.array_equal(batch[0], label)
     assert seg.colorize(label).shape == (37, 53, 3)
+    bare = Segmenter(seg.model, 5)  # a model of one's own, without label info: the 5-class preset, as from a file
+    assert bare.info == seg.info and np.array_equal(bare.predict(a), label)
     with pytest.raises(BisenetError, match="RGB uint8"):
         seg.predict(a.astype(np.float32))
 

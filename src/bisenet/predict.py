@@ -73,11 +73,14 @@ def label_info(num_classes: int, config: Config | None = None, stored: dict | No
 class Segmenter:
     """Segment RGB uint8 images with a BiSeNet model: `Segmenter.from_checkpoint(path).predict(image)`."""
 
-    def __init__(self, model: nn.Module | Callable, num_classes: int, info: LabelInfo, device: str | torch.device = "cpu",
+    def __init__(self, model: nn.Module | Callable, num_classes: int, info: LabelInfo | None = None,
+                 device: str | torch.device = "cpu",
                  mode: str = "ss", backend: str = "eager", batch_size: int = 4, protocol: Protocol | None = None,
                  calibration: str | os.PathLike | None = None, scale: float | None = None) -> None:
+        """Wrap a model (or a runner); `info` (names, palette, mean/std) defaults to `label_info(num_classes)`."""
         from bisenet.engine.distributed import resolve_device
 
+        info = info if info is not None else label_info(num_classes)  # the preset with that class count, else ImageNet
         self.batch_size = check_batch_size(batch_size)  # before any backend build
         scale = info.scale if scale is None else check_scale(scale, mode)
         self.device = resolve_device(str(device))
@@ -90,7 +93,7 @@ class Segmenter:
             if backend in CALIBRATED:
                 if calibration is None:
                     raise BisenetError(f"the {backend} backend needs calibration images: pass --calibration DIR "
-                                       "(a folder of images like the ones to segment)")
+                                       "(calibration= in Python; a folder of images like the ones to segment)")
                 options = {"calibration": calibration, "mean": info.mean, "std": info.std}
             model = build_runner(model.to(self.device).eval(), backend, self.device, **options)
         if self.device.type == "cpu":  # after the build, whose export and calibration memory goes back to the system
