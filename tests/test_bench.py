@@ -171,3 +171,15 @@ def test_weights_of_another_arch_than_the_config_are_refused(weights, tmp_path, 
     assert f"{weights}: the weights are a bisenetv2 model but the config's model.arch is bisenetv1" in err
     rows = run_benchmark(size=(64, 64), backends=["eager"], weights=weights, iters=1, warmup=0, config_arch="bisenetv2")
     assert [row["backend"] for row in rows] == ["eager"]
+
+
+def test_agreement_images_are_normalised_as_predict_normalises_them(weights, tmp_path) -> None:
+    # Weights without a stored config used ImageNet statistics here while predict used the
+    # dataset preset of their class count, so agreement was measured on other inputs.
+    from bisenet.data.catalog import CAMVID, DUBAI
+    from bisenet.deploy.bench import image_normalisation
+
+    assert image_normalisation(None, weights) == (list(DUBAI.mean), list(DUBAI.std))  # a bare 5-class state_dict
+    assert image_normalisation(None, REPO / "weights" / "bisenetv2_camvid.safetensors") == (list(CAMVID.mean), list(CAMVID.std))
+    assert image_normalisation(CONFIG, None) == (list(DUBAI.mean), list(DUBAI.std))
+    assert image_normalisation(None, None) == (None, None)

@@ -63,19 +63,22 @@ def peak_rss_mb() -> float:
 
 def image_normalisation(config: str | os.PathLike | Config | None = None, weights: str | os.PathLike | None = None
                         ) -> tuple[list[float] | None, list[float] | None]:
-    """Image mean/std from a config (YAML file or Config), else a checkpoint's saved config, else (None, None) = ImageNet."""
+    """Image mean/std from a config (YAML file or Config), else as predict resolves them for `weights` (their
+    stored config, else the dataset preset of their class count), else (None, None) = ImageNet."""
     if config:
         from bisenet import load_config
 
         data = load_config(config).data
         return data.mean, data.std
     if weights:
-        from bisenet.checkpoint import read_weights
+        from bisenet.checkpoint import infer_arch, read_weights
+        from bisenet.predict import label_info
 
-        saved = read_weights(weights).get("config")
-        data = saved.get("data", {}) if isinstance(saved, dict) else {}
-        if data.get("mean") and data.get("std"):
-            return list(data["mean"]), list(data["std"])
+        ckpt = read_weights(weights)
+        saved = ckpt.get("config")
+        num_classes = ckpt.get("num_classes") or infer_arch(ckpt["model"], weights)[1]
+        info = label_info(int(num_classes), None, saved if isinstance(saved, dict) else None)
+        return list(info.mean), list(info.std)
     return None, None
 
 
