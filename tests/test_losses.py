@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch.nn import functional as F
 
-from bisenet.losses import CrossEntropy, OhemCrossEntropy, pixel_cross_entropy
+from bisenet.errors import ConfigError, DataError
+from bisenet.losses import CrossEntropy, OhemCrossEntropy, SegmentationLoss, pixel_cross_entropy
 
 
 def textbook(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -79,3 +82,62 @@ def test_upsampled_cross_entropy_stays_exact_when_neighbouring_logits_differ_by_
     assert torch.isfinite(fused).all() and torch.isfinite(a.grad).all()
     torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("low_resolution", [True, False], ids=["upsampled", "full-size"])
+@pytest.mark.parametrize("criterion", [OhemCrossEntropy(0.7, 1 / 16), CrossEntropy()], ids=["ohem", "ce"])
+def test_any_integer_label_dtype_and_a_channel_dim_give_the_same_loss(criterion, low_resolution) -> None:
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 5, 8, 8, generator=gen) * 3
+    if not low_resolution:
+        logits = F.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)
+    labels = torch.randint(0, 5, (2, 64, 64), generator=gen)
+    labels[:, :4] = 255
+    expected = criterion(logits, labels)
+    for variant in (labels.to(torch.uint8), labels.int(), labels.short(), labels.unsqueeze(1), labels.byte().unsqueeze(1)):
+        torch.testing.assert_close(criterion(logits, variant), expected, rtol=0, atol=0)
+    torch.testing.assert_close(pixel_cross_entropy(logits, labels.to(torch.uint8)), pixel_cross_entropy(logits, labels))
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    (torch.zeros(2, 16, 16), "labels are torch.float32; pass integer class ids"),
+    (torch.zeros(2, 16, 16, dtype=torch.bool), "labels are torch.bool; pass integer class ids"),
+    (torch.zeros(16, 16, dtype=torch.long), "labels of shape (16, 16) do not fit logits of shape (2, 5, 4, 4); pass N x H x W"),
+    (torch.zeros(2, 3, 16, 16, dtype=torch.long), "labels of shape (2, 3, 16, 16) do not fit logits"),
+    (torch.zeros(3, 16, 16, dtype=torch.long), "labels of shape (3, 16, 16) do not fit logits"),
+    (torch.full((2, 16, 16), 7), "labels hold values 7 outside [0, 5) that are not the ignore index 255"),
+    (torch.full((2, 16, 16), -1), "labels hold values -1 outside [0, 5)"),
+])
+@pytest.mark.parametrize("criterion", [OhemCrossEntropy(), CrossEntropy(), pixel_cross_entropy], ids=["ohem", "ce", "pixel"])
+def test_bad_labels_are_one_line_errors(criterion, labels, message) -> None:
+    with pytest.raises(DataError, match=re.escape(message)) as info:
+        criterion(torch.randn(2, 5, 4, 4), labels)
+    assert "\n" not in str(info.value)
+
+
+def test_an_out_of_range_label_beside_the_ignore_index_is_found() -> None:
+    # min/max alone would pass: the extremes are 0 and the ignore index 255.
+    labels = torch.randint(0, 5, (2, 32, 32), generator=torch.Generator().manual_seed(0))
+    labels[0, 0, :5] = 255
+    labels[1, 3, 3] = 9
+    for logits in (torch.randn(2, 5, 4, 4), torch.randn(2, 5, 32, 32)):
+        with pytest.raises(DataError, match=re.escape("labels hold values 9 outside [0, 5)")):
+            OhemCrossEntropy()(logits, labels)
+
+
+def test_segmentation_loss_refuses_an_aux_weight_count_that_differs_from_the_outputs() -> None:
+    logits, labels = torch.randn(2, 5, 4, 4), torch.randint(0, 5, (2, 16, 16))
+    total, parts = SegmentationLoss(CrossEntropy(), [0.5, 0.5])([logits, logits, logits], labels.byte())
+    assert len(parts) == 3
+    torch.testing.assert_close(total, 2 * parts[0])
+    for weights, outputs in (([1.0, 1.0, 1.0], [logits, logits]), ([1.0], [logits, logits, logits]), ([1.0], logits)):
+        returned = len(outputs) - 1 if isinstance(outputs, list) else 0  # a bare tensor: a model in eval mode
+        with pytest.raises(ConfigError, match=re.escape(f"the model returned {returned} aux outputs but {len(weights)} "
+                                                        "aux weights are set")):
+            SegmentationLoss(CrossEntropy(), weights)(outputs, labels)
+
+
+@pytest.mark.parametrize("thresh", [0.0, 1.0, 1.5])
+def test_ohem_threshold_outside_the_open_unit_interval_is_refused(thresh) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"OHEM thresh {thresh} (train.ohem_thresh) must lie in (0, 1)")):
+        OhemCrossEntropy(thresh)

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bisenet.errors import ConfigError, DataError
+
 if TYPE_CHECKING:
     from bisenet.config import TrainConfig
 
@@ -78,8 +80,44 @@ def _shifted(image: torch.Tensor) -> torch.Tensor:
     return low - low.amax(1, keepdim=True)
 
 
+def check_labels(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """`labels` as N x H x W int64 for N x C x h x w `logits`: any integer dtype, N x 1 x H x W squeezed.
+
+    Refuses (DataError, one line) a float or bool dtype, another shape, and a value outside
+    [0, C) that is not the ignore index, which torch would report as a bare index error (or, on
+    CUDA, a device-side assert that kills the process).
+    """
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise DataError(f"labels are {labels.dtype}; pass integer class ids (e.g. labels.long()), "
+                        f"with the ignore index {ignore_index} for unlabelled pixels")
+    if labels.dim() == 4 and labels.shape[1] == 1:
+        labels = labels.squeeze(1)
+    if labels.dim() != 3 or logits.dim() != 4 or labels.shape[0] != logits.shape[0]:
+        raise DataError(f"labels of shape {tuple(labels.shape)} do not fit logits of shape {tuple(logits.shape)}; "
+                        "pass N x H x W (or N x 1 x H x W) class ids, one map per image")
+    labels = labels.long()
+    num_classes = logits.shape[1]
+    # One min/max pass; when the extremes leave [0, C), as the ignore index does wherever it
+    # occurs, one more min/max over the labels with it set to 0. No per-pixel Python work.
+    low, high = labels.aminmax() if labels.numel() else (0, 0)
+    if low < 0 or high >= num_classes:
+        low, high = torch.where(labels == ignore_index, 0, labels).aminmax()
+        if low < 0 or high >= num_classes:  # the error path: name the values
+            bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
+            values = torch.unique(labels[bad])
+            shown = ", ".join(str(int(v)) for v in values[:10]) + (" ..." if values.numel() > 10 else "")
+            raise DataError(f"labels hold values {shown} outside [0, {num_classes}) that are not the ignore index "
+                            f"{ignore_index}; check data.num_classes / data.label_map (bisenet data check)")
+    return labels
+
+
 def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """N x H x W float32 cross-entropy (0 at ignored pixels); smaller logits are bilinearly upsampled first."""
+    return _pixel_cross_entropy(logits, check_labels(logits, labels, ignore_index), ignore_index)
+
+
+def _pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """pixel_cross_entropy on labels that check_labels has passed."""
     if logits.shape[-2:] == labels.shape[-2:]:
         return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
     return _UpsampledCrossEntropy.apply(logits, labels, ignore_index)
@@ -95,12 +133,19 @@ class OhemCrossEntropy(nn.Module):
 
     def __init__(self, thresh: float = 0.7, min_kept_fraction: float = 1 / 16, ignore_index: int = 255) -> None:
         super().__init__()
+        if not 0 < thresh < 1:  # 0: -ln fails; 1 or more: every pixel is "hard", i.e. plain cross-entropy
+            raise ConfigError(f"OHEM thresh {thresh} (train.ohem_thresh) must lie in (0, 1), e.g. 0.7")
         self.loss_thresh = -math.log(thresh)
         self.min_kept_fraction = min_kept_fraction
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pixel_loss = pixel_cross_entropy(logits, labels, self.ignore_index).flatten()
+        """The mean loss over the hard pixels (at least the hardest min_kept_fraction of the valid ones)."""
+        return self.forward_checked(logits, check_labels(logits, labels, self.ignore_index))
+
+    def forward_checked(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """forward on labels that check_labels has passed (SegmentationLoss checks them once for all heads)."""
+        pixel_loss = _pixel_cross_entropy(logits, labels, self.ignore_index).flatten()
         num_valid = int((labels != self.ignore_index).sum())
         if num_valid == 0:
             return pixel_loss.sum() * 0.0  # keeps the graph; nothing to learn from this batch
@@ -121,10 +166,15 @@ class CrossEntropy(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The mean loss over the pixels that are not the ignore index."""
+        return self.forward_checked(logits, check_labels(logits, labels, self.ignore_index))
+
+    def forward_checked(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """forward on labels that check_labels has passed (SegmentationLoss checks them once for all heads)."""
         num_valid = int((labels != self.ignore_index).sum())
         if num_valid == 0:
             return logits.float().sum() * 0.0
-        return pixel_cross_entropy(logits, labels, self.ignore_index).sum() / num_valid
+        return _pixel_cross_entropy(logits, labels, self.ignore_index).sum() / num_valid
 
 
 class SegmentationLoss(nn.Module):
@@ -136,10 +186,17 @@ class SegmentationLoss(nn.Module):
         self.aux_weights = list(aux_weights)
 
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(main loss + sum of weight x aux loss, [main loss, aux losses...])."""
         outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
-        if len(outputs) - 1 > len(self.aux_weights):
-            raise ValueError(f"model returned {len(outputs) - 1} aux outputs but {len(self.aux_weights)} aux weights are set")
-        parts = [self.criterion(out, labels) for out in outputs]
+        if len(outputs) - 1 != len(self.aux_weights):
+            raise ConfigError(f"the model returned {len(outputs) - 1} aux outputs but {len(self.aux_weights)} aux "
+                              "weights are set (train.aux_weights: one per aux head; a model in eval mode returns "
+                              "no aux outputs)")
+        criterion = self.criterion
+        if hasattr(criterion, "forward_checked"):  # ours: the labels are checked once, not once per head
+            labels = check_labels(outputs[0], labels, criterion.ignore_index)
+            criterion = criterion.forward_checked
+        parts = [criterion(out, labels) for out in outputs]
         total = parts[0] + sum(w * p for w, p in zip(self.aux_weights, parts[1:]))
         return total, parts
 
@@ -152,7 +209,5 @@ def build_loss(train_cfg: TrainConfig, ignore_index: int, num_aux: int) -> Segme
         criterion = CrossEntropy(ignore_index)
     weights = train_cfg.aux_weights if train_cfg.aux_weights is not None else [1.0] * num_aux
     if len(weights) != num_aux:
-        from bisenet.errors import ConfigError
-
         raise ConfigError(f"train.aux_weights has {len(weights)} values but the model has {num_aux} aux heads")
     return SegmentationLoss(criterion, weights)
