@@ -53,3 +53,64 @@ def test_train_cli_names_the_flag_that_set_a_bad_value(flags, message, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"bisenet train: error: {message}")
     assert str(CONFIG) not in err[0] and not (tmp_path / "run").exists()
+
+
+def test_load_config_leaves_the_callers_nested_dict_alone() -> None:
+    base = {"data": {"dataset": "custom", "num_classes": 3}, "train": {"lr": 0.01}}
+    assert load_config(base, ["data.num_classes=4", "train.lr=0.5"]).num_classes == 4
+    assert base == {"data": {"dataset": "custom", "num_classes": 3}, "train": {"lr": 0.01}}
+    cfg = load_config(base)
+    assert cfg.num_classes == 3 and cfg.train.lr == 0.01
+    # A refused override does not stick in the dict, to fail (blamed on the dict) every later load.
+    with pytest.raises(ConfigError, match=re.escape("--set data.ignore_index=2: data.ignore_index = 2 must lie in")):
+        load_config(base, ["data.ignore_index=2"])
+    assert load_config(base).data.ignore_index == 255
+
+
+def test_a_single_override_string_is_one_override() -> None:
+    assert load_config(CONFIG, "train.lr=0.1").train.lr == 0.1
+    with pytest.raises(ConfigError, match=re.escape("--set train.lr: expected key.path=value")):
+        load_config(CONFIG, "train.lr")
+    with pytest.raises(ConfigError, match=re.escape("override ('train.lr', 0.1): expected a 'key.path=value' string")):
+        load_config(CONFIG, [("train.lr", 0.1)])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.ohem_thresh=0", "train.ohem_thresh = 0.0 must lie in (0, 1)"),  # -ln(0): a math domain error at the start
+    ("train.ohem_thresh=1", "train.ohem_thresh = 1.0 must lie in (0, 1)"),  # every pixel kept: plain cross-entropy
+    ("train.ohem_thresh=1.5", "train.ohem_thresh = 1.5 must lie in (0, 1)"),
+    ("train.ohem_min_kept_fraction=2", "train.ohem_min_kept_fraction = 2.0 must lie in [0, 1]"),
+    ("data.std=[0.2, 0, 0.2]", "data.std = [0.2, 0.0, 0.2] must be 3 values in (0, 1]"),
+    ("data.mean=[123.7, 116.3, 103.5]", "data.mean = [123.7, 116.3, 103.5] must be 3 values in [0, 1], on pixels "
+                                        "scaled to [0, 1] (0-255 values? divide them by 255)"),
+    ("data.std=[58.4, 57.1, 57.4]", "(0-255 values? divide them by 255)"),
+    ("data.label_map={0: 0, 128: 300}", "data.label_map 128: 300 must map to a class id in [0, 5) or to the ignore index 255"),
+    ("data.label_map={128: -1}", "data.label_map 128: -1 must map to a class id in [0, 5)"),
+    ("data.label_map={256: 1}", "data.label_map key 256 can never occur: labels are read as values 0-255"),
+    ("data.label_map={-1: 1}", "data.label_map key -1 can never occur"),
+    ("model.pretrained=imagenet", "model.pretrained is for bisenetv1's ResNet-18; bisenetv2 trains from scratch"),
+])
+def test_values_that_would_crash_or_mislead_later_are_refused_at_load(override, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIG, [override])
+    assert str(info.value).startswith(f"--set {override}: ") and message in str(info.value)
+
+
+def test_values_at_the_edge_of_the_ranges_load() -> None:
+    cfg = load_config(CONFIG, ["train.ohem_thresh=0.99", "data.mean=[0, 0.5, 1]", "data.std=[1, 1, 1]",
+                               "data.label_map={0: 0, 255: 4, 7: 255}"])
+    assert cfg.train.ohem_thresh == 0.99 and cfg.data.label_map == {0: 0, 255: 4, 7: 255}
+
+
+def test_another_class_count_on_a_named_dataset_says_to_set_dataset_custom() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIG, ["data.num_classes=6"])
+    assert str(info.value) == ("--set data.num_classes=6: data.class_names (the dubai preset's) has 5 names but "
+                               "num_classes is 6; for other classes set data.dataset=custom (and data.class_names, or none)")
+    # With names of its own the preset's palette is still too short: the same fix, not "leave it out".
+    names = "data.class_names=[a, b, c, d, e, f]"
+    for extra in ([names], [names, "data.palette=null"]):
+        with pytest.raises(ConfigError, match=re.escape("data.palette (the dubai preset's) has 5 colours for 6 classes; "
+                                                        "for other classes set data.dataset=custom")):
+            load_config(CONFIG, ["data.num_classes=6", *extra])
+    assert load_config(CONFIG, ["data.num_classes=6", "data.dataset=custom"]).num_classes == 6

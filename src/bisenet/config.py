@@ -6,6 +6,7 @@ Unknown keys are rejected with the nearest valid name; `key.path=value` override
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -131,14 +132,15 @@ class Config:
 
 def load_config(
     config: str | Path | Config | dict | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
+    overrides: list[str] | str | dict[str, Any] | None = None,
 ) -> Config:
-    """Load a YAML file (or dict, or Config) and apply `key.path=value` overrides."""
+    """Load a YAML file (or dict, or Config) and apply `key.path=value` overrides (a list, or one string)."""
     if isinstance(config, Config):
         raw = to_dict(config)
         source = "config"
     elif isinstance(config, dict):
-        raw, source = dict(config), "config"
+        # Deep: overrides write into nested sections, which must not reach the caller's dict.
+        raw, source = copy.deepcopy(config), "config"
     elif config is None:
         raw, source = {}, "defaults"
     else:
@@ -306,6 +308,9 @@ def _resolve(cfg: Config, source: Source) -> Config:
     from bisenet.data.catalog import DATASETS
 
     _choice(source, "model.arch", cfg.model.arch, ARCHS)
+    if cfg.model.pretrained and cfg.model.arch != "bisenetv1":  # else build_model fails after the work dir is made
+        raise ConfigError(f"{source.at('model.pretrained', 'model.arch')}: model.pretrained is for bisenetv1's ResNet-18; "
+                          f"{cfg.model.arch} trains from scratch, so set model.pretrained: null")
     _choice(source, "train.amp", cfg.train.amp, AMP_MODES)
     if isinstance(cfg.train.channels_last, str) and cfg.train.channels_last != "auto":
         raise ConfigError(f"{source.at('train.channels_last')}: train.channels_last = {cfg.train.channels_last!r} "
@@ -317,6 +322,8 @@ def _resolve(cfg: Config, source: Source) -> Config:
     _choice(source, "data.dataset", cfg.data.dataset, tuple(DATASETS) + ("custom",))
     data = cfg.data
     preset = DATASETS.get(data.dataset)
+    # Where class names and palette came from the preset, a count mismatch is fixed by leaving the preset.
+    from_preset = {name: preset is not None and getattr(data, name) is None for name in ("class_names", "palette")}
     if preset is not None:
         data = dataclasses.replace(
             data,
@@ -340,23 +347,48 @@ def _resolve(cfg: Config, source: Source) -> Config:
             f"(num_classes = {data.num_classes}); 255 is the usual choice"
         )
     for name in ("mean", "std"):
-        if len(getattr(data, name)) != 3:
-            raise ConfigError(f"{source.at(f'data.{name}')}: data.{name} needs 3 values (R, G, B), got {getattr(data, name)}")
+        values = getattr(data, name)
+        if len(values) != 3:
+            raise ConfigError(f"{source.at(f'data.{name}')}: data.{name} needs 3 values (R, G, B), got {values}")
+        if not all(0 <= v <= 1 for v in values) or (name == "std" and min(values) <= 0):
+            scale = " (0-255 values? divide them by 255)" if max(values) > 1 else ""
+            allowed = "in (0, 1]" if name == "std" else "in [0, 1]"
+            raise ConfigError(f"{source.at(f'data.{name}')}: data.{name} = {values} must be 3 values {allowed}, "
+                              f"on pixels scaled to [0, 1]{scale}")
+    whose = f" (the {data.dataset} preset's)"
     if data.class_names is not None and len(data.class_names) != data.num_classes:
+        preset_names = from_preset["class_names"]
         raise ConfigError(
-            f"{source.at('data.class_names', 'data.num_classes', 'data.dataset')}: data.class_names has "
-            f"{len(data.class_names)} names but num_classes is {data.num_classes}"
+            f"{source.at('data.class_names', 'data.num_classes', 'data.dataset')}: data.class_names"
+            f"{whose if preset_names else ''} has {len(data.class_names)} names but num_classes is {data.num_classes}"
+            + ("; for other classes set data.dataset=custom (and data.class_names, or none)" if preset_names else "")
         )
     if data.palette is not None:
         bad = next((c for c in data.palette if len(c) != 3 or not all(0 <= v <= 255 for v in c)), None)
         if bad is not None:
             raise ConfigError(f"{source.at('data.palette')}: data.palette entry {bad} must be 3 integers in 0-255 (R, G, B)")
         if len(data.palette) < data.num_classes:
-            raise ConfigError(f"{source.at('data.palette', 'data.num_classes', 'data.dataset')}: data.palette has "
-                              f"{len(data.palette)} colours for {data.num_classes} classes; "
-                              "give one [R, G, B] per class, or leave it out for a generated palette")
+            fix = ("for other classes set data.dataset=custom (a generated palette unless data.palette is given), "
+                   "or give one [R, G, B] per class" if from_preset["palette"]
+                   else "give one [R, G, B] per class, or leave it out for a generated palette")
+            raise ConfigError(f"{source.at('data.palette', 'data.num_classes', 'data.dataset')}: data.palette"
+                              f"{whose if from_preset['palette'] else ''} has {len(data.palette)} colours for "
+                              f"{data.num_classes} classes; {fix}")
+    _check_label_map(data, source)
     _check_ranges(cfg, source)
     return dataclasses.replace(cfg, data=data)
+
+
+def _check_label_map(data: DataConfig, source: Source) -> None:
+    """Label map keys a label can hold (8-bit values: 16-bit files load only when theirs fit) and targets a class id or ignore."""
+    for raw, target in (data.label_map or {}).items():
+        if not 0 <= raw <= 255:
+            raise ConfigError(f"{source.at('data.label_map')}: data.label_map key {raw} can never occur: labels are "
+                              "read as values 0-255 (8-bit PNGs; 16-bit ones only when their values fit); remove it")
+        if not (0 <= target < data.num_classes or target == data.ignore_index):
+            raise ConfigError(f"{source.at('data.label_map', 'data.num_classes', 'data.dataset')}: data.label_map "
+                              f"{raw}: {target} must map to a class id in [0, {data.num_classes}) or to the ignore "
+                              f"index {data.ignore_index}")
 
 
 def _check_ranges(cfg: Config, source: Source) -> None:
@@ -379,6 +411,14 @@ def _check_ranges(cfg: Config, source: Source) -> None:
                           f"(BatchNorm needs 2 images), got {t.batch_size}")
     if t.lr <= 0:
         raise ConfigError(f"{source.at('train.lr')}: train.lr must be positive, got {t.lr}")
+    # OHEM keeps pixels whose true-class probability is below the threshold: at 0 none qualify
+    # (and -ln 0 fails), at 1 or above every pixel does, which is plain cross-entropy (train.loss: ce).
+    if not 0 < t.ohem_thresh < 1:
+        raise ConfigError(f"{source.at('train.ohem_thresh')}: train.ohem_thresh = {t.ohem_thresh} must lie in (0, 1), "
+                          "a probability such as 0.7 (for plain cross-entropy set train.loss: ce)")
+    if not 0 <= t.ohem_min_kept_fraction <= 1:
+        raise ConfigError(f"{source.at('train.ohem_min_kept_fraction')}: train.ohem_min_kept_fraction = "
+                          f"{t.ohem_min_kept_fraction} must lie in [0, 1], a share of the valid pixels such as 0.0625")
     for key, size in (("augment.crop_size", cfg.augment.crop_size), ("eval.crop_size", cfg.eval.crop_size)):
         if size is not None and min(size) <= 0:
             raise ConfigError(f"{source.at(key)}: {key} = {size[0]}x{size[1]} must be positive")

@@ -43,14 +43,20 @@ class Source(str):
         return str(self)
 
 
-def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, tuple[Any, str]]:
-    """{key: (value, how the user wrote it)} from `--set` items (YAML values) or a {key: value} dict."""
+def parse_overrides(overrides: list[str] | str | dict[str, Any] | None) -> dict[str, tuple[Any, str]]:
+    """{key: (value, how the user wrote it)} from `--set` items (YAML values), one such string, or a {key: value} dict."""
     if not overrides:
         return {}
+    if isinstance(overrides, str):  # load_config(cfg, "train.lr=0.1"): one override, not its characters
+        overrides = [overrides]
     if isinstance(overrides, dict):
         return {key: (value, f"override {key}={value!r}") for key, value in overrides.items()}
+    if not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides {overrides!r}: expected a list of 'key.path=value' strings or a {{key: value}} dict")
     parsed = {}
     for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(f"override {item!r}: expected a 'key.path=value' string such as 'train.lr=0.01'")
         key, sep, value = item.partition("=")
         label = getattr(item, "label", f"--set {item}")
         if not sep or not key:
