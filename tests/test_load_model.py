@@ -177,10 +177,11 @@ def test_load_model_from_safetensors(tmp_path):
     assert max_rel_diff(out, reference_forward("bisenetv1", rounded, x)[0]) < 1e-4
 
 
-@pytest.mark.parametrize("wrap", ["state_dict_key", "module_prefix"])
+@pytest.mark.parametrize("wrap", ["state_dict_key", "model_state_dict_key", "module_prefix"])
 def test_load_model_wrapped_published_state_dict(published, tmp_path, wrap):
     state, x, ref = published["bisenetv2"]
-    obj = {"state_dict": state} if wrap == "state_dict_key" else {f"module.{k}": v for k, v in state.items()}
+    obj = {"state_dict_key": {"state_dict": state}, "model_state_dict_key": {"model_state_dict": state, "epoch": 3},
+           "module_prefix": {f"module.{k}": v for k, v in state.items()}}[wrap]
     path = tmp_path / "wrapped.pth"
     torch.save(obj, path)
     with torch.no_grad():
@@ -251,6 +252,49 @@ def test_load_model_empty_or_foreign_file_says_what_it_is(tmp_path, content, say
 def test_load_model_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         bisenet.load_model(tmp_path / "nope.pth")
+
+
+def test_load_model_folder_empty_state_dict_and_bad_arguments_say_what_is_wrong(published_files, tmp_path):
+    (tmp_path / "run").mkdir()
+    torch.save({}, tmp_path / "empty.pth")
+    weights = published_files["bisenetv2"]
+    for args, kwargs, message in [
+        ((tmp_path / "run",), {}, f"{tmp_path / 'run'}: is a folder, not a weights file; pass a file in it, such as "
+                                  f"{tmp_path / 'run' / 'last.pt'}"),
+        ((tmp_path / "empty.pth",), {}, f"{tmp_path / 'empty.pth'}: the state_dict is empty (no entries)"),
+        ((weights,), {"map_location": "gpu"}, "map_location='gpu': not a device; pass 'cpu', 'cuda' or 'cuda:N'"),
+        ((weights,), {"num_classes": 0}, "num_classes=0: must be a positive integer (or None to read it from the file)"),
+        ((weights,), {"arch": "bisenetv3"}, "arch='bisenetv3': unknown arch; valid: bisenetv1, bisenetv2"),
+    ]:
+        with pytest.raises(CheckpointError) as info:
+            bisenet.load_model(*args, **kwargs)
+        assert str(info.value).startswith(message), str(info.value)
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointError, match=re.escape("map_location='cuda': CUDA is not available here")):
+            bisenet.load_model(weights, map_location="cuda")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_load_model_without_num_batches_tracked_gives_reference_logits(published, tmp_path, arch):
+    # Converted and older checkpoints lack BatchNorm's step counters; torch's strict loader accepts that too.
+    state, x, ref = published[arch]
+    path = tmp_path / "converted.pth"
+    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, path)
+    with torch.no_grad():
+        assert max_rel_diff(bisenet.load_model(path)(x), ref[0]) < 1e-4
+
+
+def test_load_model_aux_head_without_running_statistics_loads_and_infers_the_same(published, tmp_path):
+    # Aux heads run only in training mode, where BatchNorm normalises with the batch's own statistics:
+    # their running statistics are never used, so weights without them load as they are (no error).
+    state, x, ref = published["bisenetv2"]
+    stats = (".running_mean", ".running_var", ".num_batches_tracked")
+    path = tmp_path / "aux_without_stats.pth"
+    torch.save({k: v for k, v in state.items() if not (k.startswith("aux2.") and k.endswith(stats))}, path)
+    model = bisenet.load_model(path)
+    with torch.no_grad():
+        assert max_rel_diff(model(x), ref[0]) < 1e-4
+    assert torch.equal(model.state_dict()["aux2.conv_out.1.weight"], state["aux2.conv_out.1.weight"])  # the rest loads
 
 
 def test_load_model_missing_entries(published, tmp_path):

@@ -16,6 +16,7 @@ import torch
 
 import bisenet
 from bisenet.cli import main as cli_main
+from bisenet.config import save_config
 from bisenet.engine.checkpoints import restore_checkpoint
 from bisenet.engine.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 from bisenet.engine.sampler import IterationSampler
@@ -165,7 +166,7 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
 def test_a_new_run_into_a_work_dir_with_a_checkpoint_is_refused(tmp_path):
     train(tiny_config("train.max_iters=1"), tmp_path)
     logged = (tmp_path / "metrics.jsonl").read_text()
-    with pytest.raises(ConfigError, match="already holds a run .*pass --resume to continue it"):
+    with pytest.raises(ConfigError, match=re.escape("pass --resume (resume='auto' in Python) to continue it")):
         train(tiny_config("train.max_iters=2"), tmp_path)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 1
     assert (tmp_path / "metrics.jsonl").read_text() == logged  # the old run's log is not mixed with a new one
@@ -175,7 +176,46 @@ def test_resume_from_a_run_past_max_iters_is_refused_and_writes_nothing(tmp_path
     train(tiny_config("train.max_iters=2"), tmp_path / "long")
     with pytest.raises(ConfigError, match="at iteration 2, past train.max_iters 1; raise --max-iters"):
         train(tiny_config("train.max_iters=1"), tmp_path / "short", resume=tmp_path / "long" / "last.pt")
-    assert not (tmp_path / "short" / "config.yaml").exists()
+    assert not (tmp_path / "short").exists()
+
+
+def test_train_takes_a_config_path_and_resume_true_starts_then_continues(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config("train.max_iters=1"), config)
+    run = tmp_path / "run"
+    # resume=True is "auto": nothing to resume yet, so a new run starts (a requeued job can always pass it).
+    assert train(str(config), run, resume=True).iteration == 1
+    assert f"--resume: {run} holds no last.pt yet; starting a new run" in capsys.readouterr().out
+    assert train(tiny_config("train.max_iters=2"), run, resume=True).iteration == 2
+    assert f"resumed from {run / 'last.pt'} at iteration 1" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"resume": "auto", "finetune_from": "w.pt"}, "--resume and --finetune-from (resume= and finetune_from= in Python) exclude each other"),
+    ({"resume": 5}, "resume=5: pass 'auto' (or True), a checkpoint path, or None"),
+    ({"resume": "nope.pt"}, "--resume: nope.pt not found; drop --resume (resume=None in Python)"),
+    ({"resume": "."}, "--resume .: is a folder; pass its checkpoint (last.pt)"),
+])
+def test_bad_resume_arguments_are_refused_before_the_work_dir(tmp_path, monkeypatch, kwargs, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(bisenet.errors.BisenetError, match=re.escape(message)):
+        train(tiny_config(), tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_weights_only_file_is_refused_before_the_work_dir(tmp_path, weights):
+    with pytest.raises(CheckpointError, match=re.escape("holds weights only (no optimizer); use --finetune-from")):
+        train(tiny_config(), tmp_path / "run", resume=weights)
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetune_from_a_state_dict_without_num_batches_tracked(tmp_path):
+    # Converted and older checkpoints lack BatchNorm's step counters, which torch's strict loader accepts too.
+    state = {k: v for k, v in bisenet.build_model("bisenetv2", 5).state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "converted.pth"
+    torch.save(state, path)
+    assert train(tiny_config("train.max_iters=1"), tmp_path / "run", finetune_from=path).iteration == 1
 
 
 def test_resume_with_a_scaler_from_a_run_without_one(tmp_path):

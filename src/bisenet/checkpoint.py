@@ -28,9 +28,13 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     """Read a weights file safely: a dict holding 'model' state plus metadata, never code.
 
     Accepts our checkpoints ({model, arch, num_classes, ...}), plain published state_dicts
-    (optionally under 'state_dict' or with a 'module.' prefix) and .safetensors files.
+    (optionally under 'state_dict' or 'model_state_dict', or with a 'module.' prefix) and .safetensors files.
     """
     path = Path(path)
+    check_map_location(map_location)
+    if path.is_dir():
+        inside = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), path / "last.pt")
+        raise CheckpointError(f"{path}: is a folder, not a weights file; pass a file in it, such as {inside}")
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
@@ -64,10 +68,24 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), found {type(obj).__name__}")
     if "model" in obj and isinstance(obj["model"], dict):
         return obj
-    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    # The keys other trainers wrap a state_dict in (mmseg / Lightning, the PyTorch tutorial's).
+    wrapper = next((key for key in ("state_dict", "model_state_dict") if isinstance(obj.get(key), dict)), None)
+    if wrapper is not None:
+        obj = obj[wrapper]
     state = {k.removeprefix("module."): v for k, v in obj.items()}
     return {"model": state}
+
+
+def check_map_location(map_location: Any) -> None:
+    """Refuse a device name torch does not know, or CUDA where there is none, naming the value (not the file)."""
+    if not isinstance(map_location, (str, torch.device)):
+        return  # torch.load's other forms (a dict, a function) are passed through as they are
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, ValueError):
+        raise CheckpointError(f"map_location={map_location!r}: not a device; pass 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"map_location={map_location!r}: CUDA is not available here; pass 'cpu'")
 
 
 def _unpickler_reason(exc: Exception) -> str:
@@ -120,6 +138,8 @@ def infer_arch(state: dict[str, torch.Tensor], path: str | os.PathLike = "weight
                 f"{path}: {arch} state_dict without its classifier entry '{classifier}' "
                 f"({len(state)} entries; a truncated or partial state_dict?); pass the complete checkpoint"
             )
+    if not state:
+        raise CheckpointError(f"{path}: the state_dict is empty (no entries); pass a BiSeNetV1/V2 checkpoint")
     raise CheckpointError(
         f"{path}: not a BiSeNet state_dict: none of {', '.join(m for m, _ in _ARCH_SIGNATURE.values())} "
         f"found (first entry: {next(iter(state), 'none')!r}); pass a BiSeNetV1/V2 checkpoint"
@@ -144,6 +164,10 @@ def model_from_weights(
     map_location: str | torch.device = "cpu",
 ) -> nn.Module:
     """Build and load the model for what `read_weights` returned, so its caller reads the file once; eval mode."""
+    if arch is not None and arch not in MODELS:
+        raise CheckpointError(f"arch={arch!r}: unknown arch; valid: {', '.join(MODELS)} (or None to read it from the file)")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        raise CheckpointError(f"num_classes={num_classes!r}: must be a positive integer (or None to read it from the file)")
     state = ckpt["model"]
     guessed_arch, guessed_classes = infer_arch(state, path)
     arch = arch or ckpt.get("arch") or guessed_arch
@@ -172,9 +196,12 @@ def check_arch(model: Any, config_arch: str, weights: Any) -> None:
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike = "weights") -> None:
-    """Load a state_dict strictly, except that auxiliary-head entries may be absent.
+    """Load a state_dict strictly, except that auxiliary-head and BatchNorm `num_batches_tracked` entries may be absent.
 
-    A wrong arch or class count names the first offending entry and the expected shape.
+    A wrong arch or class count names the first offending entry and the expected shape. Aux heads
+    run only in training mode, where BatchNorm uses batch statistics, so an aux head lacking
+    some entries (its running statistics, say) changes nothing at inference. `num_batches_tracked`
+    only counts steps (no layer here reads it); converted and older checkpoints lack it.
     """
     expected = model.state_dict()
     aux = tuple(f"{name}." for name in getattr(model, "aux_heads", ()))
@@ -190,7 +217,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
                 f"for {type(model).__name__} with {getattr(model, 'num_classes', '?')} classes; "
                 "pass the matching num_classes or arch"
             )
-    missing = [k for k in expected if k not in state and not k.startswith(aux)]
+    missing = [k for k in expected if k not in state and not k.startswith(aux) and not k.endswith(".num_batches_tracked")]
     if missing:
         raise CheckpointError(f"{path}: missing entry '{missing[0]}' (and {len(missing) - 1} more); wrong arch or a truncated file?")
     model.load_state_dict(state, strict=False)

@@ -38,23 +38,38 @@ def checkpoint_state(cfg: Config, model: nn.Module, optimizer: torch.optim.Optim
     }
 
 
-def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
-                       scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                       device: torch.device) -> tuple[int, float | None]:
-    """Load a training checkpoint into the live objects; returns (iteration, best mIoU)."""
+def read_resume_checkpoint(path: str | os.PathLike, cfg: Config, device: torch.device | str = "cpu") -> dict:
+    """Read a training checkpoint to resume and check it fits `cfg` (before the run's work dir is made)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"--resume {path}: is a folder; pass its checkpoint ({path / 'last.pt'}), "
+                              "or resume='auto' with that folder as the work dir")
     if not path.is_file():
-        raise CheckpointError(f"--resume: {path} not found; drop --resume to start a new run, or pass the checkpoint path")
+        raise CheckpointError(f"--resume: {path} not found; drop --resume (resume=None in Python) to start a new run, "
+                              "or pass the checkpoint path")
     ckpt = read_weights(path, map_location=device)
     missing = [k for k in ("optimizer", "scheduler", "iteration") if k not in ckpt]
     if missing:
-        raise CheckpointError(f"--resume: {path} holds weights only (no {missing[0]}); use --finetune-from {path} instead")
+        raise CheckpointError(f"--resume: {path} holds weights only (no {missing[0]}); use --finetune-from {path} "
+                              "(finetune_from= in Python) instead")
     if ckpt.get("arch") != cfg.model.arch or ckpt.get("num_classes") != cfg.num_classes:
         raise CheckpointError(
             f"--resume: {path} is a {ckpt.get('arch')} run with {ckpt.get('num_classes')} classes but the config "
             f"asks for {cfg.model.arch} with {cfg.num_classes}; use the run's own config ({path.parent / 'config.yaml'})"
         )
     _refuse_optimizer_changes(path, ckpt.get("config"), cfg)
+    return ckpt
+
+
+def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+                       device: torch.device, ckpt: dict | None = None) -> tuple[int, float | None, int | None]:
+    """Load a training checkpoint (or `ckpt`, what read_resume_checkpoint returned) into the live objects.
+
+    Returns (iteration, best mIoU, the run's process count or None).
+    """
+    if ckpt is None:
+        ckpt = read_resume_checkpoint(path, cfg, device)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -74,7 +89,7 @@ def _refuse_optimizer_changes(path: Path, saved: dict | None, cfg: Config) -> No
             raise CheckpointError(
                 f"--resume: {path} was trained with train.{key} {old} but the config asks for {new}; the optimizer "
                 f"state keeps the run's value, so resume with train.{key} {old}, or start a new schedule with "
-                f"--finetune-from {path}"
+                f"--finetune-from {path} (finetune_from= in Python)"
             )
 
 
@@ -109,7 +124,8 @@ def load_finetune_weights(model: nn.Module, state: dict[str, torch.Tensor], path
         else:
             raise CheckpointError(f"--finetune-from {path}: entry '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
     aux = tuple(getattr(model, "aux_heads", ()))
-    absent = [key for key in expected if key not in state]
+    # num_batches_tracked only counts steps: converted and older checkpoints lack it (torch's loader allows that too).
+    absent = [key for key in expected if key not in state and not key.endswith(".num_batches_tracked")]
     fresh_heads = sorted({key.split(".")[0] for key in absent if key.split(".")[0] in aux})
     partial = [key for key in absent if key.split(".")[0] not in aux]
     if partial:

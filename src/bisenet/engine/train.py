@@ -9,6 +9,7 @@ their own last-bit noise).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -21,11 +22,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from bisenet.config import Config, save_config
+from bisenet.config import Config, load_config, save_config
 from bisenet.data import build_dataset, validate_split
 from bisenet.data.dataset import ignore_stop_signals
 from bisenet.data.device_augment import DeviceBatches
-from bisenet.engine.checkpoints import checkpoint_state, load_finetune_weights, read_finetune_weights, restore_checkpoint
+from bisenet.engine.checkpoints import (checkpoint_state, load_finetune_weights, read_finetune_weights,
+                                       read_resume_checkpoint, restore_checkpoint)
 from bisenet.engine.distributed import DistInfo, all_reduce_max, barrier, cleanup, init_distributed
 from bisenet.engine.monitor import RunMonitor, warn
 from bisenet.engine.optim import build_optimizer, build_scheduler
@@ -59,14 +61,43 @@ class TrainResult:
     seconds_per_iter: float | None = None
 
 
-def train(cfg: Config, work_dir: str | Path, resume: str | Path | None = None,
+def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | Path | bool | None = None,
           finetune_from: str | Path | None = None) -> TrainResult:
-    """Train `cfg` into `work_dir`; `resume` continues a run, `finetune_from` loads weights only."""
+    """Train `cfg` into `work_dir`; returns where the run ended (a refused start leaves no work dir behind).
+
+    cfg: a Config, or a YAML path or dict that `load_config` reads.
+    work_dir: the run's folder: config.yaml, last.pt, best.pt, train.log, metrics.jsonl, tensorboard/.
+    resume: continue a run, its optimizer state and schedule included. "auto" (or True; the CLI's bare
+        --resume) resumes work_dir/last.pt if there is one and otherwise starts a new run; a path resumes
+        that checkpoint; None (or False) starts a new run, refused if work_dir already holds last.pt.
+    finetune_from: weights to start a new schedule from (weights only; a classifier with another class
+        count, and aux heads the file lacks, start fresh). Excludes `resume`.
+    """
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg)
+    resume, finetune_from = _start_arguments(resume, finetune_from)
     dist_info = init_distributed(cfg.train.device)
     try:
         return _train(cfg, Path(work_dir), dist_info, resume, finetune_from)
     finally:
         cleanup()
+
+
+def _start_arguments(resume: object, finetune_from: object) -> tuple[str | Path | None, str | Path | None]:
+    """`resume` as None, 'auto' or a path (True means 'auto'); refuse a bad type or both arguments at once."""
+    if resume is True:
+        resume = "auto"
+    elif resume is False or resume == "":
+        resume = None
+    if resume is not None and not isinstance(resume, (str, os.PathLike)):
+        raise ConfigError(f"resume={resume!r}: pass 'auto' (or True), a checkpoint path, or None for a new run")
+    if finetune_from is not None and not isinstance(finetune_from, (str, os.PathLike)):
+        raise ConfigError(f"finetune_from={finetune_from!r}: pass a weights file path, or None")
+    if resume is not None and finetune_from:
+        raise ConfigError("--resume and --finetune-from (resume= and finetune_from= in Python) exclude each other: "
+                          "resume continues a run with its optimizer state, finetune_from starts a new schedule "
+                          "from weights; pass one")
+    return resume, finetune_from
 
 
 def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_from) -> TrainResult:
@@ -76,10 +107,13 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         check_size(*cfg.augment.crop_size)
     except BisenetError as exc:
         raise ConfigError(f"augment.crop_size: {exc} (training crops enter the network as they are)") from None
-    resume_path = work_dir / "last.pt" if resume == "auto" else resume
+    # "auto" resumes the work dir's last.pt if it has one, else starts afresh: a requeued job can always pass it.
+    nothing_to_resume = resume == "auto" and not (work_dir / "last.pt").is_file()
+    resume_path = None if nothing_to_resume else work_dir / "last.pt" if resume == "auto" else resume
     if not resume_path and (work_dir / "last.pt").exists():  # before the monitor opens the run's logs
-        raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume to continue it, "
-                          "or choose another --work-dir (a new run would overwrite it and mix the two logs)")
+        raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume (resume='auto' in "
+                          "Python) to continue it, or choose another --work-dir (work_dir) (a new run would overwrite "
+                          "it and mix the two logs)")
     amp_dtype = _amp_dtype(tc.amp, device)
 
     # Data: check the lists before anything heavy, so a broken file fails in seconds; a few
@@ -91,8 +125,11 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val") if evaluating else None
     finetune_state = read_finetune_weights(finetune_from, cfg.model.arch) if finetune_from and not resume_path else None
-    # Only now the work dir and its logs: a start refused above leaves nothing behind.
-    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, fresh=not resume_path)
+    resume_ckpt = read_resume_checkpoint(resume_path, cfg, device) if resume_path else None
+    if resume_ckpt is not None and int(resume_ckpt["iteration"]) > tc.max_iters:
+        raise ConfigError(f"--resume {resume_path}: that run is at iteration {resume_ckpt['iteration']}, past "
+                          f"train.max_iters {tc.max_iters}; raise --max-iters (train.max_iters) to continue it, or use "
+                          "--finetune-from (finetune_from=) to start a new schedule from its weights")
 
     torch.manual_seed(tc.seed)  # the same initial weights on every rank
     model = build_model(cfg.model.arch, cfg.num_classes, pretrained=cfg.model.pretrained)
@@ -113,22 +150,26 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads))
 
-    start_iter, best_miou = 0, None
+    start_iter, best_miou, saved_world, finetune_messages = 0, None, None, []
+    if resume_ckpt is not None:
+        start_iter, best_miou, saved_world = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler,
+                                                                device, ckpt=resume_ckpt)
+        del resume_ckpt
+    elif finetune_state is not None:
+        finetune_messages = load_finetune_weights(model, finetune_state, finetune_from)
+    # Only now the work dir and its logs: a start refused above leaves nothing behind.
+    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, fresh=not resume_path)
+    if nothing_to_resume:
+        monitor.print(f"--resume: {work_dir} holds no last.pt yet; starting a new run")
     if resume_path:
-        start_iter, best_miou, saved_world = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler, device)
-        if start_iter > tc.max_iters:  # before config.yaml is written: the work dir stays as it was
-            raise ConfigError(f"--resume {resume_path}: that run is at iteration {start_iter}, past train.max_iters "
-                              f"{tc.max_iters}; raise --max-iters to continue it, or use --finetune-from to start "
-                              "a new schedule from its weights")
         monitor.print(f"resumed from {resume_path} at iteration {start_iter}")
         if saved_world is not None and saved_world != dist_info.world_size:
             monitor.warn(f"--resume: that run used {saved_world} process(es), this one {dist_info.world_size}: "
                          f"{tc.batch_size * dist_info.world_size} instead of {tc.batch_size * saved_world} images per "
                          "step and another data order, so it is not an exact continuation (launch it as before: "
                          f"torchrun --nproc_per_node {saved_world} -m bisenet train ...)")
-    elif finetune_state is not None:
-        for message in load_finetune_weights(model, finetune_state, finetune_from):
-            monitor.warn(message)  # in train.log too: it explains the first iterations' losses
+    for message in finetune_messages:
+        monitor.warn(message)  # in train.log too: it explains the first iterations' losses
     if start_iter >= tc.max_iters:
         monitor.print(f"nothing to do: the run is already at iteration {start_iter} of {tc.max_iters}")
     if dist_info.is_main:
@@ -242,10 +283,10 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         return None
     if amp == "fp16":
         if device.type != "cuda":
-            raise BisenetError("--amp fp16 needs a CUDA device; on CPU use --amp auto (or bf16, or none)")
+            raise BisenetError("--amp fp16 needs a CUDA device; on CPU use --amp auto (train.amp: auto; or bf16, or none)")
         return torch.float16
     if device.type == "cuda" and not cuda_bf16:
-        raise BisenetError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
+        raise BisenetError("--amp bf16: this GPU does not support bfloat16; use --amp fp16 (train.amp: fp16)")
     if device.type == "cpu" and not cpu_has_native_bf16():
         warn("--amp bf16: this CPU has no bf16 instructions (AVX-512 BF16 or AMX), so bf16 runs several "
              "times slower than fp32 here; use --amp auto or none")
