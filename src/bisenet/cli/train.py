@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--amp", choices=AMP_MODES, help="mixed precision; auto: bf16 where the hardware has it, else fp16 (CUDA) or none (CPU)")
     parser.add_argument("--data-root", help="override data.root")
-    parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH", help="continue a run (default WORK_DIR/last.pt)")
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH", help="continue a run: PATH, or bare for WORK_DIR/last.pt (a new run when there is none yet)")
     parser.add_argument("--finetune-from", metavar="WEIGHTS", help="start from these weights (a head with another class count is re-initialised)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="any config key, e.g. train.weight_decay=1e-4")
 
@@ -58,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, overrides_from_args(args))
     work_dir = Path(args.work_dir or Path("runs") / Path(args.config).stem)
-    if args.resume and args.finetune_from:
-        raise SystemExit("bisenet train: error: --resume and --finetune-from exclude each other")
     result = train(cfg, work_dir, resume=args.resume, finetune_from=args.finetune_from)
     if result.stopped_by:
         return 143 if result.stopped_by == "SIGTERM" else 130
