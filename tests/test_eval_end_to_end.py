@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -297,7 +298,18 @@ def test_pred_dir_scores_predict_label_files(tiny, published, tmp_path, capsys) 
     assert scored["images"] == 4
     own = score_predictions(saved, tiny, "val.txt", dataset="dubai")
     assert scored["pixels"] == own["pixels"]
+    # predict mirrors an input folder's subfolders (e.g. Cityscapes' city folders): found there too.
+    nested = tmp_path / "nested"
+    (nested / "city").mkdir(parents=True)
+    for path in out.glob("*_label.png"):
+        shutil.copy(path, nested / "city" / path.name)
+    assert main(["eval", "--pred-dir", str(nested), *base, "--json", str(tmp_path / "n.json")]) == 0
+    assert json.loads((tmp_path / "n.json").read_text())["pixels"] == own["pixels"]
+    (nested / "copy").mkdir()
+    shutil.copy(nested / "city" / "tile1_label.png", nested / "copy")
     capsys.readouterr()
+    assert main(["eval", "--pred-dir", str(nested), *base]) == 2
+    assert "tile1_label.png is there 2 times" in capsys.readouterr().err
     (out / "tile1_label.png").unlink()
     assert main(["eval", "--pred-dir", str(out), *base]) == 2
     err = capsys.readouterr().err
@@ -320,3 +332,16 @@ def test_weights_without_a_config_get_a_matching_config_suggested(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stores no config (bisenetv1, 5 classes): pass the YAML config it was trained " \
                                      f"with first: bisenet eval CONFIG --weights {v1}" in err
+
+
+def test_a_stored_config_that_no_longer_loads_names_the_weights_and_the_fix(tmp_path, capsys) -> None:
+    # A checkpoint outlives the checks of its day: the user cannot edit its config, only pass one.
+    stored = to_dict(load_config(CONFIG))
+    stored["train"]["ohem_thresh"] = 1.5
+    weights = tmp_path / "old.pt"
+    torch.save({"arch": "bisenetv2", "num_classes": 5, "model": bisenet.build_model("bisenetv2", 5).state_dict(),
+                "config": stored}, weights)
+    assert main(["eval", "--weights", str(weights), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{weights}: its stored config: " in err and "ohem_thresh" in err
+    assert f"bisenet eval CONFIG --weights {weights}" in err

@@ -130,14 +130,16 @@ def test_segmentation_loss_refuses_an_aux_weight_count_that_differs_from_the_out
     total, parts = SegmentationLoss(CrossEntropy(), [0.5, 0.5])([logits, logits, logits], labels.byte())
     assert len(parts) == 3
     torch.testing.assert_close(total, 2 * parts[0])
-    for weights, outputs in (([1.0, 1.0, 1.0], [logits, logits]), ([1.0], [logits, logits, logits]), ([1.0], logits)):
-        returned = len(outputs) - 1 if isinstance(outputs, list) else 0  # a bare tensor: a model in eval mode
-        with pytest.raises(ConfigError, match=re.escape(f"the model returned {returned} aux outputs but {len(weights)} "
-                                                        "aux weights are set")):
+    for weights, outputs in (([1.0, 1.0, 1.0], [logits, logits]), ([1.0], [logits, logits, logits])):
+        with pytest.raises(ConfigError, match=re.escape(f"the model returned {len(outputs) - 1} aux outputs but "
+                                                        f"{len(weights)} aux weights are set")):
             SegmentationLoss(CrossEntropy(), weights)(outputs, labels)
+    # A model in eval mode returns the main logits alone: the main loss, e.g. for a validation loss.
+    total, parts = SegmentationLoss(CrossEntropy(), [1.0, 1.0])(logits, labels)
+    assert len(parts) == 1 and torch.equal(total, parts[0])
 
 
-@pytest.mark.parametrize("thresh", [0.0, 1.0, 1.5])
-def test_ohem_threshold_outside_the_open_unit_interval_is_refused(thresh) -> None:
-    with pytest.raises(ConfigError, match=re.escape(f"OHEM thresh {thresh} (train.ohem_thresh) must lie in (0, 1)")):
+@pytest.mark.parametrize("thresh", [0.0, 1.5])
+def test_ohem_threshold_outside_the_unit_interval_is_refused(thresh) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"OHEM thresh {thresh} (train.ohem_thresh) must lie in (0, 1]")):
         OhemCrossEntropy(thresh)

@@ -380,11 +380,8 @@ def _resolve(cfg: Config, source: Source) -> Config:
 
 
 def _check_label_map(data: DataConfig, source: Source) -> None:
-    """Label map keys a label can hold (8-bit values: 16-bit files load only when theirs fit) and targets a class id or ignore."""
+    """Label map targets: a class id or the ignore index (a key no label holds, e.g. Cityscapes' -1, is harmless)."""
     for raw, target in (data.label_map or {}).items():
-        if not 0 <= raw <= 255:
-            raise ConfigError(f"{source.at('data.label_map')}: data.label_map key {raw} can never occur: labels are "
-                              "read as values 0-255 (8-bit PNGs; 16-bit ones only when their values fit); remove it")
         if not (0 <= target < data.num_classes or target == data.ignore_index):
             raise ConfigError(f"{source.at('data.label_map', 'data.num_classes', 'data.dataset')}: data.label_map "
                               f"{raw}: {target} must map to a class id in [0, {data.num_classes}) or to the ignore "
@@ -412,9 +409,9 @@ def _check_ranges(cfg: Config, source: Source) -> None:
     if t.lr <= 0:
         raise ConfigError(f"{source.at('train.lr')}: train.lr must be positive, got {t.lr}")
     # OHEM keeps pixels whose true-class probability is below the threshold: at 0 none qualify
-    # (and -ln 0 fails), at 1 or above every pixel does, which is plain cross-entropy (train.loss: ce).
-    if not 0 < t.ohem_thresh < 1:
-        raise ConfigError(f"{source.at('train.ohem_thresh')}: train.ohem_thresh = {t.ohem_thresh} must lie in (0, 1), "
+    # (and -ln 0 fails); at 1 every pixel does (plain cross-entropy), above 1 it means nothing.
+    if not 0 < t.ohem_thresh <= 1:
+        raise ConfigError(f"{source.at('train.ohem_thresh')}: train.ohem_thresh = {t.ohem_thresh} must lie in (0, 1], "
                           "a probability such as 0.7 (for plain cross-entropy set train.loss: ce)")
     if not 0 <= t.ohem_min_kept_fraction <= 1:
         raise ConfigError(f"{source.at('train.ohem_min_kept_fraction')}: train.ohem_min_kept_fraction = "

@@ -97,17 +97,13 @@ def check_labels(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) 
                         "pass N x H x W (or N x 1 x H x W) class ids, one map per image")
     labels = labels.long()
     num_classes = logits.shape[1]
-    # One min/max pass; when the extremes leave [0, C), as the ignore index does wherever it
-    # occurs, one more min/max over the labels with it set to 0. No per-pixel Python work.
-    low, high = labels.aminmax() if labels.numel() else (0, 0)
-    if low < 0 or high >= num_classes:
-        low, high = torch.where(labels == ignore_index, 0, labels).aminmax()
-        if low < 0 or high >= num_classes:  # the error path: name the values
-            bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
-            values = torch.unique(labels[bad])
-            shown = ", ".join(str(int(v)) for v in values[:10]) + (" ..." if values.numel() > 10 else "")
-            raise DataError(f"labels hold values {shown} outside [0, {num_classes}) that are not the ignore index "
-                            f"{ignore_index}; check data.num_classes / data.label_map (bisenet data check)")
+    # One fused pass and one host sync (the OHEM count syncs anyway); only the error path names values.
+    bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
+    if bad.any():
+        values = torch.unique(labels[bad])
+        shown = ", ".join(str(int(v)) for v in values[:10]) + (" ..." if values.numel() > 10 else "")
+        raise DataError(f"labels hold values {shown} outside [0, {num_classes}) that are not the ignore index "
+                        f"{ignore_index}; check data.num_classes / data.label_map (bisenet data check)")
     return labels
 
 
@@ -133,8 +129,8 @@ class OhemCrossEntropy(nn.Module):
 
     def __init__(self, thresh: float = 0.7, min_kept_fraction: float = 1 / 16, ignore_index: int = 255) -> None:
         super().__init__()
-        if not 0 < thresh < 1:  # 0: -ln fails; 1 or more: every pixel is "hard", i.e. plain cross-entropy
-            raise ConfigError(f"OHEM thresh {thresh} (train.ohem_thresh) must lie in (0, 1), e.g. 0.7")
+        if not 0 < thresh <= 1:  # 0: -ln fails; 1: every pixel is "hard" (plain cross-entropy); above 1 meaningless
+            raise ConfigError(f"OHEM thresh {thresh} (train.ohem_thresh) must lie in (0, 1], e.g. 0.7")
         self.loss_thresh = -math.log(thresh)
         self.min_kept_fraction = min_kept_fraction
         self.ignore_index = ignore_index
@@ -188,10 +184,10 @@ class SegmentationLoss(nn.Module):
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(main loss + sum of weight x aux loss, [main loss, aux losses...])."""
         outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
-        if len(outputs) - 1 != len(self.aux_weights):
+        # One output is an eval-mode model (main logits only, e.g. a validation loss); else one per aux weight.
+        if len(outputs) != 1 and len(outputs) - 1 != len(self.aux_weights):
             raise ConfigError(f"the model returned {len(outputs) - 1} aux outputs but {len(self.aux_weights)} aux "
-                              "weights are set (train.aux_weights: one per aux head; a model in eval mode returns "
-                              "no aux outputs)")
+                              "weights are set (train.aux_weights: one per aux head)")
         criterion = self.criterion
         if hasattr(criterion, "forward_checked"):  # ours: the labels are checked once, not once per head
             labels = check_labels(outputs[0], labels, criterion.ignore_index)

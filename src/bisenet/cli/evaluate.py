@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate_weights(args: argparse.Namespace) -> dict:
     from bisenet.checkpoint import read_weights
+    from bisenet.config import load_config
+    from bisenet.errors import ConfigError
     from bisenet.evaluation import evaluate
 
     if not args.weights:
@@ -82,6 +84,11 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
         config = ckpt.get("config")
         if not isinstance(config, dict):
             raise BisenetError(_no_config_hint(args.weights, ckpt))
+        try:  # a config stored by an older version may fail today's checks: say whose it is
+            config = load_config(config)
+        except ConfigError as exc:
+            raise ConfigError(f"{args.weights}: its stored config: {exc}; pass a config that loads as the first "
+                              f"argument: bisenet eval CONFIG --weights {args.weights}") from None
     return evaluate(
         config, args.weights, mode=args.mode, split=args.split, data_root=args.data_root, list_file=args.list,
         scales=_scales(args.scales), scale=args.scale, crop=parse_size(args.crop, "--crop") if args.crop else None,

@@ -124,12 +124,14 @@ def score_predictions(
     pairs = read_list(resolve_list_path(list_file, root), root)
     if pairs.problems:
         raise DataError(f"{pairs.problems[0]}" + (f" (and {len(pairs.problems) - 1} more)" if len(pairs.problems) > 1 else ""))
-    jobs = [(_prediction_path(pred_dir, e.image.stem), e.label) for e in pairs.entries]
+    predictions = _prediction_paths(pred_dir, [e.image.stem for e in pairs.entries])
+    jobs = [(prediction, e.label) for prediction, e in zip(predictions, pairs.entries)]
     missing = [str(p) for p, _ in jobs if not p.is_file()]
     if missing:
         raise DataError(
             f"{len(missing)} of {len(jobs)} predictions missing, first {missing[0]}; predictions must be train-id "
-            "PNGs named after each image's stem: STEM.png (eval --save-pred) or STEM_label.png (predict), both looked for"
+            "PNGs named after each image's stem: STEM.png (eval --save-pred) or STEM_label.png (predict), both looked for "
+            "in the folder and its subfolders"
         )
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     lut = build_lut(label_map, ignore_index)
@@ -145,11 +147,25 @@ def score_predictions(
     return result
 
 
-def _prediction_path(pred_dir: Path, stem: str) -> Path:
-    """`eval --save-pred`'s STEM.png, else `predict`'s STEM_label.png; the former (for the message) when neither exists."""
-    own = pred_dir / f"{stem}.png"
-    predicted = pred_dir / f"{stem}_label.png"
-    return predicted if not own.is_file() and predicted.is_file() else own
+def _prediction_paths(pred_dir: Path, stems: list[str]) -> list[Path]:
+    """Per stem `eval --save-pred`'s STEM.png, else `predict`'s STEM_label.png, in pred_dir or any subfolder
+    (predict mirrors its input's); pred_dir/STEM.png (for the message) where neither exists."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(pred_dir.rglob("*.png")):
+        found.setdefault(path.name, []).append(path)
+    paths = []
+    for stem in stems:
+        for name in (f"{stem}.png", f"{stem}_label.png"):
+            hits = found.get(name, [])
+            if len(hits) > 1:  # which one scores is a guess: refuse
+                raise DataError(f"{pred_dir}: {name} is there {len(hits)} times ({hits[0]}, {hits[1]}); keep one "
+                                "prediction per image, or pass the subfolder that holds this split's")
+            if hits:
+                paths.append(hits[0])
+                break
+        else:
+            paths.append(pred_dir / f"{stem}.png")
+    return paths
 
 
 def train_to_raw_lut(label_map: dict[int, int], num_classes: int) -> np.ndarray:
