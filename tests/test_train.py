@@ -190,8 +190,23 @@ def test_train_takes_a_config_path_and_resume_true_starts_then_continues(tmp_pat
     assert f"resumed from {run / 'last.pt'} at iteration 1" in (run / "train.log").read_text()
 
 
+def test_resume_auto_with_finetune_weights_fine_tunes_first_then_resumes(tmp_path):
+    # A requeued fine-tuning job passes both every time: weights until the run has a last.pt.
+    train(tiny_config("train.max_iters=1"), tmp_path / "source")
+    source = weights_of(tmp_path / "source" / "last.pt")
+    run = tmp_path / "run"
+    train(tiny_config("train.max_iters=1"), run, resume="auto", finetune_from=tmp_path / "source" / "last.pt")
+    log = (run / "train.log").read_text()
+    assert f"fine-tuning from {tmp_path / 'source' / 'last.pt'}" in log and "resumed from" not in log
+    assert not torch.equal(weights_of(run / "last.pt")["head.conv_out.1.weight"], source["head.conv_out.1.weight"])
+    assert train(tiny_config("train.max_iters=2"), run, resume="auto",
+                 finetune_from=tmp_path / "source" / "last.pt").iteration == 2
+    assert f"resumed from {run / 'last.pt'} at iteration 1" in (run / "train.log").read_text()
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"resume": "auto", "finetune_from": "w.pt"}, "--resume and --finetune-from (resume= and finetune_from= in Python) exclude each other"),
+    ({"resume": "last.pt", "finetune_from": "w.pt"},
+     "--resume last.pt and --finetune-from (resume= and finetune_from= in Python) exclude each other"),
     ({"resume": 5}, "resume=5: pass 'auto' (or True), a checkpoint path, or None"),
     ({"resume": "nope.pt"}, "--resume: nope.pt not found; drop --resume (resume=None in Python)"),
     ({"resume": "."}, "--resume .: is a folder; pass its checkpoint (last.pt)"),

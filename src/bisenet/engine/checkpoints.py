@@ -10,7 +10,7 @@ from torch import nn
 
 from bisenet.checkpoint import infer_arch, read_weights
 from bisenet.config import Config, to_dict
-from bisenet.errors import CheckpointError
+from bisenet.errors import CheckpointError, ConfigError
 
 # Settings the optimizer and schedule state carry: a resumed run keeps the checkpoint's
 # values (load_state_dict restores them), so a changed one would be silently ignored.
@@ -137,3 +137,22 @@ def load_finetune_weights(model: nn.Module, state: dict[str, torch.Tensor], path
         messages.append(f"--finetune-from: {path} has no auxiliary heads (an eval-only export?); "
                         f"{', '.join(fresh_heads)} start from random init")
     return messages
+
+
+def start_arguments(resume: object, finetune_from: object) -> tuple[str | Path | None, str | Path | None]:
+    """`resume` as None, 'auto' or a path (True means 'auto'); refuse a bad type, or a resume path with finetune_from."""
+    if resume is True:
+        resume = "auto"
+    elif resume is False or resume == "":
+        resume = None
+    if resume is not None and not isinstance(resume, (str, os.PathLike)):
+        raise ConfigError(f"resume={resume!r}: pass 'auto' (or True), a checkpoint path, or None for a new run")
+    if finetune_from is not None and not isinstance(finetune_from, (str, os.PathLike)):
+        raise ConfigError(f"finetune_from={finetune_from!r}: pass a weights file path, or None")
+    # "auto" with weights is a requeueable fine-tune: it fine-tunes until the run has a last.pt, then resumes it.
+    if resume not in (None, "auto") and finetune_from:
+        raise ConfigError(f"--resume {resume} and --finetune-from (resume= and finetune_from= in Python) exclude each "
+                          "other: resume continues a run with its optimizer state, finetune_from starts a new schedule "
+                          "from weights; pass one (or a bare --resume, resume='auto', to resume the fine-tune once it "
+                          "has a last.pt)")
+    return resume, finetune_from

@@ -9,7 +9,6 @@ their own last-bit noise).
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from bisenet.data import build_dataset, validate_split
 from bisenet.data.dataset import ignore_stop_signals
 from bisenet.data.device_augment import DeviceBatches
 from bisenet.engine.checkpoints import (checkpoint_state, load_finetune_weights, read_finetune_weights,
-                                       read_resume_checkpoint, restore_checkpoint)
+                                       read_resume_checkpoint, restore_checkpoint, start_arguments)
 from bisenet.engine.distributed import DistInfo, all_reduce_max, barrier, cleanup, init_distributed
 from bisenet.engine.monitor import RunMonitor, warn
 from bisenet.engine.optim import build_optimizer, build_scheduler
@@ -71,33 +70,17 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
         --resume) resumes work_dir/last.pt if there is one and otherwise starts a new run; a path resumes
         that checkpoint; None (or False) starts a new run, refused if work_dir already holds last.pt.
     finetune_from: weights to start a new schedule from (weights only; a classifier with another class
-        count, and aux heads the file lacks, start fresh). Excludes `resume`.
+        count, and aux heads the file lacks, start fresh). With resume="auto" only until work_dir has a
+        last.pt (a requeued fine-tune resumes); with a resume path it is refused.
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
-    resume, finetune_from = _start_arguments(resume, finetune_from)
+    resume, finetune_from = start_arguments(resume, finetune_from)
     dist_info = init_distributed(cfg.train.device)
     try:
         return _train(cfg, Path(work_dir), dist_info, resume, finetune_from)
     finally:
         cleanup()
-
-
-def _start_arguments(resume: object, finetune_from: object) -> tuple[str | Path | None, str | Path | None]:
-    """`resume` as None, 'auto' or a path (True means 'auto'); refuse a bad type or both arguments at once."""
-    if resume is True:
-        resume = "auto"
-    elif resume is False or resume == "":
-        resume = None
-    if resume is not None and not isinstance(resume, (str, os.PathLike)):
-        raise ConfigError(f"resume={resume!r}: pass 'auto' (or True), a checkpoint path, or None for a new run")
-    if finetune_from is not None and not isinstance(finetune_from, (str, os.PathLike)):
-        raise ConfigError(f"finetune_from={finetune_from!r}: pass a weights file path, or None")
-    if resume is not None and finetune_from:
-        raise ConfigError("--resume and --finetune-from (resume= and finetune_from= in Python) exclude each other: "
-                          "resume continues a run with its optimizer state, finetune_from starts a new schedule "
-                          "from weights; pass one")
-    return resume, finetune_from
 
 
 def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_from) -> TrainResult:
@@ -108,9 +91,15 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     except BisenetError as exc:
         raise ConfigError(f"augment.crop_size: {exc} (training crops enter the network as they are)") from None
     # "auto" resumes the work dir's last.pt if it has one, else starts afresh: a requeued job can always pass it.
-    nothing_to_resume = resume == "auto" and not (work_dir / "last.pt").is_file()
+    has_last = (work_dir / "last.pt").is_file()
+    if dist_info.world_size > 1:  # every rank must decide alike, or some resume while others start afresh
+        seen = all_reduce_max(torch.tensor([float(has_last), float(not has_last)], device=device))
+        if seen.sum() > 1:
+            raise ConfigError(f"{work_dir / 'last.pt'}: some processes see it and others do not; put --work-dir on "
+                              "storage that every node shares (checkpoints are written by rank 0 only)")
+    nothing_to_resume = resume == "auto" and not has_last
     resume_path = None if nothing_to_resume else work_dir / "last.pt" if resume == "auto" else resume
-    if not resume_path and (work_dir / "last.pt").exists():  # before the monitor opens the run's logs
+    if not resume_path and has_last:  # before the monitor opens the run's logs
         raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume (resume='auto' in "
                           "Python) to continue it, or choose another --work-dir (work_dir) (a new run would overwrite "
                           "it and mix the two logs)")
@@ -161,6 +150,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, fresh=not resume_path)
     if nothing_to_resume:
         monitor.print(f"--resume: {work_dir} holds no last.pt yet; starting a new run")
+    if finetune_state is not None:
+        monitor.print(f"fine-tuning from {finetune_from}: its weights, a new schedule")
     if resume_path:
         monitor.print(f"resumed from {resume_path} at iteration {start_iter}")
         if saved_world is not None and saved_world != dist_info.world_size:
