@@ -287,8 +287,10 @@ def test_export_of_weights_without_a_config_carries_what_predict_uses(tmp_path, 
     assert _metadata(graph) == {"mean": predicted.info.mean, "std": predicted.info.std,
                                 "class_names": predicted.class_names, "palette": predicted.palette}
     assert main(["export", "--weights", str(SHIPPED), "--out", str(st), "--height", "32", "--width", "32"]) == 0
+    # A .safetensors keeps no guessed config: eval would take it as the run's (scale 1, default lists).
+    assert "metadata: none stored (predict finds the camvid preset" in capsys.readouterr().out
     reloaded = bisenet.Segmenter.from_checkpoint(st)
-    assert "stored config" in reloaded.info.source
+    assert "camvid preset" in reloaded.info.source
     assert reloaded.class_names == predicted.class_names and reloaded.palette == predicted.palette
     assert reloaded.info.mean == predicted.info.mean and reloaded.info.std == predicted.info.std
 

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                f"{model.num_classes}; pass the config the weights were trained with")
     stored = ckpt.get("config")
     # Names, palette, mean/std travel along, resolved as predict resolves them for these weights.
-    config, whence = export_config(model, given, stored if isinstance(stored, dict) else None)
+    config, whence = export_config(model, given, stored if isinstance(stored, dict) else None, preset=not weights_only)
     print(whence)
     try:
         if weights_only:

@@ -187,11 +187,14 @@ def _simplify(path: str) -> str | None:
     return f"onnxslim {onnxslim.__version__}"
 
 
-def export_config(model: nn.Module, config: Any = None, stored: dict | None = None) -> tuple[dict | None, str]:
+def export_config(model: nn.Module, config: Any = None, stored: dict | None = None,
+                  preset: bool = True) -> tuple[dict | None, str]:
     """The config an export carries (names, palette, mean/std), resolved as `predict` does, and a line saying whence.
 
-    `config` (a Config or YAML path) wins, then the checkpoint's `stored` config, then the dataset preset with
-    the model's class count; with none of these nothing is stored rather than a generated palette.
+    `config` (a Config or YAML path) wins, then the checkpoint's `stored` config, then (with `preset`) the
+    dataset preset with the model's class count; with none of these nothing is stored rather than a
+    generated palette. A .safetensors export passes preset=False: a stored config there is taken as the
+    run's by eval (its scale, lists), and predict finds the same preset from the class count anyway.
     """
     from bisenet.checkpoint import model_arch
     from bisenet.config import Config, load_config, to_dict
@@ -207,12 +210,14 @@ def export_config(model: nn.Module, config: Any = None, stored: dict | None = No
         return to_dict(config), said
     if stored and info.source == "the checkpoint's stored config":
         return stored, said
-    preset = next((d for d in DATASETS.values() if d.num_classes == num_classes), None)
-    if preset is None:
+    if not preset:
+        return None, f"metadata: none stored (predict finds {info.source} from the class count, as for the source)"
+    preset_info = next((d for d in DATASETS.values() if d.num_classes == num_classes), None)
+    if preset_info is None:
         return None, (f"metadata: no class names, palette or mean/std stored (no config, and no dataset preset has "
                       f"{num_classes} classes); pass --config CONFIG to add them")
     # What predict would use for these weights, so the exported file no longer depends on that guess.
-    data = {"dataset": preset.name, "num_classes": num_classes, "class_names": info.class_names,
+    data = {"dataset": preset_info.name, "num_classes": num_classes, "class_names": info.class_names,
             "palette": info.palette, "mean": info.mean, "std": info.std}
     return {"model": {"arch": model_arch(model)}, "data": data, "eval": {"crop_size": list(info.crop)}}, said
 
