@@ -41,10 +41,10 @@ def generated_palette(n: int) -> tuple[tuple[int, int, int], ...]:
     distance = np.sqrt(((grid - (255, 0, 0)) ** 2).sum(1))  # start from red
     chosen = [int(distance.argmin())]
     distance = np.sqrt(((grid - grid[chosen[0]]) ** 2).sum(1))
-    for _ in range(1, n):
+    for _ in range(1, min(n, len(grid))):
         chosen.append(int(distance.argmax()))
         distance = np.minimum(distance, np.sqrt(((grid - grid[chosen[-1]]) ** 2).sum(1)))
-    return tuple((int(r), int(g), int(b)) for r, g, b in grid[chosen])
+    return tuple((int(r), int(g), int(b)) for r, g, b in grid[[chosen[i % len(chosen)] for i in range(n)]])
 
 
 def palette_for(palette: list | tuple | None, num_classes: int) -> list[list[int]]:
