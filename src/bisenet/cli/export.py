@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print what was checked; exit 1 (nothing written) when the export disagrees with PyTorch."""
-    from bisenet.checkpoint import check_arch, model_from_weights, read_weights
+    from bisenet.checkpoint import model_from_weights, read_weights
     from bisenet.config import load_config
     from bisenet.deploy.export import ExportCheckError, export_config, export_onnx, export_weights
     from bisenet.errors import BisenetError
@@ -49,14 +49,10 @@ def run(args: argparse.Namespace) -> int:
     given = load_config(args.config) if args.config else None  # before the weights: a bad config fails fast
     ckpt = read_weights(args.weights)  # once: a training checkpoint can be large
     model = model_from_weights(ckpt, args.weights, arch=args.arch, num_classes=args.num_classes)
-    if given is not None:
-        check_arch(model, given.model.arch, args.weights)
-        if given.num_classes != model.num_classes:
-            raise BisenetError(f"--config {args.config} has {given.num_classes} classes but {args.weights} predicts "
-                               f"{model.num_classes}; pass the config the weights were trained with")
     stored = ckpt.get("config")
     # Names, palette, mean/std travel along, resolved as predict resolves them for these weights.
-    config, whence = export_config(model, given, stored if isinstance(stored, dict) else None, preset=not weights_only)
+    config, whence = export_config(model, given, stored if isinstance(stored, dict) else None, preset=not weights_only,
+                                   weights=args.weights)
     print(whence)
     try:
         if weights_only:

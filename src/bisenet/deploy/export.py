@@ -187,8 +187,8 @@ def _simplify(path: str) -> str | None:
     return f"onnxslim {onnxslim.__version__}"
 
 
-def export_config(model: nn.Module, config: Any = None, stored: dict | None = None,
-                  preset: bool = True) -> tuple[dict | None, str]:
+def export_config(model: nn.Module, config: Any = None, stored: dict | None = None, preset: bool = True,
+                  weights: str | os.PathLike = "the weights") -> tuple[dict | None, str]:
     """The config an export carries (names, palette, mean/std), resolved as `predict` does, and a line saying whence.
 
     `config` (a Config or YAML path) wins, then the checkpoint's `stored` config, then (with `preset`) the
@@ -202,8 +202,16 @@ def export_config(model: nn.Module, config: Any = None, stored: dict | None = No
     from bisenet.predict import label_info
 
     num_classes = int(model.num_classes)
-    if config is not None and not isinstance(config, Config):
-        config = load_config(config)
+    if config is not None:
+        from bisenet.checkpoint import check_arch
+
+        given = config
+        config = config if isinstance(config, Config) else load_config(config)
+        check_arch(model, config.model.arch, weights)  # a config says what the weights are: it must fit them
+        if config.num_classes != num_classes:
+            named = "the config" if isinstance(given, Config) else f"--config {given}"
+            raise BisenetError(f"{named} has {config.num_classes} classes but {weights} predicts {num_classes}; "
+                               "pass the config the weights were trained with")
     info = label_info(num_classes, config, stored)
     said = f"metadata: class names, palette and mean/std from {info.source}"
     if config is not None:
