@@ -360,7 +360,12 @@ def test_int8_predict_calibrates_around_a_corrupt_image(weights, photos, tmp_pat
                  "--backend", "int8", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "int8" in captured.out.splitlines()[0] and "wrote 3 image(s)" in captured.out and "skipped 1" in captured.out
-    assert f"note: skipped 1 unreadable image file(s) in {folder}: image {folder / 'corrupt.jpg'}" in captured.err
+    assert f"note: skipped 1 unreadable image file(s) in the calibration images: image {folder / 'corrupt.jpg'}" in captured.err
+    # Images named one by one calibrate too (the default used to be the first INPUT folder, and there was none).
+    files = [str(p) for p in sorted(folder.iterdir()) if p.name != "corrupt.jpg"][:2]
+    assert main(["predict", "--weights", str(weights), *files, "--out", str(tmp_path / "o2"), "--device", "cpu",
+                 "--backend", "int8", "--quiet"]) == 0
+    assert "wrote 2 image(s)" in capsys.readouterr().out
 
 
 def test_calibration_flag_mistakes_are_said_in_one_line(weights, photos, tmp_path, capsys) -> None:

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="eager",
                         help="inference backend: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino")
     parser.add_argument("--calibration", metavar="DIR",
-                        help="int8 backends: folder of calibration images, not a single file (default: the first INPUT folder)")
+                        help="int8 backends: folder of calibration images, not a single file (default: the INPUT images, "
+                             "up to 8)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise BisenetError(f"--calibration {calibration}: {problem}; pass a folder of images like the ones to segment")
     segmenter = Segmenter.from_checkpoint(args.weights, device=args.device, config=args.config, mode=args.mode,
                                           backend=args.backend, batch_size=args.batch_size, scale=args.scale,
-                                          calibration=calibration or _first_folder(args.inputs))
+                                          calibration=calibration or _input_images(args.inputs, args.out, args.backend))
     print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
           f"{segmenter.protocol.describe()} on {segmenter.device}, {segmenter.backend} backend")
     summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
@@ -55,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary.images or summary.videos or not summary.skipped else 1
 
 
-def _first_folder(inputs: list[str]) -> str | None:
-    """The first INPUT that is a folder: default int8 calibration images."""
-    return next((item for item in inputs if Path(item).is_dir()), None)
+def _input_images(inputs: list[str], out: str, backend: str) -> list[Path] | None:
+    """The images predict will segment (folders searched as it searches them): int8's default calibration."""
+    from bisenet.deploy.backends import CALIBRATED
+    from bisenet.predict_files import PredictSummary, expand_inputs
+
+    if backend not in CALIBRATED:
+        return None
+    images, _ = expand_inputs(inputs, PredictSummary(), out)
+    return images or None

@@ -174,13 +174,15 @@ def build_onnxruntime(model: nn.Module, device: torch.device, export_size: tuple
 
 def _calibration_batches(calibration: Any, size: tuple[int, int] | None, mean: Sequence[float] | None,
                          std: Sequence[float] | None, limit: int, backend: str) -> list[torch.Tensor]:
-    """Normalised 1 x 3 x H x W calibration batches from a folder of images or a list of images."""
+    """Normalised 1 x 3 x H x W calibration batches from a folder, a list of image files, or a list of images."""
     from bisenet.deploy.images import IMAGENET_MEAN, IMAGENET_STD, as_batches, read_folder
 
     if calibration is None:
         raise BisenetError(f"the {backend} backend needs calibration images: pass calibration=<folder or list of images> "
                            "(--calibration DIR on the CLI)")
-    if isinstance(calibration, (str, os.PathLike)):  # size None: the first image's, rounded to multiples of 32
+    files = isinstance(calibration, (list, tuple)) and all(isinstance(c, (str, os.PathLike)) for c in calibration)
+    if isinstance(calibration, (str, os.PathLike)) or (calibration and files):  # a folder or image files
+        # size None: the first image's, rounded to multiples of 32
         calibration = read_folder(calibration, size, mean or IMAGENET_MEAN, std or IMAGENET_STD, limit)
     batches = as_batches(calibration)
     return batches[:limit] if limit else batches

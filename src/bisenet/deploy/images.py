@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bisenet.data.layouts import IMAGE_EXTS
 from bisenet.errors import BisenetError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = IMAGE_EXTS  # one list of what the readers take
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -65,19 +66,24 @@ def _normalise(rgb: np.ndarray, size: tuple[int, int], mean: Sequence[float], st
 
 
 def read_folder(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike | Sequence[str | os.PathLike],
     size: tuple[int, int] | None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     limit: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[torch.Tensor]:
-    """Every readable image of a folder (up to `limit`) as normalised 3 x H x W tensors at `size`.
+    """Every readable image of a folder, or of a list of image files, (up to `limit`) as normalised 3 x H x W tensors.
 
     size=None: the first readable image's size rounded to multiples of 32 (at least 32), for all of them.
     Unreadable files are skipped with one note to `log` (default: stderr); none readable is an error.
     """
-    files = list_images(folder)  # all: `limit` counts readable images
+    if isinstance(folder, (str, os.PathLike)):
+        files = list_images(folder)  # all: `limit` counts readable images
+    else:
+        files, folder = [Path(p) for p in folder], "the calibration images"
+        if not files:
+            raise BisenetError("no calibration images given; pass a folder of images like the ones to segment")
     images, problems = [], []
     for path in files:
         if limit and len(images) >= limit:
