@@ -85,3 +85,13 @@ def test_info_weights_mistakes_are_one_line_exit_2(argv, expected, capsys) -> No
     assert main(["info", *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(expected), err
+
+
+def test_repeated_set_flags_add_up_instead_of_the_last_one_winning() -> None:
+    from bisenet.cli import build_parser
+    from bisenet.cli.train import overrides_from_args
+
+    args = build_parser().parse_args(["train", "c.yaml", "--set", "train.batch_size=2", "train.eval_interval=0",
+                                      "--set", "augment.crop_size=[64,64]"])
+    assert [str(o) for o in overrides_from_args(args)][-3:] == ["train.batch_size=2", "train.eval_interval=0",
+                                                                 "augment.crop_size=[64,64]"]

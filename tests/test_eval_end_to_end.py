@@ -253,7 +253,7 @@ def test_eval_of_the_train_split_scores_whole_images_not_training_crops(tiny, mo
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--scale", "0"], "--scale 0: must be positive"),  # 0 used to fall back to eval.scale
+    (["--scale", "0"], "--scale 0: must be above 0 and at most 8"),  # 0 used to fall back to eval.scale
     (["--batch-size", "0"], "--batch-size 0: must be a whole number of at least 1"),
     (["--batch-size", "-1"], "--batch-size -1: must be a whole number of at least 1"),
     (["--mode", "ss", "--scales", "1", "2"], "--scales 1 2: mode ss runs one scale; several scales are for --mode msf or mscf"),
@@ -280,7 +280,7 @@ def test_scale_flags_that_the_mode_uses_still_run(tiny, model) -> None:
     sliding = evaluate(cfg, model, mode="mscf", scales=[0.75, 1.0], crop=(32, 32), stride=(32, 32), device="cpu",
                        workers=0, progress=False)
     assert sliding["protocol"] == "mscf scales 0.75,1 crop 32x32 stride 32x32 flip"
-    with pytest.raises(bisenet.errors.BisenetError, match="--scale 0: must be positive"):
+    with pytest.raises(bisenet.errors.BisenetError, match="--scale 0: must be above 0 and at most 8"):
         evaluate(cfg, model, scale=0, device="cpu", workers=0, progress=False)
 
 
@@ -345,3 +345,20 @@ def test_a_stored_config_that_no_longer_loads_names_the_weights_and_the_fix(tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{weights}: its stored config: " in err and "ohem_thresh" in err
     assert f"bisenet eval CONFIG --weights {weights}" in err
+
+
+def test_pred_dir_matches_a_repeated_name_by_its_folder(tmp_path) -> None:
+    # predict ds/img --out pd/img mirrors a/ and b/: two x_label.png that only their folders tell apart.
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, sub in enumerate(("a", "b")):
+        label = rng.integers(0, 5, (8, 8), dtype=np.uint8)
+        for path, data in ((tmp_path / "ds" / "img" / sub / "x.png", np.zeros((8, 8, 3), np.uint8)),
+                           (tmp_path / "ds" / "lab" / sub / "x.png", label),
+                           (tmp_path / "pd" / "img" / sub / "x_label.png", label if i == 0 else (label + 1) % 5)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), data)
+        lines.append(f"img/{sub}/x.png,lab/{sub}/x.png")
+    (tmp_path / "ds" / "l.txt").write_text("\n".join(lines) + "\n")
+    result = score_predictions(tmp_path / "pd", tmp_path / "ds", "l.txt", dataset="dubai")
+    assert result["pixel_acc"] == pytest.approx(0.5)  # a/ right everywhere, b/ wrong everywhere: each read once

@@ -393,8 +393,8 @@ def test_scale_resizes_inputs_first_and_shows_on_the_start_line(weights, photos,
     for photo in photos.iterdir():  # outputs keep the input size
         assert cv2.imread(str(out / f"{photo.stem}_label.png")).shape[:2] == cv2.imread(str(photo)).shape[:2]
     assert Segmenter.from_checkpoint(weights, scale=2).protocol.scales == (2.0,)
-    for bad, mode, why in [("0", "ss", "must be positive"), ("-1", "ssc", "must be positive"),
-                           ("nan", "ss", "must be positive"), ("2", "msf", "mode msf runs several scales")]:
+    for bad, mode, why in [("0", "ss", "must be above 0 and at most 8"), ("-1", "ssc", "must be above 0"), ("1000", "ss", "must be above 0 and at most 8"),
+                           ("nan", "ss", "must be above 0"), ("2", "msf", "mode msf runs several scales")]:
         assert main([*args[:5], str(tmp_path / "new"), *args[6:], "--scale", bad, "--mode", mode]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"bisenet predict: error: --scale {bad}: {why}"), err

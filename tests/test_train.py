@@ -187,7 +187,9 @@ def test_train_takes_a_config_path_and_resume_true_starts_then_continues(tmp_pat
     assert train(str(config), run, resume=True).iteration == 1
     assert f"--resume: {run} holds no last.pt yet; starting a new run" in capsys.readouterr().out
     assert train(tiny_config("train.max_iters=2"), run, resume=True).iteration == 2
-    assert f"resumed from {run / 'last.pt'} at iteration 1" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert f"resumed from {run / 'last.pt'} at iteration 1" in log
+    assert "--resume: train.max_iters was 1 in that run, 2 now: the warm-up + poly schedule is stretched" in log
 
 
 def test_resume_auto_with_finetune_weights_fine_tunes_first_then_resumes(tmp_path):
@@ -475,6 +477,14 @@ def test_label_values_the_config_cannot_hold_stop_the_run_before_its_work_dir(tm
     # Eight labels per split are read in full before the work dir: a wrong class count shows in any of them.
     with pytest.raises(DataError, match=r"train.txt line \d+: label .* has values .*outside \[0, 2\)"):
         train(tiny_config("data.dataset=custom", "data.num_classes=2", "train.max_iters=1"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_label_map_that_matches_no_label_value_stops_the_run_before_its_work_dir(tmp_path):
+    # Every value maps to ignore, so each label passes alone; the run trained on nothing with loss 0.
+    with pytest.raises(DataError, match=r"every pixel of the 8 labels read maps to the ignore index 255"):
+        train(tiny_config("data.dataset=custom", "data.num_classes=5", "data.label_map={-1: 255, 200: 1}",
+                          "train.max_iters=1"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

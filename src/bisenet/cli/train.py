@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="override data.root")
     parser.add_argument("--resume", nargs="?", const="auto", metavar="PATH", help="continue a run: PATH, or bare for WORK_DIR/last.pt (a new run when there is none yet)")
     parser.add_argument("--finetune-from", metavar="WEIGHTS", help="start from these weights (a head with another class count is re-initialised)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="any config key, e.g. train.weight_decay=1e-4")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="any config key, e.g. train.weight_decay=1e-4 (may be repeated)")
 
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:

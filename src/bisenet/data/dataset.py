@@ -242,6 +242,11 @@ def validate_split(config: Config | str | Path | dict, split: str, data_root: st
         report = check_pairs(pairs, cfg.num_classes, cfg.data.ignore_index, cfg.data.label_map,
                              workers=max(1, cfg.train.workers))
         problems = report.problems
+        if not problems and report.class_pixels.sum() and not report.class_pixels[:cfg.num_classes].sum():
+            # Each value passes alone, but a label map that matches no value trains on nothing (loss 0).
+            problems = [f"{pairs.path}: every pixel of the {len(pairs.entries)} labels read maps to the ignore index "
+                        f"{cfg.data.ignore_index}, so there is nothing to learn; data.label_map's keys must be the "
+                        "values stored in the label files (see `bisenet data check`)"]
     if problems:
         hint = (f"bisenet data check --root {pairs.root} --list {pairs.path} --num-classes {cfg.num_classes}"
                 + (f" --dataset {cfg.data.dataset}" if cfg.data.dataset != "custom" else ""))

@@ -139,8 +139,9 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads))
 
-    start_iter, best_miou, saved_world, finetune_messages = 0, None, None, []
+    start_iter, best_miou, saved_world, finetune_messages, saved_iters = 0, None, None, [], None
     if resume_ckpt is not None:
+        saved_iters = ((resume_ckpt.get("config") or {}).get("train") or {}).get("max_iters")
         start_iter, best_miou, saved_world = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler,
                                                                 device, ckpt=resume_ckpt)
         del resume_ckpt
@@ -159,6 +160,10 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                          f"{tc.batch_size * dist_info.world_size} instead of {tc.batch_size * saved_world} images per "
                          "step and another data order, so it is not an exact continuation (launch it as before: "
                          f"torchrun --nproc_per_node {saved_world} -m bisenet train ...)")
+        if saved_iters is not None and saved_iters != tc.max_iters:  # extending a run is fine, but say what it costs
+            monitor.warn(f"--resume: train.max_iters was {saved_iters} in that run, {tc.max_iters} now: the warm-up "
+                         "+ poly schedule is stretched to the new length from here on, so the result differs from "
+                         "a run planned that long from the start")
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
     if start_iter >= tc.max_iters:

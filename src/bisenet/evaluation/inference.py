@@ -46,6 +46,9 @@ class Protocol:
         return text + (" flip" if self.flip else "")
 
 
+MAX_SCALE = 8.0  # 1000 would ask for ~90 GB of activations at 480x360: a typo, not a protocol
+
+
 def check_batch_size(batch_size: int) -> int:
     """`batch_size` unchanged, or a one-line error naming it when it is not a whole number of at least 1."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -54,10 +57,11 @@ def check_batch_size(batch_size: int) -> int:
 
 
 def check_scale(scale: float, mode: str = "ss") -> float:
-    """`scale` as a float, or a one-line error (as eval's) when it is not above 0 or `mode` runs several scales."""
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 < scale < math.inf:  # also NaN
+    """`scale` as a float, or a one-line error when it is not in (0, MAX_SCALE] or `mode` runs several scales."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 < scale <= MAX_SCALE:  # also NaN
         shown = f"{scale:g}" if isinstance(scale, numbers.Real) else repr(scale)
-        raise BisenetError(f"--scale {shown}: must be positive (the factor ss/ssc resize inputs by, e.g. 2)")
+        raise BisenetError(f"--scale {shown}: must be above 0 and at most {MAX_SCALE:g} (the factor ss/ssc resize "
+                           "inputs by, e.g. 2)")
     if mode in ("msf", "mscf"):
         raise BisenetError(f"--scale {scale:g}: mode {mode} runs several scales (the config's eval.scales); "
                            "--scale is for --mode ss or ssc")

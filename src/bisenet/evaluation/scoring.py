@@ -124,7 +124,7 @@ def score_predictions(
     pairs = read_list(resolve_list_path(list_file, root), root)
     if pairs.problems:
         raise DataError(f"{pairs.problems[0]}" + (f" (and {len(pairs.problems) - 1} more)" if len(pairs.problems) > 1 else ""))
-    predictions = _prediction_paths(pred_dir, [e.image.stem for e in pairs.entries])
+    predictions = _prediction_paths(pred_dir, [_relative(e.image, root) for e in pairs.entries])
     jobs = [(prediction, e.label) for prediction, e in zip(predictions, pairs.entries)]
     missing = [str(p) for p, _ in jobs if not p.is_file()]
     if missing:
@@ -147,24 +147,38 @@ def score_predictions(
     return result
 
 
-def _prediction_paths(pred_dir: Path, stems: list[str]) -> list[Path]:
-    """Per stem `eval --save-pred`'s STEM.png, else `predict`'s STEM_label.png, in pred_dir or any subfolder
-    (predict mirrors its input's); pred_dir/STEM.png (for the message) where neither exists."""
+def _relative(image: Path, root: Path) -> Path:
+    """The image's path below the dataset root (its name alone when it lies elsewhere)."""
+    try:
+        return image.relative_to(root)
+    except ValueError:
+        return Path(image.name)
+
+
+def _prediction_paths(pred_dir: Path, images: list[Path]) -> list[Path]:
+    """Per image, predict's STEM_label.png else `eval --save-pred`'s STEM.png: at the image's relative folder
+    below pred_dir or any tail of it (predict mirrors the input folder's subfolders), else by a name found once
+    anywhere below pred_dir; pred_dir/STEM.png (for the message) where there is none."""
     found: dict[str, list[Path]] = {}
     for path in sorted(pred_dir.rglob("*.png")):
         found.setdefault(path.name, []).append(path)
     paths = []
-    for stem in stems:
-        for name in (f"{stem}.png", f"{stem}_label.png"):
-            hits = found.get(name, [])
-            if len(hits) > 1:  # which one scores is a guess: refuse
-                raise DataError(f"{pred_dir}: {name} is there {len(hits)} times ({hits[0]}, {hits[1]}); keep one "
-                                "prediction per image, or pass the subfolder that holds this split's")
-            if hits:
-                paths.append(hits[0])
-                break
-        else:
-            paths.append(pred_dir / f"{stem}.png")
+    for image in images:
+        names = (f"{image.stem}_label.png", f"{image.stem}.png")  # _label first: a STEM.png may be the photo itself
+        parts = image.parent.parts
+        tails = [Path(*parts[i:]) for i in range(len(parts) + 1)]  # img/a, a, "" for list path img/a/x.png
+        hit = next((pred_dir / tail / name for name in names for tail in tails if (pred_dir / tail / name).is_file()), None)
+        if hit is None:
+            for name in names:
+                hits = found.get(name, [])
+                if len(hits) > 1:  # which one scores is a guess: refuse
+                    raise DataError(f"{pred_dir}: {name} is there {len(hits)} times ({', '.join(map(str, hits[:3]))}"
+                                    f"{' ...' if len(hits) > 3 else ''}) and none at {image.parent / name}; lay the "
+                                    "predictions out as the list's images are (predict a folder of the dataset root)")
+                if hits:
+                    hit = hits[0]
+                    break
+        paths.append(hit if hit is not None else pred_dir / f"{image.stem}.png")
     return paths
 
 
