@@ -314,6 +314,22 @@ def test_sigterm_to_the_group_during_evaluation_still_writes_the_checkpoint(tmp_
     assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 1
 
 
+def test_sigterm_during_the_final_evaluation_finishes_the_run_as_done(tmp_path):
+    # The run's last evaluation completes it: reporting "stopped" and a resume with nothing to do misled.
+    args = cli_args(tmp_path, "train.max_iters=1", "train.workers=1", "train.eval_interval=1")
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("iter"):  # iteration 1 of 1 is logged, the final evaluation starts
+            break
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    assert "stopped by" not in output and "done: iteration 1" in output and "Traceback" not in output
+    assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 1
+
+
 def test_finetune_with_new_class_count_reinitialises_heads(tmp_path, capsys):
     train(tiny_config("train.max_iters=1"), tmp_path / "five")
     cfg = bisenet.load_config(DUBAI_CONFIG, TINY + ["train.max_iters=1", "data.dataset=custom", "data.num_classes=7"])

@@ -248,7 +248,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 monitor.start(iteration)
                 # A signal that came during the evaluation stops the run now, not after another step and evaluation.
                 flags = all_reduce_max(torch.tensor([0.0, float(stop.signal is not None)], device=device))
-            if flags[1]:
+            if flags[1] and not finished:  # at the last iteration the run is done: say so, not "stopped"
                 stopped_by = stop.signal or "signal on another rank"
             if iteration % tc.checkpoint_interval == 0 or finished or stopped_by:
                 _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
