@@ -10,12 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bisenet.data.catalog import IMAGENET_MEAN, IMAGENET_STD
 from bisenet.data.layouts import IMAGE_EXTS
 from bisenet.errors import BisenetError
-
-IMAGE_SUFFIXES = IMAGE_EXTS  # one list of what the readers take
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:
@@ -25,9 +22,9 @@ def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Pat
         raise BisenetError(f"{folder} is a file, not a folder; pass the folder of .jpg/.png images (e.g. {folder.parent})")
     if not folder.is_dir():
         raise BisenetError(f"{folder}: image folder not found; pass a folder of .jpg/.png images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not files:
-        raise BisenetError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        raise BisenetError(f"{folder}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
     return files[:limit] if limit else files
 
 
