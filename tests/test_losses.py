@@ -143,3 +143,16 @@ def test_segmentation_loss_refuses_an_aux_weight_count_that_differs_from_the_out
 def test_ohem_threshold_outside_the_unit_interval_is_refused(thresh) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"OHEM thresh {thresh} (train.ohem_thresh) must lie in (0, 1]")):
         OhemCrossEntropy(thresh)
+
+
+def test_training_loss_skips_the_value_check_but_gives_the_same_loss() -> None:
+    # bisenet train's labels were checked by the dataset; its loss only converts them to int64.
+    logits, labels = torch.randn(2, 5, 4, 4), torch.randint(0, 5, (2, 16, 16))
+    labels[0, :2] = 255
+    checked = SegmentationLoss(OhemCrossEntropy(), [0.5])([logits, logits], labels.byte())
+    trusted = SegmentationLoss(OhemCrossEntropy(), [0.5], check_values=False)([logits, logits], labels.byte())
+    torch.testing.assert_close(checked[0], trusted[0])
+    bad = labels.clone()
+    bad[1, 0, 0] = 9
+    with pytest.raises(DataError, match="outside"):
+        SegmentationLoss(OhemCrossEntropy(), [0.5])([logits, logits], bad)

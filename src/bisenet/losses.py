@@ -176,10 +176,13 @@ class CrossEntropy(nn.Module):
 class SegmentationLoss(nn.Module):
     """Main loss plus weighted auxiliary-head losses; returns (total, per-head losses)."""
 
-    def __init__(self, criterion: nn.Module, aux_weights: Sequence[float]) -> None:
+    def __init__(self, criterion: nn.Module, aux_weights: Sequence[float], check_values: bool = True) -> None:
         super().__init__()
         self.criterion = criterion
         self.aux_weights = list(aux_weights)
+        # False where the labels come from our dataset, which checks each label's values once: no
+        # per-step pass over the batch and host sync for what cannot have changed.
+        self.check_values = check_values
 
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(main loss + sum of weight x aux loss, [main loss, aux losses...])."""
@@ -190,15 +193,15 @@ class SegmentationLoss(nn.Module):
                               "weights are set (train.aux_weights: one per aux head)")
         criterion = self.criterion
         if hasattr(criterion, "forward_checked"):  # ours: the labels are checked once, not once per head
-            labels = check_labels(outputs[0], labels, criterion.ignore_index)
+            labels = check_labels(outputs[0], labels, criterion.ignore_index) if self.check_values else labels.long()
             criterion = criterion.forward_checked
         parts = [criterion(out, labels) for out in outputs]
         total = parts[0] + sum(w * p for w, p in zip(self.aux_weights, parts[1:]))
         return total, parts
 
 
-def build_loss(train_cfg: TrainConfig, ignore_index: int, num_aux: int) -> SegmentationLoss:
-    """The configured criterion ('ohem' or 'ce') on the main and `num_aux` aux outputs."""
+def build_loss(train_cfg: TrainConfig, ignore_index: int, num_aux: int, check_values: bool = True) -> SegmentationLoss:
+    """The configured criterion ('ohem' or 'ce') on the main and `num_aux` aux outputs (see SegmentationLoss)."""
     if train_cfg.loss == "ohem":
         criterion = OhemCrossEntropy(train_cfg.ohem_thresh, train_cfg.ohem_min_kept_fraction, ignore_index)
     else:
@@ -206,4 +209,4 @@ def build_loss(train_cfg: TrainConfig, ignore_index: int, num_aux: int) -> Segme
     weights = train_cfg.aux_weights if train_cfg.aux_weights is not None else [1.0] * num_aux
     if len(weights) != num_aux:
         raise ConfigError(f"train.aux_weights has {len(weights)} values but the model has {num_aux} aux heads")
-    return SegmentationLoss(criterion, weights)
+    return SegmentationLoss(criterion, weights, check_values)

@@ -137,7 +137,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads))
+    criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads), check_values=False)  # the dataset did
 
     start_iter, best_miou, saved_world, finetune_messages, saved_iters = 0, None, None, [], None
     if resume_ckpt is not None:
