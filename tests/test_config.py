@@ -24,6 +24,17 @@ def test_a_bad_value_in_the_file_names_the_file(tmp_path) -> None:
         load_config(path, ["train.seed=1", "train.max_iters=5"])
 
 
+@pytest.mark.parametrize(("text", "line", "key"), [
+    ("data:\n  dataset: custom\n  num_classes: 5\ntrain:\n  lr: 0.01\ntrain:\n  max_iters: 3\n", 6, "train"),
+    ("data:\n  dataset: custom\n  num_classes: 5\n  num_classes: 6\n", 4, "num_classes"),
+])
+def test_a_key_given_twice_is_refused_not_last_one_wins(text, line, key, tmp_path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: line {line}: duplicate key '{key}'")):
+        load_config(path)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["train.lr=abc"], "--set train.lr=abc: train.lr = 'abc' is not a valid number"),
     (["train.nosuchkey=1"], "--set train.nosuchkey=1: unknown key 'train.nosuchkey'"),

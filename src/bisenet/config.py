@@ -145,13 +145,16 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found; pass a YAML file such as configs/bisenetv2_dubai.yaml")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not a YAML text file; pass a config such as configs/bisenetv2_dubai.yaml") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+            problem = str(getattr(exc, "problem", exc))
+            if problem.startswith("duplicate key"):
+                raise ConfigError(f"{path}:{where}: {problem}") from None
+            raise ConfigError(f"{path}:{where} is not valid YAML ({problem})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (model, data, ...), got {type(raw).__name__}")
         source = str(path)
@@ -161,6 +164,22 @@ def load_config(
     # Errors about a value an override set name the override, not the file, e.g. "--set train.lr=abc: ...".
     where = Source(source, {key: label for key, (_, label) in parsed.items()})
     return resolve(_build(Config, raw, where, ""), where)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not 'last one wins'."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                continue  # PyYAML's own construction names an unhashable key
+            if key in seen:  # a second `train:` section would silently drop the first one's keys
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (merge the two into one)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def to_dict(cfg: Any) -> Any:
