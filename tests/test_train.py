@@ -136,6 +136,8 @@ def test_checkpoint_round_trip_and_load_model(tmp_path):
     assert (tmp_path / "config.yaml").is_file()
     assert bisenet.load_config(tmp_path / "config.yaml").augment.crop_size == (64, 64)
     assert (tmp_path / "metrics.jsonl").read_text().count('"type": "train"') == 2
+    # Each record's lr is the one its step used: the last step's is the poly schedule's last value, not 0.
+    assert [json.loads(line)["lr"] > 0 for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [True, True]
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
@@ -161,6 +163,9 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     assert ref.keys() == res.keys()
     assert all(torch.equal(ref[k], res[k]) for k in ref), "resumed run differs from the uninterrupted one"
     assert f"resumed from {killed / 'last.pt'} at iteration {saved}" in (killed / "train.log").read_text()
+    # The iterations the killed run logged past its checkpoint are dropped, not logged twice.
+    logged = [json.loads(line)["iteration"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 7))
 
 
 def test_a_new_run_into_a_work_dir_with_a_checkpoint_is_refused(tmp_path):
@@ -510,6 +515,7 @@ def test_a_start_that_dies_before_its_first_checkpoint_leaves_no_logs_to_the_rer
         train(tiny_config("train.lr=1e12", "train.warmup_iters=0", "train.max_iters=20",
                           "train.checkpoint_interval=100"), tmp_path)
     assert (tmp_path / "train.log").is_file() and not (tmp_path / "last.pt").exists()
+    assert re.search(r"error at iteration \d+: loss became", (tmp_path / "train.log").read_text())  # why the run ended
     train(tiny_config("train.max_iters=1"), tmp_path)
     assert (tmp_path / "train.log").read_text().count("training bisenetv2 on") == 1
     assert [json.loads(line)["iteration"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]

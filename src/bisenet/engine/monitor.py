@@ -18,8 +18,12 @@ class RunMonitor:
     """Logs training and evaluation figures. Only rank 0 makes one with `enabled=True`."""
 
     def __init__(self, work_dir: Path, max_iters: int, enabled: bool = True, tensorboard: bool = True,
-                 fresh: bool = False) -> None:
-        """`fresh`: a new run, whose logs replace those of an earlier start that died before its first checkpoint."""
+                 fresh: bool = False, resume_iter: int = 0) -> None:
+        """`fresh`: a new run, whose logs replace those of an earlier start that died before its first checkpoint.
+
+        `resume_iter`: a resumed run's checkpoint iteration; records past it (written before a kill -9)
+        are dropped from metrics.jsonl and TensorBoard, so each iteration appears once.
+        """
         self.work_dir = Path(work_dir)
         self.max_iters = max_iters
         self.enabled = enabled
@@ -34,13 +38,17 @@ class RunMonitor:
         if fresh:  # TensorBoard would draw the old start's curves under the new run's
             for old in (self.work_dir / "tensorboard").glob("events.out.tfevents.*"):
                 old.unlink()
+        if not fresh:
+            _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter)
         self._jsonl = open(self.work_dir / "metrics.jsonl", mode, buffering=1)
         self._log_file = open(self.work_dir / "train.log", mode, buffering=1)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(self.work_dir / "tensorboard"))
+                # purge_step hides the earlier events from that step on (the killed run's last iterations)
+                self.writer = SummaryWriter(str(self.work_dir / "tensorboard"),
+                                            purge_step=None if fresh else resume_iter + 1)
             except ImportError:
                 self.print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
 
@@ -59,6 +67,11 @@ class RunMonitor:
         print(f"warning: {message}", file=sys.stderr, flush=True)
         if self._log_file:
             self._log_file.write(f"warning: {message}\n")
+
+    def log_error(self, iteration: int, message: str) -> None:
+        """Why the run stopped, in train.log only (the command line prints the error itself)."""
+        if self._log_file:
+            self._log_file.write(f"error at iteration {iteration}: {message}\n")
 
     def start(self, iteration: int) -> None:
         """Reset the throughput clock (after resuming, or after an evaluation)."""
@@ -122,6 +135,28 @@ class RunMonitor:
         return plot_curves(self.work_dir / "metrics.jsonl", self.work_dir / "curves.png")
 
 
+def _drop_records_after(metrics_path: Path, iteration: int) -> None:
+    """Rewrite metrics.jsonl without records past `iteration` (a resumed run logs those again), nor a
+    line the kill cut short (the next record would be appended to it)."""
+    if not metrics_path.is_file():
+        return
+    lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and (_iteration(line) or 0) <= iteration]
+    if kept != lines:
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        tmp.replace(metrics_path)
+
+
+def _iteration(line: str) -> int | None:
+    """The iteration of one metrics.jsonl record, None for a line that is not one."""
+    try:
+        record = json.loads(line)
+        return int(record["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     """Loss vs iteration and val mIoU vs iteration, side by side, from a metrics.jsonl."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -129,9 +164,11 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
 
     train, evals = {}, {}
     for line in Path(metrics_path).read_text().splitlines():
+        if _iteration(line) is None:
+            continue  # cut short by a kill -9
         record = json.loads(line)
         # a resumed run appends: later records for the same iteration win
-        (train if record["type"] == "train" else evals)[record["iteration"]] = record
+        (train if record.get("type") == "train" else evals)[record["iteration"]] = record
     if not train:
         return None
     fig = Figure(figsize=(10, 3.6), dpi=100)  # no pyplot: leaves the global backend alone

@@ -27,7 +27,7 @@ from bisenet.data.dataset import ignore_stop_signals
 from bisenet.data.device_augment import DeviceBatches
 from bisenet.engine.checkpoints import (checkpoint_state, load_finetune_weights, read_finetune_weights,
                                        read_resume_checkpoint, restore_checkpoint, start_arguments)
-from bisenet.engine.distributed import DistInfo, all_reduce_max, barrier, cleanup, init_distributed
+from bisenet.engine.distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, cleanup, init_distributed
 from bisenet.engine.monitor import RunMonitor, warn
 from bisenet.engine.optim import build_optimizer, build_scheduler
 from bisenet.engine.sampler import IterationSampler
@@ -148,7 +148,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     elif finetune_state is not None:
         finetune_messages = load_finetune_weights(model, finetune_state, finetune_from)
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
-    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, fresh=not resume_path)
+    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, fresh=not resume_path, resume_iter=start_iter)
     if nothing_to_resume:
         monitor.print(f"--resume: {work_dir} holds no last.pt yet; starting a new run")
     if finetune_state is not None:
@@ -203,62 +203,69 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     step_done: list[float] = []  # when each iteration finished, for seconds_per_iter
     with stop.installed():
         batches = iter(loader)
-        while iteration < tc.max_iters:
-            try:
-                images, labels = next(batches)
-            except DataError as exc:  # raised in a worker: keep the one-line message
-                raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
-            iteration += 1
-            # Dropout masks depend only on (seed, iteration, rank): exact resume needs no RNG state.
-            torch.manual_seed(tc.seed * 1_000_003 + iteration * 7919 + dist_info.rank)
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
+        try:
+            while iteration < tc.max_iters:
+                try:
+                    images, labels = next(batches)
+                except DataError as exc:  # raised in a worker: keep the one-line message
+                    raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
+                iteration += 1
+                # Dropout masks depend only on (seed, iteration, rank): exact resume needs no RNG state.
+                torch.manual_seed(tc.seed * 1_000_003 + iteration * 7919 + dist_info.rank)
+                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                labels = labels.to(device, non_blocking=True)
 
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                # Logits at each head's own stride: the loss upsamples them one image at a time.
-                outputs = net(images, upsample=False)
-            loss, parts = criterion(outputs, labels)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    # Logits at each head's own stride: the loss upsamples them one image at a time.
+                    outputs = net(images, upsample=False)
+                loss, parts = criterion(outputs, labels)
 
-            flags = all_reduce_max(torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device))
-            if flags[0]:
-                raise TrainingError(_nonfinite_message(iteration, loss, parts, amp_dtype, work_dir))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+                flags = all_reduce_max(torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device))
+                if flags[0]:
+                    raise TrainingError(_nonfinite_message(iteration, loss, parts, amp_dtype, work_dir))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                step_lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"]  # the lr this step used
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
 
-            names = ["main"] + [f"aux{i}" for i in range(1, len(parts))]
-            for name, value in zip(["loss"] + names, [loss] + parts):
-                # Summed on the device: a float() per loss would make the host wait for each step.
-                sums[name] = sums.get(name, 0.0) + value.detach().float()
-            count = iteration - start_iter
-            if iteration % tc.log_interval == 0 or iteration == tc.max_iters or count == 1:
-                span = min(tc.log_interval, count) if iteration % tc.log_interval == 0 else max(1, count % tc.log_interval)
-                monitor.log_train(iteration, {k: float(v) / span for k, v in sums.items()}, optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"], images_per_step)
-                sums = {}
+                names = ["main"] + [f"aux{i}" for i in range(1, len(parts))]
+                for name, value in zip(["loss"] + names, [loss] + parts):
+                    # Summed on the device: a float() per loss would make the host wait for each step.
+                    sums[name] = sums.get(name, 0.0) + value.detach().float()
+                count = iteration - start_iter
+                if iteration % tc.log_interval == 0 or iteration == tc.max_iters or count == 1:
+                    span = min(tc.log_interval, count) if iteration % tc.log_interval == 0 else max(1, count % tc.log_interval)
+                    # The mean over all processes' images, not rank 0's (every rank reaches this line at once).
+                    means = all_reduce_sum(torch.stack(list(sums.values()))) / (span * dist_info.world_size)
+                    monitor.log_train(iteration, dict(zip(sums, means.tolist())), step_lr, images_per_step)
+                    sums = {}
 
-            finished = iteration == tc.max_iters
-            if evaluating and (iteration % tc.eval_interval == 0 or finished):
-                last_miou = _evaluate(model, val_set, device, cfg, monitor, iteration, best_miou)
-                if best_miou is None or last_miou > best_miou:
-                    best_miou = last_miou
-                    _save(work_dir / "best.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
-                net.train()
-                monitor.start(iteration)
-                # A signal that came during the evaluation stops the run now, not after another step and evaluation.
-                flags = all_reduce_max(torch.tensor([0.0, float(stop.signal is not None)], device=device))
-            if flags[1] and not finished:  # at the last iteration the run is done: say so, not "stopped"
-                stopped_by = stop.signal or "signal on another rank"
-            if iteration % tc.checkpoint_interval == 0 or finished or stopped_by:
-                _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
-            if stopped_by:
-                launcher = (f"torchrun --nproc_per_node {dist_info.world_size} -m bisenet" if dist_info.distributed
-                            else "bisenet")  # the same processes continue the same data order
-                monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. Continue with: "
-                              f"{launcher} train {work_dir / 'config.yaml'} --work-dir {work_dir} --resume")
-                break
-            step_done.append(time.perf_counter())
+                finished = iteration == tc.max_iters
+                if evaluating and (iteration % tc.eval_interval == 0 or finished):
+                    last_miou = _evaluate(model, val_set, device, cfg, monitor, iteration, best_miou)
+                    if best_miou is None or last_miou > best_miou:
+                        best_miou = last_miou
+                        _save(work_dir / "best.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
+                    net.train()
+                    monitor.start(iteration)
+                    # A signal that came during the evaluation stops the run now, not after another step and evaluation.
+                    flags = all_reduce_max(torch.tensor([0.0, float(stop.signal is not None)], device=device))
+                if flags[1] and not finished:  # at the last iteration the run is done: say so, not "stopped"
+                    stopped_by = stop.signal or "signal on another rank"
+                if iteration % tc.checkpoint_interval == 0 or finished or stopped_by:
+                    _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
+                if stopped_by:
+                    launcher = (f"torchrun --nproc_per_node {dist_info.world_size} -m bisenet" if dist_info.distributed
+                                else "bisenet")  # the same processes continue the same data order
+                    monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. Continue with: "
+                                  f"{launcher} train {work_dir / 'config.yaml'} --work-dir {work_dir} --resume")
+                    break
+                step_done.append(time.perf_counter())
+        except (BisenetError, RuntimeError) as exc:  # train.log says why the run ended, and when
+            monitor.log_error(iteration, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+            raise
         gaps = sorted(b - a for a, b in zip(step_done, step_done[1:]))
         seconds_per_iter = gaps[len(gaps) // 2] if gaps else None
         del batches
