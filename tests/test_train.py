@@ -535,3 +535,16 @@ def test_eval_during_training_on_a_custom_dataset_without_a_palette(tmp_path):
     result = train(cfg, tmp_path / "run")
     assert result.iteration == 1 and result.best_miou is not None
     assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_a_relative_data_root_is_stored_absolute_so_the_run_resumes_from_anywhere(tmp_path, monkeypatch):
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start" / "ds").symlink_to(ROOT / "examples" / "dubai")
+    monkeypatch.chdir(tmp_path / "start")
+    train(tiny_config("data.root=ds", "train.max_iters=1"), tmp_path / "run")
+    stored = bisenet.load_config(tmp_path / "run" / "config.yaml").data.root
+    assert stored == str(tmp_path / "start" / "ds")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the stored config still finds the data
+    result = train(bisenet.load_config(tmp_path / "run" / "config.yaml", "train.max_iters=2"), tmp_path / "run",
+                   resume="auto")
+    assert result.iteration == 2

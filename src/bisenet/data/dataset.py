@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -184,6 +185,24 @@ class SegmentationDataset(Dataset):
 
 def _config(config: Config | str | Path | dict) -> Config:
     return config if isinstance(config, Config) else load_config(config)
+
+
+def with_absolute_data_paths(cfg: Config) -> Config:
+    """`cfg` with data.root, and any list found from the current directory, as absolute paths.
+
+    A training run stores its config (config.yaml, checkpoints): resume, eval and predict then find
+    the data from any directory, not only from the one the run started in.
+    """
+    root = Path(os.path.abspath(Path(cfg.data.root).expanduser()))  # not resolve(): keep the user's symlinks
+    changes = {"root": str(root)}
+    for key in ("train_list", "val_list", "test_list"):
+        name = getattr(cfg.data, key)
+        if name is None or Path(name).expanduser().is_absolute():
+            continue
+        found = resolve_list_path(name, root)
+        if found.is_file() and not (root / name).is_file():  # found from the cwd, not under the root
+            changes[key] = os.path.abspath(found)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))
 
 
 def split_pairs(cfg: Config, split: str, data_root: str | Path | None = None,

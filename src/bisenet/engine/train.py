@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from bisenet.config import Config, load_config, save_config
 from bisenet.data import build_dataset, validate_split
-from bisenet.data.dataset import ignore_stop_signals
+from bisenet.data.dataset import ignore_stop_signals, with_absolute_data_paths
 from bisenet.data.device_augment import DeviceBatches
 from bisenet.engine.checkpoints import (checkpoint_state, load_finetune_weights, read_finetune_weights,
                                        read_resume_checkpoint, restore_checkpoint, start_arguments)
@@ -75,6 +75,7 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
+    cfg = with_absolute_data_paths(cfg)  # the run's stored config then works from any directory
     resume, finetune_from = start_arguments(resume, finetune_from)
     dist_info = init_distributed(cfg.train.device)
     try:
