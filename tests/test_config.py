@@ -122,3 +122,20 @@ def test_another_class_count_on_a_named_dataset_says_to_set_dataset_custom() -> 
                                                         "for other classes set data.dataset=custom")):
             load_config(CONFIG, ["data.num_classes=6", *extra])
     assert load_config(CONFIG, ["data.num_classes=6", "data.dataset=custom"]).num_classes == 6
+
+
+def test_integer_keys_written_as_strings_and_hex_colours_load() -> None:
+    # JSON (a .safetensors export's stored config) keeps every key as a string: the label map must survive it.
+    cfg = load_config({"data": {"dataset": "custom", "num_classes": 2, "label_map": {"0": 0, "255": 1, "-1": 255},
+                                "palette": ["#3C1098", [1, 2, 3]]}})
+    assert cfg.data.label_map == {0: 0, 255: 1, -1: 255}
+    assert cfg.data.palette == [[60, 16, 152], [1, 2, 3]]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("data.label_map={'a': 0}", "data.label_map['a'] key = 'a' is not a valid integer"),
+    ("data.palette=['red', [1, 2, 3]]", "data.palette[0] = 'red' is not a valid list"),  # the item, not the whole list
+])
+def test_a_bad_item_inside_an_optional_list_or_mapping_is_named(override, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"--set {override}: {message}")):
+        load_config({"data": {"dataset": "custom", "num_classes": 2}}, [override])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -251,6 +252,8 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:  # `X | None`: X's own message names the item that failed, e.g. data.palette[0]
+            return _coerce(inner[0], value, source, key)
         for option in inner[:-1]:  # e.g. bool | str: true/false first, then a word such as "auto"
             try:
                 return _coerce(option, value, source, key)
@@ -288,14 +291,23 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
             raise bad
         return tuple(_coerce(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is list:
+        if args == (int,) and isinstance(value, str) and _HEX_COLOUR.fullmatch(value.strip()):
+            return [int(value.strip()[i:i + 2], 16) for i in (1, 3, 5)]  # a palette colour given as '#3C1098'
         if not isinstance(value, (list, tuple)):
             raise bad
         return [_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise bad
-        return {_coerce(args[0], k, source, f"{key} key"): _coerce(args[1], v, source, f"{key}[{k}]") for k, v in value.items()}
+        # Integer keys written as strings ('7': 0, and JSON, which stores every key as a string) are integers.
+        numeric = {k: int(k) if args[0] is int and isinstance(k, str) and re.fullmatch(r"\s*-?\d+\s*", k) else k
+                   for k in value}
+        return {_coerce(args[0], numeric[k], source, f"{key}[{k!r}] key"): _coerce(args[1], v, source, f"{key}[{k}]")
+                for k, v in value.items()}
     return value
+
+
+_HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 def _type_name(hint: Any) -> str:
