@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from bisenet.config import load_config
 from bisenet.data import SegmentationDataset, build_dataset
+from bisenet.data.lists import read_list
 from bisenet.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,3 +282,21 @@ def test_truncated_palette_bmp_label_is_one_line_truncated_error(tmp_path):
     with pytest.raises(DataError, match=r"^\S*list.txt line 1: label \S*a.bmp is truncated \(file ends early\) "
                                          r"\(BMP with a palette\); re-copy or re-download it$"):
         build_dataset(custom_cfg(tmp_path, num_classes=2), "val")[0]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_low_bit_depth_gray_png_labels_read_as_their_stored_values(tmp_path, bits):
+    # libpng scales 1/2/4-bit gray to 0..255: a 1-bit 0/1 mask would read 0/255, class 1 becoming ignore.
+    from PIL import Image
+
+    from bisenet.data.decode import read_label
+
+    ids = np.array([[0, 1, 1, 0, 1, 0, 0, 1]] * 6, np.uint8) * (1 if bits == 1 else 2**bits - 1)
+    image = Image.fromarray(ids.astype(bool)) if bits == 1 else Image.fromarray(ids)
+    list_file = make_pairs(tmp_path, {"a": np.zeros((6, 8), np.uint8)})
+    image.save(tmp_path / "lab" / "a.png", **({} if bits == 1 else {"bits": bits}))
+    assert (tmp_path / "lab" / "a.png").read_bytes()[24] == bits  # the IHDR bit depth really is that low
+    np.testing.assert_array_equal(read_label(tmp_path / "lab" / "a.png"), ids)
+    if bits == 1:
+        ds = SegmentationDataset(read_list(list_file, tmp_path), num_classes=2)
+        assert ds[0][1].unique().tolist() == [0, 1]

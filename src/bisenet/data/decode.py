@@ -79,12 +79,18 @@ def _png_colour_type(data: bytes) -> int | None:
     return data[25] if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 25 else None
 
 
+def _png_gray_bit_depth(data: bytes) -> int | None:
+    """The bit depth (1, 2, 4, 8, 16) of a plain grayscale PNG, None for any other file."""
+    return data[24] if _png_colour_type(data) == 0 else None
+
+
 def read_label(path: str | Path) -> np.ndarray:
     """Decode a label mask as an HxW uint8 array of raw values, exactly as stored.
 
     A palette PNG, BMP, GIF or TIFF gives its indices, not its colours: that is how VOC-style
     tools store class ids; a gray + alpha PNG gives its gray values (OpenCV would expand both
-    to BGR(A), so Pillow reads these).
+    to BGR(A), so Pillow reads these); a 1-, 2- or 4-bit gray PNG gives its stored values
+    (a 1-bit mask is 0/1, not 0/255).
     """
     path = Path(path)
     data = _read_bytes(path, "label")
@@ -100,6 +106,10 @@ def read_label(path: str | Path) -> np.ndarray:
             raise FileProblem("unreadable", f"label {path} is not a readable PNG (corrupt)") from None
         return as_label_array(ids[..., 0] if ids.ndim == 3 else ids, path)  # gray + alpha: the gray values
     label = _decode(data, cv2.IMREAD_UNCHANGED, path, "label")
+    depth = _png_gray_bit_depth(data)
+    if depth in (1, 2, 4) and label.dtype == np.uint8 and label.ndim == 2:
+        # libpng scales 1/2/4-bit gray to 0..255 (a 1-bit 0/1 mask reads as 0/255, i.e. ignore): undo it
+        label = label // (255 // (2**depth - 1))
     return as_label_array(label, path)
 
 
@@ -143,4 +153,3 @@ def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
             )
         label = label.astype(np.uint8)
     return label
-
