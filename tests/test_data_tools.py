@@ -308,6 +308,8 @@ def test_check_all_problems_in_order_plus_list_errors(broken, capsys):
     assert code == 1 and "empty.txt: list is empty" in out
     code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "nope.txt", "--num-classes", "2")
     assert code == 2 and "list file" in out and "not found" in out and out.count("\n") == 1
+    assert f"looked for {Path.cwd() / 'nope.txt'} and {root / 'nope.txt'}); check the --list path" in out
+    assert "data.train_list" not in out  # the list came from --list, not from a config
     code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "all.txt")
     assert code == 2 and "--num-classes N is required" in out
 
@@ -389,3 +391,46 @@ def test_lists_pairs_refuses_one_folder_for_images_and_labels(tmp_path, capsys):
                         "--out", "train.txt")
     assert code == 2 and "--images and --labels are both" in out and "two folders" in out
     assert not (tmp_path / "train.txt").exists()
+
+
+def test_check_blames_jpeg_compression_for_a_jpeg_labels_bad_values(tmp_path, capsys):
+    label = cv2.imread(str(DUBAI / "val" / "labels" / min(os.listdir(DUBAI / "val" / "labels"))), -1)
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((*label.shape, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "a.jpg"), label)  # ringing at class edges: values above 4 and below 255
+    (tmp_path / "l.txt").write_text("a.png,a.jpg\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "5")
+    assert code == 1 and "outside [0, 5)" in out
+    assert "it is a JPEG, whose lossy compression invents values at class edges: save the labels as lossless PNG" in out
+
+
+def test_check_says_an_exif_orientation_turns_the_image(tmp_path, capsys):
+    from PIL import Image
+
+    photo = Image.fromarray(np.full((6, 8, 3), 90, np.uint8))  # 8x6 as stored, shown 6x8 after orientation 6
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "a.jpg", exif=exif.tobytes())
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((6, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / "b.png"), np.zeros((6, 9), np.uint8))
+    (tmp_path / "l.txt").write_text("a.jpg,a.png\na.jpg,b.png\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "2")
+    first, second = out.splitlines()[:2]
+    assert code == 1 and "is 6x8 but label" in first and "is 8x6 (WxH), each other's transpose" in first
+    assert "EXIF orientation tag (6: rotate 90 degrees clockwise) is applied on reading" in first
+    assert "strip the tag" in first and "rotate the label to match" in first and "resize" not in first
+    assert "EXIF orientation" in second and "give both the same size" in second
+
+
+def test_check_notes_label_values_a_partial_label_map_sends_to_ignore(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((4, 5, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "l.png"), np.array([[0, 1, 2, 3, 4, 255, 0, 1, 4, 4]] * 2, np.uint8).reshape(4, 5))
+    (tmp_path / "l.txt").write_text("a.png,l.png\n")
+    (tmp_path / "c.yaml").write_text(f"data:\n  root: {tmp_path}\n  num_classes: 2\n  train_list: l.txt\n"
+                                     "  label_map: {0: 0, 1: 1}\n")
+    code, out = run_cli(capsys, "data", "check", "--config", str(tmp_path / "c.yaml"))
+    assert code == 0 and "(60.00% ignored)" in out  # 2, 3, 4 and 255
+    assert out.splitlines()[-1] == ("note: label values 2, 3, 4 (50.0% of pixels) are not in data.label_map and "
+                                    "become the ignore index 255; add them to data.label_map if they are classes")
+    code, out = run_cli(capsys, "data", "check", "--config", str(REPO / "configs" / "bisenetv2_dubai.yaml"),
+                        "--root", str(DUBAI), "--list", str(DUBAI / "val.txt"))
+    assert code == 0 and "12 pairs" in out and "not in data.label_map" not in out  # a dataset's own map: no note

@@ -122,19 +122,26 @@ def _lists(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from bisenet.data.catalog import DATASETS
     from bisenet.data.check import check_pairs, format_summary
-    from bisenet.data.lists import plural, read_list, resolve_list_path
+    from bisenet.data.lists import plural, read_given_list
     from bisenet.errors import nearest
 
-    names, label_map = None, None
+    names, label_map, map_name = None, None, None
     if args.config is not None:
         from bisenet.config import load_config
         from bisenet.data.dataset import split_pairs
 
         cfg = load_config(args.config)
-        pairs = split_pairs(cfg, args.split, args.root, args.list)
+        if args.list is not None:  # read here, so a missing list is blamed on --list, not on data.*_list
+            root = Path(args.root if args.root is not None else cfg.data.root).expanduser()
+            pairs = read_given_list(args.list, root, "--list")
+        else:
+            pairs = split_pairs(cfg, args.split, args.root)
         num_classes = args.num_classes if args.num_classes is not None else cfg.num_classes
         ignore_index = cfg.data.ignore_index
         label_map, names = cfg.data.label_map, cfg.data.class_names
+        preset = DATASETS.get(cfg.data.dataset)
+        if label_map is not None and (preset is None or label_map != preset.label_map):
+            map_name = "data.label_map"  # the user's own map: name the values it leaves out
     else:
         if args.list is None:
             raise DataError("--list LIST is required (or --config CFG [--split val])")
@@ -150,7 +157,7 @@ def _check(args: argparse.Namespace) -> int:
             raise DataError("--num-classes N is required (or --dataset NAME to use that dataset's classes)")
         ignore_index = args.ignore_index
         root = args.root if args.root is not None else Path(".")
-        pairs = read_list(resolve_list_path(args.list, root, prefer_cwd=True), root)
+        pairs = read_given_list(args.list, root, "--list")
     if not 1 <= num_classes <= 255:  # 8-bit labels: ids 0..254 leave 255 for the ignore index
         raise DataError(f"--num-classes {num_classes} must lie in [1, 255] (labels are 8-bit class ids)")
     if not num_classes <= ignore_index <= 255:  # the rule data.ignore_index follows in a config
@@ -163,6 +170,6 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{plural(len(report.problems), 'problem')} in {pairs.path} ({plural(report.pairs, 'pair')})")
         return 1
     print(f"{pairs.path}:")
-    for line in format_summary(report, num_classes, ignore_index, names):
+    for line in format_summary(report, num_classes, ignore_index, names, map_name):
         print(line)
     return 0

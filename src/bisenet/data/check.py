@@ -10,9 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bisenet.data.catalog import build_lut, invalid_values
+from bisenet.data.catalog import build_lut, invalid_counts
 from bisenet.data.dataset import uses_train_ids
-from bisenet.data.decode import FileProblem, read_image, read_label
+from bisenet.data.decode import FileProblem, read_image, read_label, size_mismatch
 from bisenet.data.lists import ListEntry, PairList, not_found_fix, plural
 
 
@@ -29,6 +29,7 @@ class CheckReport:
     image_pixels: int = 0
     label_map: bool = False  # labels went through a label map (a dataset's or data.label_map)
     jpeg_labels: list[Path] = field(default_factory=list)  # lossy: in-range noise passes the value test
+    unmapped_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256))  # raw value not in the map -> pixels
 
     @property
     def ok(self) -> bool:
@@ -58,25 +59,34 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
         else:
             label = array
     if image is not None and label is not None and image.shape[:2] != label.shape[:2]:
-        problems.append(
-            f"{where}: image {entry.image} is {image.shape[1]}x{image.shape[0]} but label {entry.label} is "
-            f"{label.shape[1]}x{label.shape[0]} (WxH); they must be the same size (resize the label with nearest)"
-        )
+        problems.append(f"{where}: {size_mismatch(entry.image, image.shape, entry.label, label.shape)}")
     label_lut = None if uses_train_ids(entry.label) else lut
+    hist = None
     if label is not None:
-        bad = invalid_values(label, label_lut, num_classes, ignore_index)
+        hist = cv2.calcHist([label], [0], None, [256], [0, 256]).ravel()
+        fix = JPEG_FIX if is_jpeg(entry.label) else None
+        bad = invalid_counts(hist, label_lut, num_classes, ignore_index, fix=fix)
         if bad:
             problems.append(f"{where}: label {entry.label} {bad}")
     stats = None
-    if image is not None and label is not None and not problems:
+    if image is not None and hist is not None and not problems:
         mean, std = cv2.meanStdDev(image)  # BGR
         n = image.shape[0] * image.shape[1]
         mean, std = mean.ravel()[::-1], std.ravel()[::-1]
-        hist = cv2.calcHist([label], [0], None, [256], [0, 256]).ravel()
         mapped = np.arange(256) if label_lut is None else label_lut.astype(np.int64)
         classes = np.bincount(mapped, weights=hist, minlength=256)
-        stats = ((image.shape[1], image.shape[0]), n, mean * n, (std**2 + mean**2) * n, classes)
+        raw = hist if label_lut is not None else None  # train-id files skip the map: nothing of theirs is unmapped
+        stats = ((image.shape[1], image.shape[0]), n, mean * n, (std**2 + mean**2) * n, classes, raw)
     return problems, stats
+
+
+JPEG_FIX = ("it is a JPEG, whose lossy compression invents values at class edges: save the labels as lossless PNG "
+            "from the original masks (if those values are real classes, fix data.num_classes / data.label_map)")
+
+
+def is_jpeg(path: Path) -> bool:
+    """True for a .jpg/.jpeg file name."""
+    return path.suffix.lower() in (".jpg", ".jpeg")
 
 
 def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
@@ -84,6 +94,8 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
     """Read every pair (threads: OpenCV decoding releases the GIL) and collect problems."""
     report = CheckReport(pairs=len(pairs.entries), problems=list(pairs.problems), label_map=label_map is not None)
     lut = build_lut(label_map, ignore_index)
+    unmapped = np.ones(256, bool)  # values the map sends to ignore only because it leaves them out
+    unmapped[[raw for raw in (label_map or {}) if 0 <= raw < 256] + [ignore_index]] = False  # ignore stays ignore
 
     def work(entry: ListEntry):
         return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index)
@@ -91,10 +103,12 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for entry, (problems, stats) in zip(pairs.entries, pool.map(work, pairs.entries)):  # map keeps list order
             report.problems.extend(problems)
-            if entry.label.suffix.lower() in (".jpg", ".jpeg"):
+            if is_jpeg(entry.label):
                 report.jpeg_labels.append(entry.label)
             if stats is not None:
-                size, n, total, sqtotal, classes = stats
+                size, n, total, sqtotal, classes, raw = stats
+                if raw is not None:
+                    report.unmapped_pixels += raw * unmapped
                 report.sizes[size] += 1
                 report.image_pixels += n
                 report.rgb_sum += total
@@ -104,8 +118,8 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
 
 
 def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
-                   class_names: list[str] | None = None) -> list[str]:
-    """Human-readable summary lines: count, sizes, class shares, mean/std for a config."""
+                   class_names: list[str] | None = None, map_name: str | None = None) -> list[str]:
+    """Summary lines: count, sizes, class shares, mean/std; `map_name` (e.g. 'data.label_map') notes unmapped values."""
     lines = [f"{plural(report.pairs, 'pair')}, no problems"]
     sizes = ", ".join(f"{w}x{h} ({count})" for (w, h), count in report.sizes.most_common(5))
     more = f", ... {plural(len(report.sizes) - 5, 'more size')}" if len(report.sizes) > 5 else ""
@@ -122,7 +136,7 @@ def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
         lines.append(f"  {c:>3} {name:<20} {share:6.2f}%{absent}")
     mean, std = report.mean_std()
     lines.append(f"RGB mean/std on [0,1] pixels, for the config:  mean: {mean}  std: {std}")
-    notes = [ignore_note(report, num_classes, ignore_index)]
+    notes = [ignore_note(report, num_classes, ignore_index), unmapped_note(report, ignore_index, map_name)]
     if report.jpeg_labels:  # a note, not a problem: without PNG originals there is nothing better to train on
         count = len(report.jpeg_labels)
         notes.append(f"note: {count} label{'s are JPEGs' if count > 1 else ' is a JPEG'} (e.g. {report.jpeg_labels[0]}), "
@@ -152,3 +166,16 @@ def ignore_note(report: CheckReport, num_classes: int, ignore_index: int) -> str
     return (f"note: {classes} and {100 * share:.1f}% of pixels are the ignore index {ignore_index}: if "
             f"{ignore_index} marks a class in your masks (e.g. 0/255 binary masks), map it, e.g. data.label_map: "
             f"{{{shown}}} (values left out of the map are ignored); then check with `bisenet data check --config CFG`")
+
+
+def unmapped_note(report: CheckReport, ignore_index: int, map_name: str | None) -> str:
+    """A note naming the label values a user's label map leaves out (so they become ignore), with their share."""
+    values = np.flatnonzero(report.unmapped_pixels)
+    if map_name is None or values.size == 0:
+        return ""
+    shown = ", ".join(str(v) for v in values[:10]) + (" ..." if values.size > 10 else "")
+    share = 100 * report.unmapped_pixels.sum() / max(report.class_pixels.sum(), 1)
+    one = values.size == 1
+    what = f"value {shown} ({share:.1f}% of pixels) is" if one else f"values {shown} ({share:.1f}% of pixels) are"
+    return (f"note: label {what} not in {map_name} and become{'s' if one else ''} the ignore index {ignore_index}; "
+            f"add {'it' if one else 'them'} to {map_name} if {'it is a class' if one else 'they are classes'}")

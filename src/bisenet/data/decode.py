@@ -153,3 +153,37 @@ def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
             )
         label = label.astype(np.uint8)
     return label
+
+
+
+
+EXIF_ORIENTATION = 0x0112
+EXIF_TURNS = {2: "mirror", 3: "rotate 180 degrees", 4: "flip upside down", 5: "transpose",
+              6: "rotate 90 degrees clockwise", 7: "transverse", 8: "rotate 90 degrees counter-clockwise"}
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF Orientation tag (2-8: OpenCV rotates or mirrors the image on reading), 1 when none."""
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError):
+        return 1
+    return value if value in EXIF_TURNS else 1
+
+
+def size_mismatch(image_path: Path, image_shape: tuple, label_path: Path, label_shape: tuple) -> str:
+    """Why an image and its label differ in size, and the fix ('' when they match)."""
+    (ih, iw), (lh, lw) = image_shape[:2], label_shape[:2]
+    if (ih, iw) == (lh, lw):
+        return ""
+    sizes = f"image {image_path} is {iw}x{ih} but label {label_path} is {lw}x{lh} (WxH)"
+    orientation = exif_orientation(image_path)  # read only on a mismatch: one header parse per bad pair
+    if orientation == 1:
+        return f"{sizes}; they must be the same size (resize the label with nearest)"
+    turn = (f"the image's EXIF orientation tag ({orientation}: {EXIF_TURNS[orientation]}) is applied on reading, "
+            f"so strip the tag (e.g. `exiftool -Orientation= -overwrite_original {image_path}`) or rotate the label "
+            "to match the displayed image")
+    if (ih, iw) == (lw, lh):
+        return f"{sizes}, each other's transpose: {turn}"
+    return f"{sizes}; {turn}, and give both the same size (resize the label with nearest)"

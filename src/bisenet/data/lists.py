@@ -39,16 +39,33 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def resolve_list_path(list_file: str | Path, root: Path, prefer_cwd: bool = False) -> Path:
-    """Find a list file: absolute as is, else relative to the data root (or the cwd first)."""
+def list_candidates(list_file: str | Path, root: Path, prefer_cwd: bool = False) -> list[Path]:
+    """Where a list file may be, in lookup order: absolute as is, else under the data root and the cwd."""
     path = Path(list_file).expanduser()
     if path.is_absolute():
-        return path
-    candidates = [path, root / path] if prefer_cwd else [root / path, path]
+        return [path]
+    return [path, root / path] if prefer_cwd else [root / path, path]
+
+
+def resolve_list_path(list_file: str | Path, root: Path, prefer_cwd: bool = False) -> Path:
+    """Find a list file: absolute as is, else relative to the data root (or the cwd first)."""
+    candidates = list_candidates(list_file, root, prefer_cwd)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     return candidates[0]  # not found: report the path we looked at first
+
+
+def read_given_list(list_file: str | Path, root: str | Path, flag: str = "--list") -> PairList:
+    """read_list on a list named by a command-line flag: tried from the cwd, then the root; a miss names both."""
+    root = Path(root)
+    candidates = list_candidates(list_file, root, prefer_cwd=True)
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None and root.is_dir() and not any(c.exists() for c in candidates):
+        looked = " and ".join(os.path.abspath(c) for c in dict.fromkeys(candidates))
+        raise DataError(f"list file {list_file} not found (looked for {looked}); check the {flag} path "
+                        "or create the list with `bisenet data lists`")
+    return read_list(found or candidates[0], root)
 
 
 def parse_line(text: str) -> tuple[str, str] | None:
@@ -75,8 +92,8 @@ def read_list(list_file: str | Path, root: str | Path) -> PairList:
         text = list_path.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from Windows editors
     except FileNotFoundError:
         raise DataError(
-            f"list file {list_path} not found; create it with `bisenet data lists` "
-            "or point data.train_list/val_list at an existing file"
+            f"list file {list_path} not found (looked for {os.path.abspath(list_path)}); create it with "
+            "`bisenet data lists` or point data.train_list/val_list at an existing file"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"list file {list_path} cannot be read ({exc}); it must be UTF-8 text") from None
