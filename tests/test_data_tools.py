@@ -384,13 +384,53 @@ def test_lists_cityscapes_train_ids_before_convert_says_to_convert(tmp_path, cap
     assert not (tmp_path / "train.txt").exists()
 
 
-def test_lists_pairs_refuses_one_folder_for_images_and_labels(tmp_path, capsys):
-    _touch_png(tmp_path / "all" / "a.jpg", 3)  # each file would be paired with itself
-    _touch_png(tmp_path / "all" / "a_mask.png")
-    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "all", "--labels", "./all/",
+def test_lists_pairs_in_one_folder_uses_the_label_suffix_or_refuses_without_one(tmp_path, capsys):
+    for name in ("a", "b"):
+        _touch_png(tmp_path / "all" / f"{name}.jpg", 3)
+        _touch_png(tmp_path / "all" / f"{name}_mask.png")
+    _touch_png(tmp_path / "all" / "c.jpg", 3)  # no label: reported, not paired with itself
+    args = ("data", "lists", "pairs", str(tmp_path), "--images", "all", "--labels", "./all/", "--out", "train.txt")
+    code, out = run_cli(capsys, *args)
+    assert code == 0 and "paired each with the image of its name without '_mask' (e.g. a.jpg <-> a_mask.png)" in out
+    assert "1 image without a label, skipped: " in out and "c.jpg" in out
+    assert (tmp_path / "train.txt").read_text() == "all/a.jpg,all/a_mask.png\nall/b.jpg,all/b_mask.png\n"
+    (tmp_path / "train.txt").unlink()
+    for f in (tmp_path / "all").glob("*_mask.png"):
+        f.rename(f.with_name(f.name.replace("_mask", "")))  # a.jpg / a.png: nothing tells labels from images
+    code, out = run_cli(capsys, *args)
+    assert code == 2 and "--images and --labels are both" in out
+    assert "every label named <image name><suffix> (e.g. a.jpg, a_mask.png)" in out
+    assert "without the extension" not in out and not (tmp_path / "train.txt").exists()
+
+
+def test_lists_pairs_skips_hidden_files_and_says_so(tmp_path, capsys):
+    # macOS copies leave AppleDouble ._x.jpg / ._x.png beside the files: junk that fails training.
+    _touch_png(tmp_path / "images" / "train" / "x.jpg", 3)
+    _touch_png(tmp_path / "labels" / "train" / "x.png")
+    for junk in ("images/train/._x.jpg", "labels/train/._x.png", "labels/train/.cache/x.png"):
+        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / junk).write_bytes(b"\x00\x05\x16\x07")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "images/train", "--labels",
+                        "labels/train", "--out", "train.txt")
+    assert code == 0 and (tmp_path / "train.txt").read_text() == "images/train/x.jpg,labels/train/x.png\n"
+    assert "pairs: 3 hidden files (names starting with '.'), skipped: " in out and "._x.jpg" in out
+    assert "without" not in out
+
+
+def test_lists_pairs_names_the_subfolder_rule_and_warns_when_folders_look_swapped(tmp_path, capsys):
+    _touch_png(tmp_path / "img" / "a" / "y.jpg", 3)
+    _touch_png(tmp_path / "lab" / "y.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "img", "--labels", "lab",
                         "--out", "train.txt")
-    assert code == 2 and "--images and --labels are both" in out and "two folders" in out
-    assert not (tmp_path / "train.txt").exists()
+    assert code == 2 and "give each label its image's name" not in out
+    assert f"{tmp_path / 'img' / 'a' / 'y.jpg'} expects {tmp_path / 'lab' / 'a' / 'y.png'}" in out
+    _touch_png(tmp_path / "photos" / "y.jpg", 3)  # a JPEG, by its extension
+    _touch_png(tmp_path / "masks" / "y.png")
+    args = ("data", "lists", "pairs", str(tmp_path), "--out", "train.txt")
+    code, out = run_cli(capsys, *args, "--images", "masks", "--labels", "photos")
+    assert code == 0 and "pairs: --images and --labels look swapped: the labels are photos (e.g. y.jpg" in out
+    code, out = run_cli(capsys, *args, "--images", "photos", "--labels", "masks")
+    assert code == 0 and "swapped" not in out
 
 
 def test_check_blames_jpeg_compression_for_a_jpeg_labels_bad_values(tmp_path, capsys):

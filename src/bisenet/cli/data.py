@@ -108,7 +108,8 @@ def _lists(args: argparse.Namespace) -> int:
         for line in describe_unmatched(pairing, "pairs"):
             print(line)
         if not pairing.pairs:
-            raise DataError(f"no image in {args.images} has a label with the same name in {args.labels}")
+            raise DataError(f"no image in {args.images} has a label at the same path inside {args.labels} (without the "
+                            "extension, or plus one suffix such as _mask); see the lines above")
         print(f"wrote {out}: {plural(write_list(out, pairing.pairs, args.root), 'pair')}")
         return 0
     report = write_dataset_lists(args.layout, args.root, args.out, train_ids=args.train_ids)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from bisenet.data.lists import format_list
 from bisenet.errors import DataError, check_output_file, write_text_atomic
@@ -21,6 +24,7 @@ class Pairing:
     lonely_images: list[Path] = field(default_factory=list)
     lonely_labels: list[Path] = field(default_factory=list)
     duplicate_images: list[Path] = field(default_factory=list)  # same name as a paired image, other extension
+    hidden: list[Path] = field(default_factory=list)  # dot-files (macOS ._x.jpg, .DS_Store...), never paired
     notes: list[str] = field(default_factory=list)  # how names were matched, or how to rename them to match
 
 
@@ -32,8 +36,16 @@ class ListsReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _files(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file())
+def _files(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS, hidden: list[Path] | None = None) -> list[Path]:
+    """Image files under `folder`, sorted; dot-files (and files in dot-folders) go to `hidden` instead."""
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file()):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):  # AppleDouble ._x.jpg is no image
+            if hidden is not None:
+                hidden.append(path)
+        else:
+            files.append(path)
+    return files
 
 
 def pair_files(images: list[Path], labels: list[Path], image_key: Callable[[Path], str],
@@ -58,30 +70,45 @@ def pair_files(images: list[Path], labels: list[Path], image_key: Callable[[Path
 
 
 def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
-    """Pair files by their path inside each folder without the extension (a/b.jpg <-> a/b.png)."""
+    """Pair files by their path inside each folder without the extension (a/b.jpg <-> a/b.png).
+
+    One folder for both pairs each label named <image name><suffix> with its image (a.jpg <-> a_mask.png).
+    """
     for what, folder in (("--images", images_dir), ("--labels", labels_dir)):
         if not folder.is_dir():
             raise DataError(f"{what} {folder} is not a directory; pass the folder that holds the files")
-    if images_dir.resolve() == labels_dir.resolve():  # every file would be its own partner
-        raise DataError(f"--images and --labels are both {images_dir}; pairs matches files by name without the "
-                        "extension, so keep images and labels in two folders (e.g. images/a.jpg, labels/a.png)")
+    hidden: list[Path] = []
+    if images_dir.resolve() == labels_dir.resolve():  # by name alone every file would be its own partner
+        pairing = _pair_in_one_folder(images_dir, _files(images_dir, hidden=hidden))
+    else:
+        pairing = _pair_two_folders(images_dir, labels_dir, hidden)
+    pairing.hidden = hidden
+    swapped = _looks_swapped(pairing.pairs)
+    if swapped:
+        pairing.notes.append(swapped)
+    return pairing
 
-    def key_in(folder: Path) -> Callable[[Path], str]:
-        return lambda p: p.relative_to(folder).with_suffix("").as_posix()
 
-    images, labels = _files(images_dir), _files(labels_dir)
-    image_key, label_key = key_in(images_dir), key_in(labels_dir)
+def _key_in(folder: Path) -> Callable[[Path], str]:
+    """Key = path inside `folder` without the extension."""
+    return lambda p: p.relative_to(folder).with_suffix("").as_posix()
+
+
+def _pair_two_folders(images_dir: Path, labels_dir: Path, hidden: list[Path]) -> Pairing:
+    images, labels = _files(images_dir, hidden=hidden), _files(labels_dir, hidden=hidden)
+    image_key, label_key = _key_in(images_dir), _key_in(labels_dir)
     pairing = pair_files(images, labels, image_key, label_key)
     if not pairing.lonely_labels or not pairing.lonely_images:
         return pairing
     lonely = [label_key(p) for p in pairing.lonely_labels]
     suffix = _label_suffix(lonely, {image_key(p) for p in pairing.lonely_images})
     example = pairing.lonely_labels[0]
+    by_name = {Path(key).name: label for key, label in zip(lonely, pairing.lonely_labels)}
+    moved = [(image, by_name[Path(image_key(image)).name]) for image in pairing.lonely_images
+             if Path(image_key(image)).name in by_name]  # same name, other subfolder
     if suffix and not pairing.pairs:  # every label is <image name><suffix>: pair them that way
         pairing = pair_files(images, labels, image_key, lambda p: label_key(p).removesuffix(suffix))
-        image, label = pairing.pairs[0]
-        pairing.notes.append(f"labels are named <image name>{suffix}: paired each with the image of its name "
-                             f"without {suffix!r} (e.g. {image.name} <-> {label.name})")
+        pairing.notes.append(_suffix_note(suffix, *pairing.pairs[0]))
     elif suffix:  # some labels match by name, the rest carry a suffix: say how to rename those
         end, ext = suffix + example.suffix, example.suffix  # e.g. '_mask.png' -> '.png'
         one_kind = all(p.suffix == ext for p in pairing.lonely_labels) and "/" not in "".join(lonely)
@@ -89,11 +116,68 @@ def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
         many = f"{len(lonely)} labels are" if len(lonely) > 1 else "1 label is"
         pairing.notes.append(f"{many} named <image name>{suffix} (e.g. {example.name}) but images and labels pair by "
                              f"the same file name without the extension; rename them{rename}")
+    elif moved:
+        image, label = moved[0]
+        expected = labels_dir / Path(image_key(image)).with_suffix(label.suffix)
+        many = f"{len(moved)} images have" if len(moved) > 1 else "1 image has"
+        pairing.notes.append(f"{many} a label of the same name in another subfolder (e.g. {image} and {label}); "
+                             f"pairs matches the path inside --images and --labels, subfolders included, so {image} "
+                             f"expects {expected}: give the labels the images' subfolders")
     elif len(pairing.lonely_labels) > len(pairing.pairs):
         pairing.notes.append(f"images and labels pair by the same path without the extension (e.g. "
                              f"{pairing.lonely_images[0].name} <-> {Path(image_key(pairing.lonely_images[0])).name}"
                              f".png); give each label its image's name")
     return pairing
+
+
+def _suffix_note(suffix: str, image: Path, label: Path) -> str:
+    return (f"labels are named <image name>{suffix}: paired each with the image of its name without {suffix!r} "
+            f"(e.g. {image.name} <-> {label.name})")
+
+
+def _pair_in_one_folder(folder: Path, files: list[Path]) -> Pairing:
+    """Images and labels in one folder: labels are the files named <image name><suffix>, for one common suffix."""
+    key = _key_in(folder)
+    keys = {key(p) for p in files}
+    counts = Counter(k[i:] for k in keys for i in range(1, len(k))
+                     if k[i] in "_-. " and "/" not in k[i:] and k[:i] in keys)
+    best = counts.most_common(2)
+    if not best or len(best) == 2 and best[1][1] == best[0][1]:  # none, or two suffixes as common: no rule
+        tied = f" (as many files end in {best[0][0]!r} as in {best[1][0]!r})" if best else ""
+        raise DataError(f"--images and --labels are both {folder}, and its files follow no one label naming rule"
+                        f"{tied}: in one folder, pairs needs every label named <image name><suffix> (e.g. a.jpg, "
+                        "a_mask.png); rename the labels so, or keep images and labels in two folders (e.g. "
+                        "images/a.jpg, labels/a.png)")
+    suffix = best[0][0]
+    labels = [p for p in files if key(p).endswith(suffix)]
+    taken = set(labels)
+    pairing = pair_files([p for p in files if p not in taken], labels, key, lambda p: key(p).removesuffix(suffix))
+    if pairing.pairs:
+        pairing.notes.append(_suffix_note(suffix, *pairing.pairs[0]))
+    return pairing
+
+
+MASK_MODES = ("1", "L", "P", "LA", "PA", "I", "I;16", "I;16B", "I;16L")  # Pillow modes of single-channel files
+
+
+def _looks_swapped(pairs: list[tuple[Path, Path]]) -> str:
+    """A warning when the 'labels' look like photos (JPEG or colour) and the 'images' like masks; '' otherwise."""
+    if not pairs:
+        return ""
+    kinds = []
+    for i in sorted({0, len(pairs) // 2, len(pairs) - 1}):  # a few pairs; Image.open reads the header only
+        try:
+            with Image.open(pairs[i][0]) as image, Image.open(pairs[i][1]) as label:
+                photo = "JPEG" if label.format == "JPEG" else "colour" if label.mode in ("RGB", "RGBA", "CMYK") else ""
+                if not photo or image.mode not in MASK_MODES or image.format == "JPEG":
+                    return ""
+                kinds.append(photo)
+        except (OSError, ValueError, SyntaxError):
+            return ""
+    image, label = pairs[0]
+    return (f"--images and --labels look swapped: the labels are photos (e.g. {label.name}, {kinds[0]}) and the "
+            f"images single-channel masks (e.g. {image.name}); pass the photo folder as --images and the mask folder "
+            "as --labels")
 
 
 def _label_suffix(label_keys: list[str], image_keys: set[str]) -> str:
@@ -206,6 +290,11 @@ def describe_unmatched(pairing: Pairing, what: str) -> list[str]:
             shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
             many = f"{side}s" if len(files) > 1 else side
             lines.append(f"{what}: {len(files)} {many} without {partner}, skipped: {shown}")
+    if pairing.hidden:
+        files = pairing.hidden
+        shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+        many = "hidden files (names starting with '.')" if len(files) > 1 else "hidden file (name starting with '.')"
+        lines.append(f"{what}: {len(files)} {many}, skipped: {shown}")
     if pairing.duplicate_images:
         files = pairing.duplicate_images
         shown = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
