@@ -240,6 +240,20 @@ def test_exports_carry_the_checkpoint_config_to_predict_and_to_the_onnx_metadata
     assert json.loads(meta["bisenet.class_names"]) == list("abcd")
 
 
+def test_onnx_metadata_of_a_custom_config_without_names_or_palette_is_what_predict_draws_with(model, tmp_path) -> None:
+    from bisenet.config import load_config, to_dict
+
+    cfg = load_config({"data": {"dataset": "custom", "num_classes": 4}})
+    ckpt, graph = tmp_path / "last.pt", tmp_path / "m.onnx"
+    torch.save({"model": model.state_dict(), "arch": "bisenetv2", "num_classes": 4, "config": to_dict(cfg)}, ckpt)
+    assert main(["export", "--weights", str(ckpt), "--out", str(graph), "--height", "64", "--width", "64",
+                 "--no-simplify"]) == 0
+    meta = _metadata(graph)
+    predicted = bisenet.Segmenter.from_checkpoint(ckpt)
+    assert meta["class_names"] == predicted.class_names == ["0", "1", "2", "3"]
+    assert meta["palette"] == predicted.palette
+
+
 @pytest.mark.parametrize("out", ["m.onnx", "w.safetensors"])
 def test_cli_export_reads_the_weights_file_once(model, tmp_path, monkeypatch, capsys, out) -> None:
     # A training checkpoint (optimizer state included) can be hundreds of MB: one read gives model and config.

@@ -5,7 +5,7 @@ Heavy imports (onnx, onnxruntime) happen inside the functions, so importing this
 
 from bisenet.deploy.backends import BACKENDS, Backend, build_backend
 from bisenet.deploy.bench import format_table, run_benchmark
-from bisenet.deploy.export import export_onnx
+from bisenet.deploy.export import ExportCheckError, export_onnx
 from bisenet.deploy.fold import fold_batchnorm
 
-__all__ = ["BACKENDS", "Backend", "build_backend", "export_onnx", "fold_batchnorm", "format_table", "run_benchmark"]
+__all__ = ["BACKENDS", "Backend", "ExportCheckError", "build_backend", "export_onnx", "fold_batchnorm", "format_table", "run_benchmark"]

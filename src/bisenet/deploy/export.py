@@ -234,7 +234,13 @@ def config_metadata(config: dict | None) -> dict[str, str]:
     """What a deployment needs from a run's config, as JSON strings: input mean/std (RGB, on [0, 1] pixels), classes."""
     import json
 
-    data = (config or {}).get("data") or {}
+    from bisenet.data.catalog import palette_for
+
+    data = dict((config or {}).get("data") or {})
+    classes = data.get("num_classes")
+    if isinstance(classes, int) and classes > 0:  # a custom config without names or palette: what predict draws with
+        data["class_names"] = data.get("class_names") or [str(i) for i in range(classes)]
+        data["palette"] = palette_for(data.get("palette"), classes)
     return {key: json.dumps(data[key]) for key in ("mean", "std", "class_names", "palette") if data.get(key)}
 
 
