@@ -3,7 +3,7 @@
     python docs/make_quickstart_figures.py DIR
 
 Writes docs/dubai_quickstart_examples.png (photo | ground truth | prediction for two val
-images, 250 px high), and copies the run's curves and per-class IoU chart next to it.
+images, 200 px high), and copies the run's curves and per-class IoU chart next to it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ def row(image: Path, label: Path, prediction: Path, palette: list) -> np.ndarray
 
 
 def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit(__doc__)
     run = Path(sys.argv[1])
+    needed = [run / "predictions", run / "train" / "curves.png", run / "metrics_iou.png"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        sys.exit(f"{run}: not a finished `bisenet quickstart --out {run}` run (missing {', '.join(missing)})")
     palette = DATASETS["dubai"].palette
     pairs = [line.split(",") for line in (EXAMPLE / "val.txt").read_text().split()][:2]
     rows = []

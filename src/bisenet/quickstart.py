@@ -52,8 +52,10 @@ def quickstart(out_dir: str | Path = "runs/quickstart", max_iters: int | None = 
             f"the bundled example is not at {EXAMPLE_ROOT}: run quickstart from a clone of the repository "
             "installed with `pip install -e .`"
         )
-    if minutes <= 0 or (max_iters is not None and max_iters < 1):
-        raise BisenetError(f"--minutes {minutes:g} / --max-iters {max_iters}: both must be positive")
+    if minutes <= 0:
+        raise BisenetError(f"--minutes {minutes:g}: must be positive (the wall-time budget, e.g. 5)")
+    if max_iters is not None and max_iters < 1:
+        raise BisenetError(f"--max-iters {max_iters}: must be at least 1 (or leave it out to fit --minutes)")
     out = Path(out_dir)
     overrides = {**QUICKSTART_OVERRIDES, "data.root": str(EXAMPLE_ROOT)}
     start = time.perf_counter()
