@@ -38,3 +38,12 @@ def test_schedule_fits_the_time_budget_between_the_floor_and_the_recipe(tmp_path
     iterations, minutes = fit_iterations(small, tmp_path / "probe", budget_seconds=0)
     assert iterations == MIN_ITERS and minutes > 0  # the floor, with the time it will take over the budget
     assert not (tmp_path / "probe").exists()  # the timing run leaves nothing behind
+
+
+def test_a_bad_budget_or_iteration_count_names_only_the_flag_given(tmp_path, capsys):
+    for flags, message in ((["--minutes", "0"], "--minutes 0: must be positive"),
+                           (["--max-iters", "0"], "--max-iters 0: must be at least 1")):
+        assert cli_main(["quickstart", "--out", str(tmp_path / "qs"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "None" not in err
+    assert not (tmp_path / "qs").exists()
