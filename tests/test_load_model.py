@@ -259,8 +259,8 @@ def test_load_model_folder_empty_state_dict_and_bad_arguments_say_what_is_wrong(
     torch.save({}, tmp_path / "empty.pth")
     weights = published_files["bisenetv2"]
     for args, kwargs, message in [
-        ((tmp_path / "run",), {}, f"{tmp_path / 'run'}: is a folder, not a weights file; pass a file in it, such as "
-                                  f"{tmp_path / 'run' / 'last.pt'}"),
+        ((tmp_path / "run",), {}, f"{tmp_path / 'run'}: is a folder, not a weights file, and holds no weights file "
+                                  "(.pt, .pth, .safetensors); pass the weights file itself"),
         ((tmp_path / "empty.pth",), {}, f"{tmp_path / 'empty.pth'}: the state_dict is empty (no entries)"),
         ((weights,), {"map_location": "gpu"}, "map_location='gpu': not a device; pass 'cpu', 'cuda' or 'cuda:N'"),
         ((weights,), {"num_classes": 0}, "num_classes=0: must be a positive integer (or None to read it from the file)"),
@@ -272,6 +272,49 @@ def test_load_model_folder_empty_state_dict_and_bad_arguments_say_what_is_wrong(
     if not torch.cuda.is_available():
         with pytest.raises(CheckpointError, match=re.escape("map_location='cuda': CUDA is not available here")):
             bisenet.load_model(weights, map_location="cuda")
+
+
+def test_load_model_folder_suggests_only_a_file_that_is_there(published_files, tmp_path):
+    # An empty folder used to get DIR/last.pt suggested, which does not exist.
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "last.pt").write_bytes(published_files["bisenetv2"].read_bytes())
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(run)
+    assert str(info.value).endswith(f"pass a file in it, such as {run / 'train' / 'last.pt'}")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "model.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=re.escape(f"such as {tmp_path / 'plain' / 'model.pth'}")):
+        bisenet.load_model(tmp_path / "plain")
+
+
+def test_load_model_truncated_zip_reason_ends_at_a_sentence(published_files, tmp_path):
+    # torch's message runs on ("... This can happen if the ..."); a fixed-width cut ended mid-word.
+    path = tmp_path / "cut.pth"
+    path.write_bytes(published_files["bisenetv2"].read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(path)
+    message = str(info.value)
+    assert "failed finding central directory.)" in message and "miniz" not in message, message
+    assert message.endswith("a truncated or corrupted copy? re-copy it or point at another checkpoint")
+
+
+def test_load_model_onnx_file_says_what_to_pass_instead(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\x08\x08\x12\x07pytorch")  # how an ONNX protobuf begins
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(path)
+    assert str(info.value).startswith(f"{path}: an ONNX model, not PyTorch weights; pass the .pt/.pth/.safetensors "
+                                      "weights it was exported from")
+    assert "--backend onnxruntime" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_short_reason_cuts_at_a_sentence_or_word_boundary():
+    from bisenet.checkpoint import _short
+
+    assert _short("One. Two three.") == "One."
+    assert _short("alpha beta gamma delta", 13) == "alpha beta ..."
+    assert _short("short\nsecond line") == "short"
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -33,8 +33,7 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     path = Path(path)
     check_map_location(map_location)
     if path.is_dir():
-        inside = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), path / "last.pt")
-        raise CheckpointError(f"{path}: is a folder, not a weights file; pass a file in it, such as {inside}")
+        raise CheckpointError(_folder_hint(path))
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
@@ -43,6 +42,10 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         head = handle.read(32)
     if not head:
         raise CheckpointError(f"{path}: the weights file is empty; re-copy it or point at another checkpoint")
+    if path.suffix.lower() == ".onnx":  # bisenet export's output: a graph, not the weights it came from
+        raise CheckpointError(
+            f"{path}: an ONNX model, not PyTorch weights; pass the .pt/.pth/.safetensors weights it was exported from "
+            "(onnxruntime runs the .onnx itself; eval and predict run ONNX with those weights and --backend onnxruntime)")
     if not (head[:2] == b"PK" or head[:1] == b"\x80"):  # torch.save writes a zip archive (older versions a pickle)
         raise CheckpointError(f"{path}: not a PyTorch weights file (torch.save's .pt/.pth) nor .safetensors; "
                               "pass a checkpoint, a published state_dict or a .safetensors file")
@@ -63,7 +66,8 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
             "re-save it as a plain state_dict with torch.save(model.state_dict(), path)"
         ) from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}: {exc})"[:300]) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(exc).__name__}: {_short(str(exc))}); "
+                              "a truncated or corrupted copy? re-copy it or point at another checkpoint") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), found {type(obj).__name__}")
     if "model" in obj and isinstance(obj["model"], dict):
@@ -97,7 +101,28 @@ def _unpickler_reason(exc: Exception) -> str:
     else:
         advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(")
         lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(advice)]
-    return (lines[0] if lines and lines[0] else type(exc).__name__)[:120]
+    return _short(lines[0]) if lines and lines[0] else type(exc).__name__
+
+
+def _short(text: str, limit: int = 160) -> str:
+    """The first sentence of a library's message; past `limit` characters, cut at a word boundary."""
+    text = text.strip().splitlines()[0].strip() if text.strip() else ""
+    text = text[:text.find(". ") + 1] if ". " in text else text  # the rest is the library's advice
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return cut[:cut.rfind(" ")].rstrip(" ,;:") + " ..." if " " in cut else cut + " ..."
+
+
+def _folder_hint(path: Path) -> str:
+    """A folder passed as weights: name a weights file that is in it (a run's best.pt, last.pt), if any."""
+    named = [folder / name for folder in (path, path / "train") for name in ("best.pt", "last.pt")]
+    found = [p for p in named if p.is_file()] or sorted(
+        p for ext in ("*.pt", "*.pth", "*.safetensors") for p in path.glob(ext) if p.is_file())
+    if found:
+        return f"{path}: is a folder, not a weights file; pass a file in it, such as {found[0]}"
+    return (f"{path}: is a folder, not a weights file, and holds no weights file (.pt, .pth, .safetensors); "
+            "pass the weights file itself")
 
 
 def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
@@ -193,6 +218,15 @@ def check_arch(model: Any, config_arch: str, weights: Any) -> None:
             f"{what}: the weights are a {arch} model but the config's model.arch is {config_arch}; "
             f"pass the config they were trained with (model.arch: {arch}) or {config_arch} weights"
         )
+
+
+def check_classes(model: Any, config_classes: int, weights: Any, named: str = "the config") -> None:
+    """Refuse weights whose class count differs from the config's, naming both (`named` says which config)."""
+    classes = getattr(model, "num_classes", None)
+    if classes is not None and classes != config_classes:
+        what = weights if isinstance(weights, (str, os.PathLike)) else "the model"
+        raise CheckpointError(f"{named} has {config_classes} classes but {what} predicts {classes}; "
+                              "pass the config the weights were trained with")
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike = "weights") -> None:
