@@ -108,6 +108,9 @@ def test_protocol_defaults_and_errors() -> None:
     assert make_protocol("ss").flip is False and make_protocol("ss", scales=[2.0]).scales == (1.0,)
     assert make_protocol("ssc", crop=(1024, 1024)).stride == (683, 683)
     assert "crop 1024x1024" in make_protocol("mscf", crop=(1024, 1024)).describe()
+    # msf/mscf always say their scales and flip: "msf" alone hid a one-scale, unflipped run.
+    assert make_protocol("msf", scales=[1.0], flip=False).describe() == "msf scales 1 no flip"
+    assert make_protocol("ss").describe() == "ss" and make_protocol("ss", flip=True).describe() == "ss flip"
     with pytest.raises(BisenetError, match="multiples of 32"):
         make_protocol("ssc", crop=(100, 100))
     with pytest.raises(BisenetError, match="no larger than the crop"):

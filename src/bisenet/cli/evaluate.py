@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from bisenet.config import EVAL_MODES, parse_size
 from bisenet.errors import BisenetError
+
+if TYPE_CHECKING:
+    from bisenet.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,12 +46,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _scales(values: list[str] | None) -> list[float] | None:
+    """--scales as numbers: separate arguments, or space- or comma-separated in one ("0.5 1", "0.5,1")."""
+    import math
+    import re
+
     if not values:
         return None
-    try:
-        return [float(v) for item in values for v in item.split(",") if v]
-    except ValueError:
-        raise BisenetError(f"--scales {' '.join(values)}: expected numbers such as 0.5 0.75 1.0") from None
+    given = " ".join(values)
+    items = re.split(r"\s*,\s*|\s+", given.strip())
+    scales = []
+    for item in items:
+        try:
+            scales.append(float(item))
+        except ValueError:
+            problem = ("has an empty item (a comma doubled or at an end)" if not item else f"{item!r} is not a number")
+            raise BisenetError(f"--scales {given}: {problem}; pass numbers such as 0.5 0.75 1.0 (or 0.5,0.75,1.0)") from None
+        if not math.isfinite(scales[-1]):
+            raise BisenetError(f"--scales {given}: {item} is not a finite number; pass numbers such as 0.5 0.75 1.0")
+    return scales
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +94,8 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
 
     if not args.weights:
         raise BisenetError("pass --weights W to evaluate a model, or --pred-dir DIR to score saved predictions")
+    scales = _scales(args.scales)  # before the weights load
+    calibration = unused_calibration(args.calibration, args.backend)
     config = args.config
     if config is None:
         ckpt = read_weights(args.weights)
@@ -91,25 +109,49 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
                               f"argument: bisenet eval CONFIG --weights {args.weights}") from None
     return evaluate(
         config, args.weights, mode=args.mode, split=args.split, data_root=args.data_root, list_file=args.list,
-        scales=_scales(args.scales), scale=args.scale, crop=parse_size(args.crop, "--crop") if args.crop else None,
+        scales=scales, scale=args.scale, crop=parse_size(args.crop, "--crop") if args.crop else None,
         stride=parse_size(args.stride, "--stride") if args.stride else None, flip=args.flip,
         batch_size=args.batch_size, device=args.device, backend=args.backend, save_pred_dir=args.save_pred,
         cityscapes_ids=args.cityscapes_ids, workers=args.workers,
-        calibration=args.calibration, calibration_images=args.calibration_images,
+        calibration=calibration, calibration_images=args.calibration_images,
     )
+
+
+def unused_calibration(calibration: str | None, backend: str) -> str | None:
+    """`calibration`, or None with a one-line warning when `backend` does not calibrate (eval and predict)."""
+    import sys
+
+    from bisenet.deploy.backends import CALIBRATED
+
+    if calibration and backend not in CALIBRATED:
+        print(f"warning: --calibration {calibration} is ignored: only the int8 backends ({', '.join(CALIBRATED)}) "
+              f"calibrate, not --backend {backend}", file=sys.stderr)
+        return None
+    return calibration
 
 
 def _no_config_hint(weights: str, ckpt: dict) -> str:
     """Weights without a stored config: name a bundled config of their arch and class count, else say what to pass."""
-    import os
-    from pathlib import Path
-
     from bisenet.checkpoint import infer_arch
-    from bisenet.config import load_config
-    from bisenet.errors import ConfigError
 
     guessed_arch, guessed_classes = infer_arch(ckpt["model"], weights)
     arch, classes = ckpt.get("arch") or guessed_arch, ckpt.get("num_classes") or guessed_classes
+    found = bundled_config(arch, classes)
+    if found is not None:
+        return (f"{weights} stores no config ({arch}, {classes} classes): pass the one it was trained with "
+                f"first, e.g. bisenet eval {found[0]} --weights {weights}")
+    return (f"{weights} stores no config ({arch}, {classes} classes): pass the YAML config it was trained with "
+            f"first: bisenet eval CONFIG --weights {weights}")
+
+
+def bundled_config(arch: str | None, classes: int) -> tuple[str, Config] | None:
+    """The first bundled config (configs/*.yaml) of this arch and class count, as (path as shown, Config), or None."""
+    import os
+    from pathlib import Path
+
+    from bisenet.config import load_config
+    from bisenet.errors import ConfigError
+
     folder = Path(__file__).resolve().parents[3] / "configs"  # the repository's configs/
     for path in sorted(folder.glob("*.yaml")):
         try:
@@ -117,11 +159,8 @@ def _no_config_hint(weights: str, ckpt: dict) -> str:
         except ConfigError:  # an edited, broken file: suggest another
             continue
         if cfg.model.arch == arch and cfg.num_classes == classes:
-            shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-            return (f"{weights} stores no config ({arch}, {classes} classes): pass the one it was trained with "
-                    f"first, e.g. bisenet eval {shown} --weights {weights}")
-    return (f"{weights} stores no config ({arch}, {classes} classes): pass the YAML config it was trained with "
-            f"first: bisenet eval CONFIG --weights {weights}")
+            return (os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)), cfg
+    return None
 
 
 def _score_saved(args: argparse.Namespace) -> dict:

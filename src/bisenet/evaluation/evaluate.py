@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bisenet.config import Config, load_config
+from bisenet.data.catalog import DATASETS
 from bisenet.data.dataset import ignore_stop_signals
 from bisenet.errors import BisenetError, make_dir
 from bisenet.evaluation.inference import (CITYSCAPES_CROP, MODES, Protocol, build_runner, check_batch_size, check_scale,
@@ -108,8 +109,10 @@ def evaluate_model(
     confusion = new_confusion(num_classes, device)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as writer, torch.inference_mode():
-        pending = []
+        pending, noted = [], False
         for index, images, labels in tqdm(loader, desc=f"eval {protocol.mode}", unit="batch", disable=not progress):
+            if not noted and protocol.crop is not None:
+                noted = _note_whole_image_crop(protocol, tuple(images.shape[-2:]))
             scores = infer(model, images.to(device, non_blocking=True), protocol)
             if scores.shape[1] != num_classes:
                 raise BisenetError(
@@ -134,6 +137,27 @@ def evaluate_model(
         confusion_matrix=confusion_to_list(confusion),
     )
     return result
+
+
+def _note(message: str) -> None:
+    """A one-line note on stderr, from rank 0 only under torchrun."""
+    import sys
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        tqdm.write(f"note: {message}", file=sys.stderr)  # above the progress bar, not inside it
+
+
+def _note_whole_image_crop(protocol: Protocol, size: tuple[int, int]) -> bool:
+    """Say (and return True) when the sliding window covers the whole image at every scale: one window, no sliding."""
+    scaled = [(round(size[0] * s), round(size[1] * s)) for s in protocol.scales]
+    if not all(h <= protocol.crop[0] and w <= protocol.crop[1] for h, w in scaled):
+        return False
+    plain = {"ssc": "ss", "mscf": "msf"}[protocol.mode]
+    at = ", ".join(f"{h}x{w}" for h, w in scaled)
+    _note(f"the {protocol.mode} crop {protocol.crop[0]}x{protocol.crop[1]} covers the whole image ({at} HxW at scale "
+          f"{','.join(f'{s:g}' for s in protocol.scales)}), so {protocol.mode} equals {plain} here; "
+          "pass a --crop smaller than the image for sliding windows")
+    return True
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -260,12 +284,20 @@ def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, 
     # eval.flip: false is also the default, so it only means "the protocol's default" (on for msf/mscf).
     protocol = make_protocol(mode, scales or ec.scales, flip if flip is not None else (ec.flip or None),
                              crop, stride or ec.stride, scale=scale if scale is not None else ec.scale)
+    if mode in ("msf", "mscf") and ec.scale != 1:  # documented as ss/ssc's, but easily read as the base of every mode
+        based = " ".join(f"{s * ec.scale:g}" for s in protocol.scales)
+        _note(f"eval.scale {ec.scale:g} applies to ss/ssc; {mode} scales multiply the input size (for a base of "
+              f"{ec.scale:g}, pass --scales {based})")
     raw_lut = None
     if cityscapes_ids:
         if save_pred_dir is None:
             raise BisenetError("--cityscapes-ids writes label-id PNGs: also pass --save-pred DIR (save_pred_dir= in Python)")
         if not cfg.data.label_map:
             raise BisenetError(f"--cityscapes-ids needs a label map (data.label_map); dataset {cfg.data.dataset} has none")
+        if cfg.data.dataset != "cityscapes" and cfg.data.label_map != DATASETS["cityscapes"].label_map:
+            # Another dataset's label map would write its own raw ids (CamVid's equal its train ids), silently.
+            raise BisenetError(f"--cityscapes-ids writes Cityscapes label ids for its benchmark server, but dataset "
+                               f"{cfg.data.dataset} is not Cityscapes: drop it (--save-pred writes train ids)")
         raw_lut = train_to_raw_lut(cfg.data.label_map, cfg.num_classes)
     validate_split(cfg, split, data_root, list_file)
     dataset = build_dataset(cfg, split, data_root, list_file, augment=False)  # whole images, even for --split train

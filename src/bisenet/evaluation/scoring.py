@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bisenet.data.catalog import DATASETS, build_lut, invalid_counts
-from bisenet.errors import BisenetError, DataError
+from bisenet.errors import BisenetError, DataError, nearest
 from bisenet.evaluation.metrics import compute_metrics, confusion_to_list
 
 
@@ -87,9 +87,16 @@ def fold_histogram(hist: np.ndarray, num_classes: int, gt_lut: np.ndarray | None
 
 
 def _resolve_classes(num_classes: int | None, dataset: str | None) -> tuple[int, list[str], dict | None]:
+    """(class count, class names, label map) of a dataset preset, or of `num_classes` (dataset None or custom)."""
+    if dataset == "custom":  # as data.dataset: no preset, the class count says it all
+        if num_classes is None:
+            raise BisenetError("--dataset custom has no preset class count: also pass --num-classes N "
+                               "(num_classes= in Python)")
+        dataset = None
     if dataset is not None:
         if dataset not in DATASETS:
-            raise BisenetError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)} (or pass --num-classes)")
+            raise BisenetError(f"unknown dataset {dataset!r}{nearest(dataset, DATASETS)}; valid: "
+                               f"{', '.join(DATASETS)}, custom (with --num-classes)")
         info = DATASETS[dataset]
         if num_classes is not None and num_classes != info.num_classes:
             raise BisenetError(f"--num-classes {num_classes} contradicts dataset {dataset} ({info.num_classes} classes)")
