@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -387,7 +388,7 @@ def test_scale_resizes_inputs_first_and_shows_on_the_start_line(weights, photos,
     out = tmp_path / "o"
     args = ["predict", "--weights", str(weights), str(photos), "--out", str(out), "--device", "cpu", "--quiet"]
     assert main(args) == 0
-    assert "; ss on cpu" in capsys.readouterr().out.splitlines()[0]
+    assert "; ss scales 1 on cpu" in capsys.readouterr().out.splitlines()[0]  # scale 1 said too
     assert main([*args, "--scale", "0.5"]) == 0
     assert "; ss scales 0.5 on cpu" in capsys.readouterr().out.splitlines()[0]
     for photo in photos.iterdir():  # outputs keep the input size
@@ -399,3 +400,48 @@ def test_scale_resizes_inputs_first_and_shows_on_the_start_line(weights, photos,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"bisenet predict: error: --scale {bad}: {why}"), err
     assert not (tmp_path / "new").exists()
+
+
+def test_weights_without_config_are_told_the_scale_their_bundled_config_scores_at(photos, tmp_path, capsys) -> None:
+    # An 11-class bisenetv2 file without a config: configs/bisenetv2_camvid.yaml (eval.scale 2) is what eval
+    # suggests and scores with, but predict ran at scale 1 and its start line did not say so.
+    bare = tmp_path / "camvid_like.pth"
+    torch.save(bisenet.build_model("bisenetv2", 11).state_dict(), bare)
+    args = ["predict", "--weights", str(bare), str(photos), "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "camvid preset (11 classes); ss scales 1 on cpu" in captured.out.splitlines()[0]
+    config = REPO / "configs" / "bisenetv2_camvid.yaml"
+    named = os.path.relpath(config) if config.is_relative_to(Path.cwd()) else str(config)  # as eval's hint shows it
+    assert [line for line in captured.err.splitlines() if line.startswith("note:")] == [
+        f"note: {named} scores at eval.scale 2: pass --config {named} (or --scale 2) to predict as it was scored"]
+    for given in (["--scale", "2"], ["--config", str(config)]):
+        assert main([*args, *given]) == 0  # as scored: nothing to say
+        captured = capsys.readouterr()
+        assert "note:" not in captured.err and "ss scales 2 on cpu" in captured.out.splitlines()[0]
+
+
+def test_class_count_mismatch_names_the_weights_file(weights, tmp_path, capsys) -> None:
+    camvid = REPO / "configs" / "bisenetv2_camvid.yaml"
+    with pytest.raises(BisenetError) as info:
+        Segmenter.from_checkpoint(weights, config=camvid)
+    assert str(info.value) == (f"config {camvid} has 11 classes but {weights} predicts 5; "
+                               "pass the config the weights were trained with")
+    own = tmp_path / "own.pt"  # a stored config that contradicts its own weights
+    torch.save({"model": bisenet.build_model("bisenetv2", 5).state_dict(), "arch": "bisenetv2", "num_classes": 5,
+                "config": to_dict(load_config(camvid))}, own)
+    with pytest.raises(BisenetError, match=f"the checkpoint's stored config has 11 classes but {own} predicts 5"):
+        Segmenter.from_checkpoint(own)
+
+
+def test_predict_refuses_a_path_and_an_image_without_pixels(weights) -> None:
+    seg = Segmenter.from_checkpoint(weights, device="cpu")
+    photo = str(sorted((EXAMPLE / "val" / "images").iterdir())[0])
+    with pytest.raises(BisenetError) as info:
+        seg.predict(photo)
+    message = str(info.value)
+    assert message.startswith(f"image 0: got the path {photo!r}; predict takes an RGB uint8 array: read the file first")
+    assert "bisenet predict" in message and "<U" not in message
+    for shape in [(0, 0, 3), (0, 5, 3), (4, 0)]:
+        with pytest.raises(BisenetError, match=r"has no pixels; pass an image of at least 1x1"):
+            seg.predict(np.zeros(shape, np.uint8))

@@ -34,7 +34,8 @@ class LabelInfo:
     scale: float = 1.0  # ss/ssc input resize (eval.scale)
 
 
-def label_info(num_classes: int, config: Config | None = None, stored: dict | None = None) -> LabelInfo:
+def label_info(num_classes: int, config: Config | None = None, stored: dict | None = None,
+               weights: str | os.PathLike = "the weights") -> LabelInfo:
     """Names, palette, mean/std from a config, else a checkpoint's stored config, else a dataset preset, else defaults."""
     candidates: list[tuple[Any, str]] = [(config, "the config")]
     note = ""
@@ -51,9 +52,8 @@ def label_info(num_classes: int, config: Config | None = None, stored: dict | No
             note = f" (the checkpoint's stored config was unusable: {exc})"
             continue
         if cfg.num_classes != num_classes:
-            raise BisenetError(
-                f"{where} has {cfg.num_classes} classes but the weights predict {num_classes}; pass a matching --config"
-            )
+            raise BisenetError(f"{where} has {cfg.num_classes} classes but {weights} predicts {num_classes}; "
+                               "pass the config the weights were trained with (--config)")
         d = cfg.data
         crop = cfg.eval.crop_size or (CITYSCAPES_CROP if d.dataset == "cityscapes" else cfg.augment.crop_size)
         names = d.class_names or [str(i) for i in range(num_classes)]
@@ -78,6 +78,7 @@ class Segmenter:
                  mode: str = "ss", backend: str = "eager", batch_size: int = 4, protocol: Protocol | None = None,
                  calibration: str | os.PathLike | None = None, scale: float | None = None) -> None:
         """Wrap a model (or a runner); `info` (names, palette, mean/std) defaults to `label_info(num_classes)`."""
+        from bisenet.checkpoint import model_arch
         from bisenet.engine.distributed import resolve_device
 
         info = info if info is not None else label_info(num_classes)  # the preset with that class count, else ImageNet
@@ -86,6 +87,7 @@ class Segmenter:
         self.device = resolve_device(str(device))
         self.num_classes = num_classes
         self.info = info
+        self.arch = model_arch(model)  # None for a runner: what a matching bundled config is looked up by
         if isinstance(model, nn.Module):
             from bisenet.deploy.backends import CALIBRATED
 
@@ -114,7 +116,7 @@ class Segmenter:
         A `config` whose model.arch differs from the weights' arch is refused, as by `bisenet eval`.
         `scale` (ss/ssc) resizes inputs first, overriding the config's eval.scale.
         """
-        from bisenet.checkpoint import check_arch, model_from_weights, read_weights
+        from bisenet.checkpoint import check_arch, check_classes, model_from_weights, read_weights
         from bisenet.engine.distributed import resolve_device
 
         check_batch_size(batch_size)  # before loading the weights
@@ -124,10 +126,12 @@ class Segmenter:
         ckpt = read_weights(path, map_location=device)
         model = model_from_weights(ckpt, path, map_location=device)
         if config is not None:
+            named = "the config" if isinstance(config, (Config, dict)) else f"config {config}"
             config = config if isinstance(config, Config) else load_config(config)
             check_arch(model, config.model.arch, path)
+            check_classes(model, config.num_classes, path, named)
         stored = ckpt.get("config")
-        info = label_info(model.num_classes, config, stored if isinstance(stored, dict) else None)
+        info = label_info(model.num_classes, config, stored if isinstance(stored, dict) else None, path)
         return cls(model, model.num_classes, info, device, mode, backend, batch_size, calibration=calibration,
                    scale=scale)
 
@@ -171,10 +175,17 @@ class Segmenter:
 
 
 def _as_rgb(image: np.ndarray, index: int = 0) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike, bytes)):  # np.asarray would make it a 0-d string array
+        raise BisenetError(f"image {index}: got the path {os.fsdecode(image)!r}; predict takes an RGB uint8 array: "
+                           "read the file first (e.g. np.asarray(PIL.Image.open(path).convert('RGB')) or "
+                           "cv2.imread(path)[:, :, ::-1]), or run `bisenet predict` on files")
     image = np.asarray(image)
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
         raise BisenetError(f"image {index}: expected an HxWx3 RGB, HxWx4 RGBA or HxW gray uint8 array, "
                            f"got {image.dtype} {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise BisenetError(f"image {index}: {image.shape[1]}x{image.shape[0]} (WxH) has no pixels; pass an image of "
+                           "at least 1x1 (an empty crop or a failed read?)")
     if image.dtype != np.uint8:  # no guessing whether floats span 0-1 or 0-255: a wrong guess fails silently
         if image.dtype.kind == "f":
             fix = "(image * 255).round().astype(np.uint8) for 0-1 floats"

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bisenet.config import EVAL_MODES
 from bisenet.errors import BisenetError
+
+if TYPE_CHECKING:
+    from bisenet.evaluation.inference import Protocol
+    from bisenet.predict import Segmenter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,28 +37,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Segment the inputs and print what was written; exit 1 when nothing could be read."""
-    from bisenet.deploy.backends import CALIBRATED
+    from bisenet.cli.evaluate import unused_calibration
     from bisenet.predict import Segmenter
     from bisenet.predict_files import predict_paths
 
-    calibration = args.calibration
-    if calibration and args.backend not in CALIBRATED:
-        print(f"warning: --calibration {calibration} is ignored: only the int8 backends ({', '.join(CALIBRATED)}) "
-              f"calibrate, not --backend {args.backend}", file=sys.stderr)
-        calibration = None
-    elif calibration and not Path(calibration).is_dir():  # before the weights load
+    calibration = unused_calibration(args.calibration, args.backend)
+    if calibration and not Path(calibration).is_dir():  # before the weights load
         problem = "is a file, not a folder" if Path(calibration).is_file() else "folder not found"
         raise BisenetError(f"--calibration {calibration}: {problem}; pass a folder of images like the ones to segment")
     segmenter = Segmenter.from_checkpoint(args.weights, device=args.device, config=args.config, mode=args.mode,
                                           backend=args.backend, batch_size=args.batch_size, scale=args.scale,
                                           calibration=calibration or _input_images(args.inputs, args.out, args.backend))
     print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
-          f"{segmenter.protocol.describe()} on {segmenter.device}, {segmenter.backend} backend")
+          f"{_protocol_text(segmenter.protocol)} on {segmenter.device}, {segmenter.backend} backend")
+    if args.config is None and args.scale is None:
+        _scale_hint(segmenter)
     summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
     written = (f"wrote {summary.images} image(s) x 3 PNGs and {summary.videos} video(s) to {args.out}"
                if summary.images or summary.videos else "wrote nothing")
     print(written + (f"; skipped {len(summary.skipped)}" if summary.skipped else ""))
     return 0 if summary.images or summary.videos or not summary.skipped else 1
+
+
+def _protocol_text(protocol: Protocol) -> str:
+    """The protocol as eval prints it, with the single-scale modes' scale said even when it is 1."""
+    text = protocol.describe()
+    if protocol.mode in ("ss", "ssc") and protocol.scales == (1.0,):
+        text = text.replace(protocol.mode, f"{protocol.mode} scales 1", 1)
+    return text
+
+
+def _scale_hint(segmenter: Segmenter) -> None:
+    """No config: when a bundled config of these weights scores at another eval.scale, say how to predict as it."""
+    from bisenet.cli.evaluate import bundled_config
+
+    if segmenter.info.source in ("the config", "the checkpoint's stored config"):
+        return  # eval scores with that same config
+    if segmenter.protocol.mode not in ("ss", "ssc"):
+        return  # eval.scale is for the single-scale modes
+    found = bundled_config(segmenter.arch, segmenter.num_classes)
+    if found is not None and found[1].eval.scale != segmenter.protocol.scales[0]:
+        shown, cfg = found
+        print(f"note: {shown} scores at eval.scale {cfg.eval.scale:g}: pass --config {shown} (or --scale "
+              f"{cfg.eval.scale:g}) to predict as it was scored", file=sys.stderr)
 
 
 def _input_images(inputs: list[str], out: str, backend: str) -> list[Path] | None:
