@@ -62,6 +62,18 @@ def test_train_json_times_each_precision(tmp_path, capsys) -> None:
     assert len(warned) == (0 if cpu_has_native_bf16() else 1), warned
 
 
+def test_train_mode_defaults_to_a_valid_batch(tmp_path, capsys) -> None:
+    # The infer default (batch 1) used to apply to train too, whose step needs 2 images: the user never passed it.
+    out = tmp_path / "train.json"
+    assert main(["bench", "--mode", "train", "--size", "64x64", "--num-classes", "3", "--backend", "fp32",
+                 "--warmup", "0", "--iters", "1", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["batch_size"] == 4 and row["size"] == "64x64"  # the training bench: batch 4 (at 512x512)
+    from bisenet.deploy.bench import MODE_DEFAULTS
+
+    assert MODE_DEFAULTS == {"infer": ((512, 1024), 1), "train": ((512, 512), 4)}
+
+
 def test_train_defaults_leave_out_bf16_on_a_cpu_without_native_bf16(capsys) -> None:
     rows = run_benchmark(mode="train", num_classes=3, size=(64, 64), batch_size=2, warmup=0, iters=1)
     assert [r["backend"] for r in rows] == ["fp32_plain", "fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
@@ -88,7 +100,7 @@ def test_json_path_that_is_a_folder_fails_before_any_work(tmp_path, capsys) -> N
 @pytest.mark.parametrize("argv, expected", [
     (["--backend", "tensorrt"], "valid: eager, amp, fold_bn, compile, compile_graphs, onnxruntime, int8, int8_compile"),
     (["--mode", "train", "--backend", "fp16", "--batch-size", "2"], "fp16 training needs --device cuda"),
-    (["--mode", "train", "--backend", "fp32"], "--batch-size 1: a training step needs at least 2 images"),
+    (["--mode", "train", "--backend", "fp32", "--batch-size", "1"], "--batch-size 1: a training step needs at least 2 images"),
     (["--size", "100x64"], "use 128x64"),
     (["--weights", "no/such/file.pth"], "no/such/file.pth: weights file not found"),
     (["--images", "no/such/folder"], "image folder not found"),
@@ -171,6 +183,16 @@ def test_weights_of_another_arch_than_the_config_are_refused(weights, tmp_path, 
     assert f"{weights}: the weights are a bisenetv2 model but the config's model.arch is bisenetv1" in err
     rows = run_benchmark(size=(64, 64), backends=["eager"], weights=weights, iters=1, warmup=0, config_arch="bisenetv2")
     assert [row["backend"] for row in rows] == ["eager"]
+
+
+def test_weights_of_another_class_count_than_the_config_are_refused(weights, capsys) -> None:
+    # As eval, predict and export refuse it: the config's mean/std belong to another model.
+    camvid = REPO / "configs" / "bisenetv2_camvid.yaml"
+    code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager",
+                 "--weights", str(weights), "--config", str(camvid)])
+    assert code == 2
+    assert capsys.readouterr().err == (f"bisenet bench: error: the config has 11 classes but {weights} predicts 5; "
+                                       "pass the config the weights were trained with\n")
 
 
 def test_agreement_images_are_normalised_as_predict_normalises_them(weights, tmp_path) -> None:

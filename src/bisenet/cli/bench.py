@@ -14,8 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="infer: one forward per backend; train: forward + OHEM/aux loss + backward + SGD step")
     parser.add_argument("--arch", default="bisenetv2", help="architecture when no --weights (default bisenetv2)")
     parser.add_argument("--num-classes", type=int, default=19, help="classes when no --weights (default 19)")
-    parser.add_argument("--size", default="512x1024", help="input HxW, multiples of 32 (default 512x1024)")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--size", default=None,
+                        help="input HxW, multiples of 32 (default: infer 512x1024, train 512x512, as bench/*.py time them)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per step (default: infer 1, train 4; a training step needs at least 2)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
                         help="infer: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino (default: eager amp fold_bn onnxruntime); "
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from bisenet.deploy.bench import format_table, image_normalisation, run_benchmark
     from bisenet.errors import BisenetError, check_output_file, make_dir, write_text_atomic
 
-    size = parse_size(args.size, "--size")
+    size = parse_size(args.size, "--size") if args.size else None  # None: the mode's default (run_benchmark)
     if args.json:  # before the run, so a bad path does not cost its results
         check_output_file(args.json, "--json", "bench.json")
         make_dir(Path(args.json).parent, f"--json {args.json}")
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         mean=mean, std=std, warmup=args.warmup, iters=args.iters, max_images=args.max_images,
         log=lambda message: print(message, file=sys.stderr, flush=True), keep_memory=args.keep_memory,
         config_arch=config.model.arch if config is not None else None,
+        config_classes=config.num_classes if config is not None else None,
     )
     print(format_table(rows))
     if args.json:  # atomically: a folder created there meanwhile or a full disk leaves no half-written file

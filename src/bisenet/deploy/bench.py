@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from bisenet.config import Config
 
 DEFAULT_INFER = ("eager", "amp", "fold_bn", "onnxruntime")
+# (size, batch) per mode when not given: the issue's protocol (README "Speed", bench/bench_infer.py and
+# bench/bench_train.py); a training step needs at least 2 images (BatchNorm in train mode).
+MODE_DEFAULTS = {"infer": ((512, 1024), 1), "train": ((512, 512), 4)}
 
 
 def reset_peak_rss() -> bool:
@@ -71,7 +74,7 @@ def image_normalisation(config: str | os.PathLike | Config | None = None, weight
         ckpt = read_weights(weights)
         saved = ckpt.get("config")
         num_classes = ckpt.get("num_classes") or infer_arch(ckpt["model"], weights)[1]
-        info = label_info(int(num_classes), None, saved if isinstance(saved, dict) else None)
+        info = label_info(int(num_classes), None, saved if isinstance(saved, dict) else None, weights)
         return list(info.mean), list(info.std)
     return None, None
 
@@ -129,8 +132,8 @@ def _stats(times: list[float], batch: int, gflops: float) -> dict[str, float]:
 def run_benchmark(
     arch: str = "bisenetv2",
     num_classes: int = 19,
-    size: tuple[int, int] = (512, 1024),
-    batch_size: int = 1,
+    size: tuple[int, int] | None = None,
+    batch_size: int | None = None,
     device: str = "cpu",
     backends: Sequence[str] | None = None,
     mode: str = "infer",
@@ -145,10 +148,13 @@ def run_benchmark(
     log: Callable[[str], None] | None = None,
     keep_memory: bool = False,
     config_arch: str | None = None,
+    config_classes: int | None = None,
 ) -> list[dict[str, Any]]:
     """Time each backend (infer) or precision (train); one row per backend, see format_table.
 
-    `config_arch` (a config's model.arch) refuses `weights` of another arch, as eval and predict do.
+    `size` and `batch_size` default to MODE_DEFAULTS[mode]: 512x1024 batch 1 (infer), 512x512 batch 4 (train).
+    `config_arch` and `config_classes` (a config's model.arch and class count) refuse `weights` of another
+    arch or class count, as eval, predict and export do.
 
     `keep_memory` applies `runtime.keep_freed_memory()` once the first backend is built, as
     eval/predict do on the CPU (train before its first step); it is process-wide, so off by
@@ -156,11 +162,13 @@ def run_benchmark(
     """
     from bisenet.models.layers import check_size
 
+    if mode not in ("infer", "train"):
+        raise BisenetError(f"mode {mode!r}: use infer or train")
+    size = size or MODE_DEFAULTS[mode][0]
+    batch_size = MODE_DEFAULTS[mode][1] if batch_size is None else batch_size
     check_size(*size)
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise BisenetError(f"batch size {batch_size}, iters {iters}, warmup {warmup}: need batch >= 1, iters >= 1, warmup >= 0")
-    if mode not in ("infer", "train"):
-        raise BisenetError(f"mode {mode!r}: use infer or train")
     if mode == "train" and batch_size < 2:  # BatchNorm in train mode: else a ValueError deep inside the first step
         raise BisenetError(f"--batch-size {batch_size}: a training step needs at least 2 images; "
                            "pass --batch-size 2 or more (batch_size= in Python)")
@@ -174,10 +182,13 @@ def run_benchmark(
 
     dev = resolve_device(device)
     model = _load(arch, num_classes, weights, dev)
-    if weights and config_arch:
-        from bisenet.checkpoint import check_arch
+    if weights and (config_arch or config_classes):
+        from bisenet.checkpoint import check_arch, check_classes
 
-        check_arch(model, config_arch, weights)
+        if config_arch:
+            check_arch(model, config_arch, weights)
+        if config_classes:
+            check_classes(model, config_classes, weights)
     if mode == "train":
         from bisenet.deploy.bench_train import bench_train  # here: it builds on this module's timing helpers
 
