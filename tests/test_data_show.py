@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from test_data_tools import DUBAI, REPO, run_cli  # tests/ is on sys.path
+from test_data_lists import DUBAI, REPO, run_cli  # tests/ is on sys.path
 
 
 def _label_panel(png: Path, row: int, height: int, width: int) -> np.ndarray:

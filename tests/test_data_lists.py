@@ -1,0 +1,231 @@
+"""`bisenet data lists` (official layouts and `pairs`) through bisenet.cli.main, on real files in temp folders."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bisenet.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+DUBAI = REPO / "examples" / "dubai"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real datasets not found at {SHARED} (../shared/data)")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "Traceback" not in text
+    return code, text
+
+
+def _touch_png(path: Path, channels: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.zeros((4, 4) if channels == 1 else (4, 4, 3), np.uint8))
+
+
+@needs_shared
+def test_lists_cityscapes_and_camvid_reproduce_shipped_lists(tmp_path, capsys):
+    for name in ("cityscapes_sample", "camvid"):
+        layout = "cityscapes" if name.startswith("cityscapes") else "camvid"
+        code, out = run_cli(capsys, "data", "lists", layout, str(SHARED / name), "--out", str(tmp_path / name))
+        assert code == 0 and "wrote" in out
+        for split in ("train", "val"):
+            got = (tmp_path / name / f"{split}.txt").read_text().splitlines()
+            assert sorted(got) == sorted((SHARED / name / f"{split}.txt").read_text().splitlines())
+
+
+def test_lists_segnet_ade20k_and_cocostuff_layouts(tmp_path, capsys):
+    camvid = tmp_path / "camvid"
+    for split in ("train", "val", "test"):
+        _touch_png(camvid / split / "0001.png", 3)
+        _touch_png(camvid / f"{split}annot" / "0001.png")
+    code, _ = run_cli(capsys, "data", "lists", "camvid", str(camvid))
+    assert code == 0 and (camvid / "test.txt").read_text() == "test/0001.png,testannot/0001.png\n"
+
+    ade = tmp_path / "ade" / "ADEChallengeData2016"
+    for split in ("training", "validation"):
+        _touch_png(ade / "images" / split / f"ADE_{split}_1.jpg", 3)
+        _touch_png(ade / "annotations" / split / f"ADE_{split}_1.png")
+    code, _ = run_cli(capsys, "data", "lists", "ade20k", str(tmp_path / "ade"))
+    assert (tmp_path / "ade" / "val.txt").read_text() == (
+        "ADEChallengeData2016/images/validation/ADE_validation_1.jpg,"
+        "ADEChallengeData2016/annotations/validation/ADE_validation_1.png\n")
+
+    coco = tmp_path / "coco"
+    for split in ("train2017", "val2017"):
+        _touch_png(coco / "images" / split / "000000000009.jpg", 3)
+        _touch_png(coco / "labels" / split / "000000000009.png")
+    _touch_png(coco / "images" / "val2017" / "000000000010.jpg", 3)  # no label
+    code, out = run_cli(capsys, "data", "lists", "cocostuff", str(coco))
+    assert code == 0 and "cocostuff val: 1 image without a label, skipped" in out
+    assert (coco / "train.txt").read_text() == "images/train2017/000000000009.jpg,labels/train2017/000000000009.png\n"
+
+    code, out = run_cli(capsys, "data", "lists", "ade20k", str(coco))
+    assert code == 2 and "found no ade20k image/label pairs" in out
+
+
+def test_lists_pairs_by_stem_reports_unmatched(tmp_path, capsys):
+    for name in ("a", "b", "c"):
+        _touch_png(tmp_path / "imgs" / f"{name}.jpg", 3)
+    for name in ("a", "b", "z"):
+        _touch_png(tmp_path / "masks" / f"{name}.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "imgs", "--labels", "masks",
+                        "--out", "train.txt")
+    assert code == 0 and out.endswith(f"wrote {tmp_path / 'train.txt'}: 2 pairs\n")
+    assert (tmp_path / "train.txt").read_text() == "imgs/a.jpg,masks/a.png\nimgs/b.jpg,masks/b.png\n"
+    assert "1 image without a label, skipped: " in out and "c.jpg" in out
+    assert "1 label without an image, skipped: " in out and "z.png" in out and "rename" not in out
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "imgs")
+    assert code == 2 and "needs --images DIR --labels DIR --out LIST" in out
+
+
+def test_lists_pairs_finds_every_format_the_reader_takes(tmp_path, capsys):
+    # Palette GIF/BMP/TIFF labels are read as their indices, so pairing must find them too.
+    for i, ext in enumerate((".gif", ".bmp", ".tif", ".pgm")):
+        _touch_png(tmp_path / "imgs" / f"{i}.jpg", 3)
+        _touch_png(tmp_path / "masks" / f"{i}{ext}")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "imgs", "--labels", "masks",
+                        "--out", "train.txt")
+    assert code == 0 and out.endswith(": 4 pairs\n"), out
+    assert (tmp_path / "train.txt").read_text().splitlines()[0] == "imgs/0.jpg,masks/0.gif"
+
+
+def test_lists_pairs_strips_a_common_label_suffix_or_says_how_to_rename(tmp_path, capsys):
+    for name in ("a", "b", "c"):
+        _touch_png(tmp_path / "imgs" / f"{name}.jpg", 3)
+        _touch_png(tmp_path / "masks" / f"{name}_mask.png")
+    args = ("data", "lists", "pairs", str(tmp_path), "--images", "imgs", "--labels", "masks", "--out", "train.txt")
+    code, out = run_cli(capsys, *args)  # every label is <image name>_mask: paired, and said so
+    assert code == 0 and "paired each with the image of its name without '_mask' (e.g. a.jpg <-> a_mask.png)" in out
+    assert (tmp_path / "train.txt").read_text() == "".join(f"imgs/{n}.jpg,masks/{n}_mask.png\n" for n in "abc")
+    (tmp_path / "masks" / "a_mask.png").rename(tmp_path / "masks" / "a.png")  # mixed names: how to rename the rest
+    code, out = run_cli(capsys, *args)
+    assert code == 0 and (tmp_path / "train.txt").read_text() == "imgs/a.jpg,masks/a.png\n"
+    assert out.endswith(f"wrote {tmp_path / 'train.txt'}: 1 pair\n")  # not "1 pairs"
+    assert (f'2 labels are named <image name>_mask (e.g. b_mask.png) but images and labels pair by the same file '
+            f'name without the extension; rename them: for f in {tmp_path / "masks"}/*_mask.png; do mv "$f" '
+            f'"${{f%_mask.png}}.png"; done') in out
+    for f in (tmp_path / "masks").iterdir():
+        f.rename(f.with_name(f"x{f.name}"))  # no common suffix: the naming rule, then the error
+    code, out = run_cli(capsys, *args)
+    assert code == 2 and "pair by the same path without the extension (e.g. a.jpg <-> a.png)" in out
+
+
+def test_lists_refuse_commas_in_paths_before_writing(tmp_path, capsys):
+    _touch_png(tmp_path / "img" / "a.jpg", 3)
+    _touch_png(tmp_path / "lbl" / "a.png")
+    _touch_png(tmp_path / "img" / "x,1.jpg", 3)
+    _touch_png(tmp_path / "lbl" / "x,1.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "img", "--labels", "lbl",
+                        "--out", "train.txt")
+    assert code == 2 and out.count("\n") == 1
+    assert f"'{tmp_path / 'img' / 'x,1.jpg'}': list files cannot hold commas" in out and "rename" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img", "lbl"]  # no list, no temp file
+    camvid = tmp_path / "camvid"
+    for split, name in (("train", "0001"), ("val", "0,2")):
+        _touch_png(camvid / split / f"{name}.png", 3)
+        _touch_png(camvid / f"{split}annot" / f"{name}.png")
+    code, out = run_cli(capsys, "data", "lists", "camvid", str(camvid))
+    assert code == 2 and "0,2.png'" in out and "commas" in out
+    assert not list(camvid.glob("*.txt"))  # train.txt was fine but is not written either: all or nothing
+
+
+def test_lists_out_that_is_a_folder_is_refused_without_temp_files(tmp_path, capsys):
+    _touch_png(tmp_path / "img" / "a.jpg", 3)
+    _touch_png(tmp_path / "lbl" / "a.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "img", "--labels", "lbl",
+                        "--out", "img")
+    assert code == 2
+    assert out == f"bisenet data: error: --out {tmp_path / 'img'} is a folder; pass a file path such as " \
+                  f"{tmp_path / 'img' / 'train.txt'}\n"
+    camvid = tmp_path / "camvid"
+    for split in ("train", "val"):
+        _touch_png(camvid / split / "0001.png", 3)
+        _touch_png(camvid / f"{split}annot" / "0001.png")
+    (tmp_path / "lists" / "val.txt").mkdir(parents=True)
+    code, out = run_cli(capsys, "data", "lists", "camvid", str(camvid), "--out", str(tmp_path / "lists"))
+    assert code == 2 and f"list file {tmp_path / 'lists' / 'val.txt'} is a folder" in out
+    assert sorted(p.name for p in (tmp_path / "lists").iterdir()) == ["val.txt"]  # train.txt not written either
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
+def test_lists_pairs_keeps_symlink_names_and_skips_a_second_extension(tmp_path, capsys):
+    # A folder of symlinks (or a symlinked folder) stays relative to ROOT under its own names;
+    # a.jpg next to a.png would list one label twice.
+    store = tmp_path / "store"
+    _touch_png(store / "x.png", 3)
+    _touch_png(tmp_path / "d" / "masks" / "a.png")
+    _touch_png(tmp_path / "d" / "masks" / "b.png")
+    (tmp_path / "d" / "imgs").mkdir()
+    (tmp_path / "d" / "imgs" / "a.png").symlink_to(store / "x.png")
+    shutil.copy(store / "x.png", tmp_path / "d" / "imgs" / "b.png")
+    shutil.copy(store / "x.png", tmp_path / "d" / "imgs" / "b.jpg")
+    (tmp_path / "d" / "linked").symlink_to(tmp_path / "d" / "masks")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path / "d"), "--images", "imgs", "--labels",
+                        "linked", "--out", "train.txt")
+    assert code == 0 and "1 image shares its name with another image" in out and "b.png" in out
+    assert (tmp_path / "d" / "train.txt").read_text() == "imgs/a.png,linked/a.png\nimgs/b.jpg,linked/b.png\n"
+
+
+def test_lists_cityscapes_train_ids_before_convert_says_to_convert(tmp_path, capsys):
+    _touch_png(tmp_path / "leftImg8bit" / "train" / "ulm" / "ulm_000000_000019_leftImg8bit.png", 3)
+    _touch_png(tmp_path / "gtFine" / "train" / "ulm" / "ulm_000000_000019_gtFine_labelIds.png")
+    code, out = run_cli(capsys, "data", "lists", "cityscapes", str(tmp_path), "--train-ids")
+    assert code == 2 and f"`bisenet data convert cityscapes {tmp_path}`" in out
+    assert not (tmp_path / "train.txt").exists()
+
+
+def test_lists_pairs_in_one_folder_uses_the_label_suffix_or_refuses_without_one(tmp_path, capsys):
+    for name in ("a", "b"):
+        _touch_png(tmp_path / "all" / f"{name}.jpg", 3)
+        _touch_png(tmp_path / "all" / f"{name}_mask.png")
+    _touch_png(tmp_path / "all" / "c.jpg", 3)  # no label: reported, not paired with itself
+    args = ("data", "lists", "pairs", str(tmp_path), "--images", "all", "--labels", "./all/", "--out", "train.txt")
+    code, out = run_cli(capsys, *args)
+    assert code == 0 and "paired each with the image of its name without '_mask' (e.g. a.jpg <-> a_mask.png)" in out
+    assert "1 image without a label, skipped: " in out and "c.jpg" in out
+    assert (tmp_path / "train.txt").read_text() == "all/a.jpg,all/a_mask.png\nall/b.jpg,all/b_mask.png\n"
+    (tmp_path / "train.txt").unlink()
+    for f in (tmp_path / "all").glob("*_mask.png"):
+        f.rename(f.with_name(f.name.replace("_mask", "")))  # a.jpg / a.png: nothing tells labels from images
+    code, out = run_cli(capsys, *args)
+    assert code == 2 and "--images and --labels are both" in out
+    assert "every label named <image name><suffix> (e.g. a.jpg, a_mask.png)" in out
+    assert "without the extension" not in out and not (tmp_path / "train.txt").exists()
+
+
+def test_lists_pairs_skips_hidden_files_and_says_so(tmp_path, capsys):
+    # macOS copies leave AppleDouble ._x.jpg / ._x.png beside the files: junk that fails training.
+    _touch_png(tmp_path / "images" / "train" / "x.jpg", 3)
+    _touch_png(tmp_path / "labels" / "train" / "x.png")
+    for junk in ("images/train/._x.jpg", "labels/train/._x.png", "labels/train/.cache/x.png"):
+        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / junk).write_bytes(b"\x00\x05\x16\x07")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "images/train", "--labels",
+                        "labels/train", "--out", "train.txt")
+    assert code == 0 and (tmp_path / "train.txt").read_text() == "images/train/x.jpg,labels/train/x.png\n"
+    assert "pairs: 3 hidden files (names starting with '.'), skipped: " in out and "._x.jpg" in out
+    assert "without" not in out
+
+
+def test_lists_pairs_names_the_subfolder_rule_and_warns_when_folders_look_swapped(tmp_path, capsys):
+    _touch_png(tmp_path / "img" / "a" / "y.jpg", 3)
+    _touch_png(tmp_path / "lab" / "y.png")
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "img", "--labels", "lab",
+                        "--out", "train.txt")
+    assert code == 2 and "give each label its image's name" not in out
+    assert f"{tmp_path / 'img' / 'a' / 'y.jpg'} expects {tmp_path / 'lab' / 'a' / 'y.png'}" in out
+    _touch_png(tmp_path / "photos" / "y.jpg", 3)  # a JPEG, by its extension
+    _touch_png(tmp_path / "masks" / "y.png")
+    args = ("data", "lists", "pairs", str(tmp_path), "--out", "train.txt")
+    code, out = run_cli(capsys, *args, "--images", "masks", "--labels", "photos")
+    assert code == 0 and "pairs: --images and --labels look swapped: the labels are photos (e.g. y.jpg" in out
+    code, out = run_cli(capsys, *args, "--images", "photos", "--labels", "masks")
+    assert code == 0 and "swapped" not in out
