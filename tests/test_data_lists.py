@@ -143,7 +143,7 @@ def test_lists_out_that_is_a_folder_is_refused_without_temp_files(tmp_path, caps
     code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "img", "--labels", "lbl",
                         "--out", "img")
     assert code == 2
-    assert out == f"bisenet data: error: --out {tmp_path / 'img'} is a folder; pass a file path such as " \
+    assert out == f"bisenet data lists: error: --out {tmp_path / 'img'} is a folder; pass a file path such as " \
                   f"{tmp_path / 'img' / 'train.txt'}\n"
     camvid = tmp_path / "camvid"
     for split in ("train", "val"):

@@ -63,8 +63,8 @@ def test_show_mistakes_are_one_line_and_write_nothing(tmp_path, capsys):
     code, out = run_cli(capsys, "data", "show", config, "--data-root", str(tmp_path / "nowhere"),
                         "--out", str(tmp_path / "x.png"))
     assert code == 2 and "nowhere" in out and out.count("\n") == 1
-    for flags, message in ((["--epoch", "-3", "--augment"], "--epoch -3: pick the augmentation of an epoch >= 0"),
-                           (["--epoch", "2"], "--epoch 2: pick the augmentation of an epoch >= 0, together with --augment"),
+    for flags, message in ((["--epoch", "-3", "--augment"], "--epoch -3: epochs count from 0"),
+                           (["--epoch", "2"], "bisenet data show: error: --epoch 2 needs --augment"),
                            (["--width", "100000"], "need 1-100 samples and 32-2048 pixels per panel"),
                            (["--out", str(tmp_path / "x.jpg")], "the drawing is a PNG (lossless colours); name it x.png")):
         argv = ["data", "show", config, "--data-root", str(DUBAI), "--out", str(tmp_path / "y.png"), *flags]

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "(parallel; up-to-date files are skipped; each file written atomically).")
     convert.add_argument("dataset", choices=["cityscapes"])
     convert.add_argument("root", type=Path, help="folder holding gtFine/")
-    convert.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    convert.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                         help=f"files converted in parallel (default {DEFAULT_WORKERS})")
     convert.add_argument("--force", action="store_true", help="rewrite files that look up to date")
 
     lists = sub.add_parser("lists", help="write train/val(/test) list files",
@@ -42,11 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--root", type=Path, help="data root the list paths are relative to (default: . or the config's)")
     check.add_argument("--list", type=Path, help="list file (relative to the cwd or ROOT)")
     check.add_argument("--config", help="take root, list, classes, ignore index and label map from this YAML")
-    check.add_argument("--split", choices=["train", "val", "test"], default="train", help="with --config")
+    check.add_argument("--split", choices=["train", "val", "test"], default="train",
+                       help="with --config: the split whose list to check (default train)")
     check.add_argument("--num-classes", type=int, help="classes (default: the --dataset's)")
-    check.add_argument("--ignore-index", type=int, default=255)
-    check.add_argument("--dataset", help="apply this dataset's label map (e.g. cityscapes labelIds)")
-    check.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    check.add_argument("--ignore-index", type=int, default=255,
+                       help="label value that marks unlabelled pixels (default 255; with --config: data.ignore_index)")
+    check.add_argument("--dataset", help="read labels as this dataset's ids: its label map, classes and valid "
+                                         "values (e.g. cityscapes for labelIds)")
+    check.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                       help=f"pairs read in parallel (default {DEFAULT_WORKERS})")
 
     show = sub.add_parser("show", help="draw samples as the network gets them: photo | train ids | overlay",
                           description="Write one PNG with samples spread over a split: the photo, its train ids "
@@ -54,17 +59,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "shown; --augment draws the training crop, scale, flip and jitter.")
     show.add_argument("config", help="YAML config (classes, colours, label map, augmentation)")
     show.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG to write (default samples.png)")
-    show.add_argument("--split", choices=["train", "val", "test"], default="train")
+    show.add_argument("--split", choices=["train", "val", "test"], default="train",
+                      help="the split whose list to draw (default train)")
     show.add_argument("--list", type=Path, help="list file instead of the split's")
     show.add_argument("--data-root", type=Path, help="override data.root")
     show.add_argument("--count", type=int, default=6, help="samples, spread evenly over the list (default 6)")
     show.add_argument("--augment", action="store_true", help="train split: as augmented for training")
-    show.add_argument("--epoch", type=int, default=0, help="with --augment: the epoch whose random draws to show")
+    show.add_argument("--epoch", type=int, default=0,
+                      help="with --augment: the epoch whose random draws to show (default 0)")
     show.add_argument("--width", type=int, default=400, help="pixels per panel (default 400)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen tool; 0 on success, 1 when it found problems."""
+    # bisenet.cli.main prefixes errors with `bisenet {args.command}:`; name the tool there too.
+    args.command = f"data {args.data_command}"
     return {"convert": _convert, "lists": _lists, "check": _check, "show": _show}[args.data_command](args)
 
 

@@ -53,8 +53,10 @@ def show_samples(
         raise DataError(f"--out {out}: the drawing is a PNG (lossless colours); name it {Path(out).with_suffix('.png').name}")
     if augment and split != "train":
         raise DataError(f"--augment draws the training augmentation; it needs --split train, not {split}")
-    if epoch < 0 or (epoch and not augment):
-        raise DataError(f"--epoch {epoch}: pick the augmentation of an epoch >= 0, together with --augment")
+    if epoch and not augment:
+        raise DataError(f"--epoch {epoch} needs --augment (it picks which epoch's random augmentation to draw)")
+    if epoch < 0:
+        raise DataError(f"--epoch {epoch}: epochs count from 0")
     dataset = build_dataset(cfg, split, data_root, list_file)
     if count > len(dataset) and log is not None:  # else the picture silently has fewer rows than asked for
         log(f"{dataset.list_file} has {plural(len(dataset), 'pair')}; showing {len(dataset)}, not --count {count}")
