@@ -270,3 +270,53 @@ def test_check_notes_label_values_a_partial_label_map_sends_to_ignore(tmp_path, 
     code, out = run_cli(capsys, "data", "check", "--config", str(REPO / "configs" / "bisenetv2_dubai.yaml"),
                         "--root", str(DUBAI), "--list", str(DUBAI / "val.txt"))
     assert code == 0 and "12 pairs" in out and "not in data.label_map" not in out  # a dataset's own map: no note
+
+
+def test_check_reports_values_a_named_dataset_does_not_have_and_notes_mostly_ignored_labels(tmp_path, capsys):
+    # Values outside a dataset's ids are another dataset or encoding, not "ignore": the map would hide them.
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((4, 20, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "coco.png"), np.full((4, 20), 182, np.uint8))  # 1-based COCO-Stuff ids
+    cv2.imwrite(str(tmp_path / "a_gtFine_labelIds.png"), np.array([[7, 26, 0, 33] * 5] * 4, np.uint8))
+    cv2.imwrite(str(tmp_path / "road.png"), np.array([[0] * 19 + [7]] * 4, np.uint8))  # 95% unlabelled
+    for name in ("coco", "a_gtFine_labelIds", "road"):
+        (tmp_path / f"{name}.txt").write_text(f"a.png,{name}.png\n")
+    check = ("data", "check", "--root", str(tmp_path), "--list")
+    code, out = run_cli(capsys, *check, "coco.txt", "--dataset", "cocostuff")
+    assert code == 1 and out.splitlines()[0] == (
+        f"{tmp_path / 'coco.txt'} line 1: label {tmp_path / 'coco.png'} has value 182, which is not a label id of "
+        "cocostuff (0-181, 255); wrong --dataset / data.dataset, or labels in another encoding?")
+    code, out = run_cli(capsys, *check, "a_gtFine_labelIds.txt", "--dataset", "camvid")
+    assert code == 1 and "has values 26, 33, which are not label ids of camvid (0-11, 255); wrong --dataset" in out
+    code, out = run_cli(capsys, *check, "a_gtFine_labelIds.txt", "--dataset", "cityscapes")
+    assert code == 0 and "note" not in out
+    code, out = run_cli(capsys, *check, "road.txt", "--dataset", "cityscapes")  # ids 0 and 7 both are Cityscapes'
+    assert code == 0 and "(95.00% ignored)" in out and out.splitlines()[-1] == (
+        "note: 95.0% of pixels are the ignore index 255, so little is left to learn: wrong --dataset / "
+        "data.dataset, or labels in another encoding? `bisenet data show CFG` draws what the network gets")
+    code, out = run_cli(capsys, *check, "road.txt", "--num-classes", "8")  # 0 and 7 are classes here
+    assert code == 0 and "note" not in out
+    (tmp_path / "c.yaml").write_text(f"data:\n  dataset: cityscapes\n  root: {tmp_path}\n  train_list: coco.txt\n"
+                                     "  label_map: {7: 0}\n")  # a user's own map: left-out values stay a note
+    code, out = run_cli(capsys, "data", "check", "--config", str(tmp_path / "c.yaml"))
+    assert code == 0 and "note: label value 182 (100.0% of pixels) is not in data.label_map" in out
+    assert "little is left to learn" not in out  # one note on the ignored pixels is enough
+
+
+@needs_shared
+def test_check_passes_the_real_datasets_under_their_own_names(tmp_path, capsys):
+    # The named datasets' ids: CamVid (void 11), Cityscapes labelIds and, after convert, trainIds, Dubai.
+    city = tmp_path / "cityscapes"
+    shutil.copytree(SHARED / "cityscapes_sample", city)
+    runs = [(SHARED / "camvid", "val", "camvid"), (SHARED / "dubai_aerial", "val", "dubai"),
+            (city, "train", "cityscapes"), (city, "val", "cityscapes")]
+    for root, split, dataset in runs:
+        code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", str(root / f"{split}.txt"),
+                            "--dataset", dataset, "--workers", "2")
+        assert code == 0 and "no problems" in out and "note" not in out, out
+    assert run_cli(capsys, "data", "convert", "cityscapes", str(city), "--workers", "2")[0] == 0
+    assert run_cli(capsys, "data", "lists", "cityscapes", str(city), "--train-ids")[0] == 0
+    for split in ("train", "val"):
+        assert "labelTrainIds.png" in (city / f"{split}.txt").read_text()
+        code, out = run_cli(capsys, "data", "check", "--root", str(city), "--list", str(city / f"{split}.txt"),
+                            "--dataset", "cityscapes", "--workers", "2")
+        assert code == 0 and "no problems" in out and "note" not in out, out

@@ -200,3 +200,69 @@ def test_validate_split_list_problems(tmp_path):
     validate_split(cfg, "val")  # the quick check only looks for files
     with pytest.raises(DataError, match=r"line 1: label .*a.png has values 7 outside \[0, 2\)"):
         validate_split(cfg, "val", full=True)
+
+
+def test_training_data_show_and_data_check_word_bad_pairs_alike(tmp_path, capsys):
+    # An EXIF-turned photo and a JPEG label: data check's advice reaches training and data show too.
+    from PIL import Image
+
+    from bisenet.cli import main
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    photo = Image.fromarray(np.full((6, 8, 3), 90, np.uint8))  # 8x6 as stored, 6x8 once turned on reading
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "img" / "turned.jpg", exif=exif.tobytes())
+    cv2.imwrite(str(tmp_path / "lab" / "turned.png"), np.zeros((6, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / "img" / "b.png"), np.zeros((6, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "lab" / "b.jpg"), np.full((6, 8), 7, np.uint8))
+    (tmp_path / "list.txt").write_text("img/turned.jpg,lab/turned.png\nimg/b.png,lab/b.jpg\n")
+    cfg = load_config({"data": {"num_classes": 2, "root": str(tmp_path), "val_list": "list.txt"}})
+    ds = build_dataset(cfg, "val")
+    trained = []
+    for index in range(2):
+        with pytest.raises(DataError) as info:
+            ds[index]
+        trained.append(str(info.value))
+    assert "EXIF orientation tag (6: rotate 90 degrees clockwise)" in trained[0]
+    assert "it is a JPEG, whose lossy compression invents values" in trained[1]
+    assert main(["data", "check", "--root", str(tmp_path), "--list", str(tmp_path / "list.txt"),
+                 "--num-classes", "2"]) == 1
+    assert capsys.readouterr().out.splitlines()[:2] == trained
+    (tmp_path / "c.yaml").write_text(f"data:\n  num_classes: 2\n  root: {tmp_path}\n  train_list: list.txt\n")
+    assert main(["data", "show", str(tmp_path / "c.yaml"), "--count", "1", "--out", str(tmp_path / "s.png")]) == 2
+    assert capsys.readouterr().err == f"bisenet data show: error: {trained[0]}\n"
+
+
+def test_a_missing_list_file_given_as_an_argument_is_blamed_on_it(tmp_path, capsys):
+    from bisenet.cli import main
+
+    write_case(tmp_path, np.zeros((4, 4), np.uint8))
+    cfg = load_config({"data": {"num_classes": 2, "root": str(tmp_path), "val_list": "list.txt"}})
+    with pytest.raises(DataError, match=r"list file nope.txt not found \(looked for .*\); check the --list path") as info:
+        build_dataset(cfg, "val", list_file="nope.txt")
+    assert "data.train_list" not in str(info.value)
+    (tmp_path / "c.yaml").write_text(f"data:\n  num_classes: 2\n  root: {tmp_path}\n  train_list: list.txt\n")
+    assert main(["data", "show", str(tmp_path / "c.yaml"), "--list", "nope.txt", "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert "check the --list path" in err and "data.train_list" not in err
+
+
+def test_training_refuses_values_a_named_dataset_does_not_have(tmp_path):
+    # COCO-Stuff's raw ids are 0-181 (255 unlabelled): 182 is another encoding (1-based ids), not "ignore".
+    write_case(tmp_path, np.array([[0, 181, 255, 182]] * 4, np.uint8))
+    cfg = load_config({"data": {"dataset": "cocostuff", "root": str(tmp_path), "val_list": "list.txt"}})
+    message = (r"list.txt line 1: label .*a.png has value 182, which is not a label id of cocostuff \(0-181, 255\); "
+               r"wrong --dataset / data.dataset, or labels in another encoding\?")
+    with pytest.raises(DataError, match=message):
+        build_dataset(cfg, "val")[0]
+    with pytest.raises(DataError, match=message):
+        validate_split(cfg, "val", full=True)
+    own = load_config({"data": {"dataset": "cocostuff", "root": str(tmp_path), "val_list": "list.txt",
+                                "label_map": {0: 0, 181: 170}}})  # the user's own map: values it leaves out are theirs
+    assert set(np.unique(build_dataset(own, "val")[0][1].numpy())) == {0, 170, 255}
+    write_case(tmp_path / "ade", np.array([[0, 150, 151]], np.uint8))
+    ade = load_config({"data": {"dataset": "ade20k", "root": str(tmp_path / "ade"), "val_list": "list.txt"}})
+    with pytest.raises(DataError, match=r"has value 151, which is not a label id of ade20k \(0-150, 255\)"):
+        build_dataset(ade, "val")[0]

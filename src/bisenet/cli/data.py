@@ -130,7 +130,7 @@ def _lists(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from bisenet.data.catalog import DATASETS
+    from bisenet.data.catalog import DATASETS, preset_labels
     from bisenet.data.check import check_pairs, format_summary
     from bisenet.data.lists import plural, read_given_list
     from bisenet.errors import nearest
@@ -141,14 +141,11 @@ def _check(args: argparse.Namespace) -> int:
         from bisenet.data.dataset import split_pairs
 
         cfg = load_config(args.config)
-        if args.list is not None:  # read here, so a missing list is blamed on --list, not on data.*_list
-            root = Path(args.root if args.root is not None else cfg.data.root).expanduser()
-            pairs = read_given_list(args.list, root, "--list")
-        else:
-            pairs = split_pairs(cfg, args.split, args.root)
+        pairs = split_pairs(cfg, args.split, args.root, args.list)  # a missing --list is blamed on --list
         num_classes = args.num_classes if args.num_classes is not None else cfg.num_classes
         ignore_index = cfg.data.ignore_index
         label_map, names = cfg.data.label_map, cfg.data.class_names
+        dataset = preset_labels(cfg.data.dataset, label_map)
         preset = DATASETS.get(cfg.data.dataset)
         if label_map is not None and (preset is None or label_map != preset.label_map):
             map_name = "data.label_map"  # the user's own map: name the values it leaves out
@@ -162,6 +159,7 @@ def _check(args: argparse.Namespace) -> int:
                 raise DataError(f"--dataset {args.dataset!r} is not one of {', '.join(DATASETS)}"
                                 f"{nearest(args.dataset, DATASETS)}")
             label_map, names = info.label_map, list(info.class_names)
+        dataset = preset_labels(args.dataset or "custom", label_map)
         num_classes = args.num_classes if args.num_classes is not None else (info.num_classes if info else None)
         if num_classes is None:
             raise DataError("--num-classes N is required (or --dataset NAME to use that dataset's classes)")
@@ -173,7 +171,7 @@ def _check(args: argparse.Namespace) -> int:
     if not num_classes <= ignore_index <= 255:  # the rule data.ignore_index follows in a config
         raise DataError(f"--ignore-index {ignore_index} must lie in [num classes, 255] (num classes = {num_classes}); "
                         "255 is the usual choice")
-    report = check_pairs(pairs, num_classes, ignore_index, label_map, workers=args.workers)
+    report = check_pairs(pairs, num_classes, ignore_index, label_map, workers=args.workers, dataset=dataset)
     if report.problems:
         for line in report.problems:
             print(line)

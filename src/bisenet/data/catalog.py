@@ -20,6 +20,9 @@ class DatasetInfo:
     # None means the raw values already are train ids.
     label_map: dict[int, int] | None = None
     ignore_index: int = 255
+    # Every raw value the dataset's label files hold besides the ignore value: the label map's keys plus
+    # the ids it ignores (CamVid's void 11). A value outside means another dataset or encoding. None: unchecked.
+    raw_ids: range | None = None
     notes: str = field(default="", compare=False)
 
     @property
@@ -73,6 +76,7 @@ CITYSCAPES = DatasetInfo(
     # Official labelIds -> trainIds; every other id (and license plate, -1) is ignored.
     label_map={7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18},
+    raw_ids=range(34),  # labelIds 0-33; license plate (-1) is not drawn into the PNGs
 )
 
 CAMVID = DatasetInfo(
@@ -85,6 +89,7 @@ CAMVID = DatasetInfo(
     mean=(0.4119, 0.4251, 0.4327),
     std=(0.3071, 0.3116, 0.3072),
     label_map={i: i for i in range(11)},  # 11 = void -> ignore
+    raw_ids=range(12),
 )
 
 DUBAI = DatasetInfo(
@@ -133,6 +138,7 @@ COCOSTUFF = DatasetInfo(
     mean=(0.4696, 0.4464, 0.4072),
     std=(0.2747, 0.2701, 0.2852),
     label_map={raw: train_id for train_id, raw in enumerate(_COCO_USED)},
+    raw_ids=range(182),  # the unused ids included: 255 marks unlabelled pixels
 )
 
 ADE20K = DatasetInfo(
@@ -161,6 +167,7 @@ ADE20K = DatasetInfo(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     label_map={i: i - 1 for i in range(1, 151)},  # 0 = "other" -> ignore
+    raw_ids=range(151),
 )
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -179,23 +186,51 @@ def build_lut(label_map: dict[int, int] | None, ignore_index: int = 255) -> np.n
     return lut
 
 
-def invalid_values(label: np.ndarray, lut: np.ndarray | None, num_classes: int, ignore_index: int = 255) -> str:
+def preset_labels(dataset: str, label_map: dict[int, int] | None) -> DatasetInfo | None:
+    """The named dataset whose raw label ids labels must hold: None for custom data or a user's own label map."""
+    preset = DATASETS.get(dataset)
+    # A user's map (even on a named dataset) may leave values out on purpose: data check notes those instead.
+    return preset if preset is not None and preset.raw_ids is not None and label_map == preset.label_map else None
+
+
+DATASET_FIX = "wrong --dataset / data.dataset, or labels in another encoding?"
+
+
+def invalid_values(label: np.ndarray, lut: np.ndarray | None, num_classes: int, ignore_index: int = 255,
+                   fix: str | None = None, dataset: DatasetInfo | None = None) -> str:
     """'' if every (mapped) label value is a class id or the ignore index, else a one-line reason."""
     import cv2  # local: keep importing the catalog (done by config loading) light
 
     hist = cv2.calcHist([np.ascontiguousarray(label)], [0], None, [256], [0, 256]).ravel()
-    return invalid_counts(hist, lut, num_classes, ignore_index)
+    return invalid_counts(hist, lut, num_classes, ignore_index, fix=fix, dataset=dataset)
 
 
 def invalid_counts(counts: np.ndarray, lut: np.ndarray | None, num_classes: int, ignore_index: int = 255,
-                   fix: str | None = None) -> str:
-    """invalid_values on a 256-bin histogram of raw values (pixels per value); `fix` replaces the advice."""
+                   fix: str | None = None, dataset: DatasetInfo | None = None) -> str:
+    """invalid_values on a 256-bin histogram of raw values (pixels per value); `fix` replaces the advice.
+
+    With `dataset` (see preset_labels), raw values that are not among its label ids are reported too:
+    its label map would silently send them to the ignore index.
+    """
     raw = np.flatnonzero(counts)
+    if dataset is not None and dataset.raw_ids is not None:
+        known = np.isin(raw, np.asarray(dataset.raw_ids)) | (raw == dataset.ignore_index) | (raw == ignore_index)
+        foreign = raw[~known]
+        if foreign.size:
+            ids = f"{dataset.raw_ids.start}-{dataset.raw_ids.stop - 1}, {dataset.ignore_index}"
+            one = foreign.size == 1
+            what = f"value {_shown(foreign)}, which is not a label id" if one else \
+                f"values {_shown(foreign)}, which are not label ids"
+            return f"has {what} of {dataset.name} ({ids}); {fix or DATASET_FIX}"
     mapped = raw if lut is None else lut[raw]
     bad = raw[(mapped >= num_classes) & (mapped != ignore_index)]
     if bad.size == 0:
         return ""
-    shown = ", ".join(str(v) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
     how = "after the label map " if lut is not None else ""
     fix = fix or f"fix data.num_classes / data.label_map (or --dataset) or remap those values to {ignore_index}"
-    return f"has values {shown} outside [0, {num_classes}) {how}that are not the ignore index {ignore_index}; {fix}"
+    return f"has values {_shown(bad)} outside [0, {num_classes}) {how}that are not the ignore index {ignore_index}; {fix}"
+
+
+def _shown(values: np.ndarray) -> str:
+    """Up to ten values, comma separated."""
+    return ", ".join(str(v) for v in values[:10]) + (" ..." if values.size > 10 else "")

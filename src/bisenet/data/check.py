@@ -10,9 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bisenet.data.catalog import build_lut, invalid_counts
+from bisenet.data.catalog import DatasetInfo, build_lut, invalid_counts
 from bisenet.data.dataset import uses_train_ids
-from bisenet.data.decode import FileProblem, read_image, read_label, size_mismatch
+from bisenet.data.decode import JPEG_FIX, FileProblem, is_jpeg, read_image, read_label, size_mismatch
 from bisenet.data.lists import ListEntry, PairList, not_found_fix, plural
 
 
@@ -44,7 +44,8 @@ class CheckReport:
         return [round(float(v), 4) for v in mean / 255], [round(float(v), 4) for v in std / 255]
 
 
-def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes: int, ignore_index: int):
+def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes: int, ignore_index: int,
+               dataset: DatasetInfo | None):
     """Problems of one pair plus its statistics (None when unreadable)."""
     problems, image, label = [], None, None
     for what, reader in (("image", read_image), ("label", read_label)):
@@ -60,12 +61,13 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
             label = array
     if image is not None and label is not None and image.shape[:2] != label.shape[:2]:
         problems.append(f"{where}: {size_mismatch(entry.image, image.shape, entry.label, label.shape)}")
-    label_lut = None if uses_train_ids(entry.label) else lut
+    train_ids = uses_train_ids(entry.label)
+    label_lut = None if train_ids else lut
     hist = None
     if label is not None:
         hist = cv2.calcHist([label], [0], None, [256], [0, 256]).ravel()
         fix = JPEG_FIX if is_jpeg(entry.label) else None
-        bad = invalid_counts(hist, label_lut, num_classes, ignore_index, fix=fix)
+        bad = invalid_counts(hist, label_lut, num_classes, ignore_index, fix=fix, dataset=None if train_ids else dataset)
         if bad:
             problems.append(f"{where}: label {entry.label} {bad}")
     stats = None
@@ -80,25 +82,20 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
     return problems, stats
 
 
-JPEG_FIX = ("it is a JPEG, whose lossy compression invents values at class edges: save the labels as lossless PNG "
-            "from the original masks (if those values are real classes, fix data.num_classes / data.label_map)")
-
-
-def is_jpeg(path: Path) -> bool:
-    """True for a .jpg/.jpeg file name."""
-    return path.suffix.lower() in (".jpg", ".jpeg")
-
-
 def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
-                label_map: dict[int, int] | None = None, workers: int = 4) -> CheckReport:
-    """Read every pair (threads: OpenCV decoding releases the GIL) and collect problems."""
+                label_map: dict[int, int] | None = None, workers: int = 4,
+                dataset: DatasetInfo | None = None) -> CheckReport:
+    """Read every pair (threads: OpenCV decoding releases the GIL) and collect problems.
+
+    `dataset` (catalog.preset_labels): the named dataset whose raw label ids every label must hold.
+    """
     report = CheckReport(pairs=len(pairs.entries), problems=list(pairs.problems), label_map=label_map is not None)
     lut = build_lut(label_map, ignore_index)
     unmapped = np.ones(256, bool)  # values the map sends to ignore only because it leaves them out
     unmapped[[raw for raw in (label_map or {}) if 0 <= raw < 256] + [ignore_index]] = False  # ignore stays ignore
 
     def work(entry: ListEntry):
-        return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index)
+        return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index, dataset)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for entry, (problems, stats) in zip(pairs.entries, pool.map(work, pairs.entries)):  # map keeps list order
@@ -137,6 +134,8 @@ def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
     mean, std = report.mean_std()
     lines.append(f"RGB mean/std on [0,1] pixels, for the config:  mean: {mean}  std: {std}")
     notes = [ignore_note(report, num_classes, ignore_index), unmapped_note(report, ignore_index, map_name)]
+    if not any(notes):  # those two already say which values went to ignore, and why
+        notes.append(mostly_ignored_note(report, ignore_index))
     if report.jpeg_labels:  # a note, not a problem: without PNG originals there is nothing better to train on
         count = len(report.jpeg_labels)
         notes.append(f"note: {count} label{'s are JPEGs' if count > 1 else ' is a JPEG'} (e.g. {report.jpeg_labels[0]}), "
@@ -145,6 +144,18 @@ def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
 
 
 IGNORED_SHARE_NOTE = 0.05  # ignored share of pixels above which an absent class hints at a class saved as 255
+MOSTLY_IGNORED = 0.9  # ignored share above which the label encoding is likely not the one assumed
+
+
+def mostly_ignored_note(report: CheckReport, ignore_index: int) -> str:
+    """A note when nearly every pixel ends up ignored: real datasets label most pixels, so the encoding is off."""
+    counts = report.class_pixels
+    share = counts[ignore_index] / max(counts.sum(), 1)
+    if share <= MOSTLY_IGNORED:
+        return ""
+    return (f"note: {100 * share:.1f}% of pixels are the ignore index {ignore_index}, so little is left to learn: "
+            "wrong --dataset / data.dataset, or labels in another encoding? `bisenet data show CFG` draws what "
+            "the network gets")
 
 
 def ignore_note(report: CheckReport, num_classes: int, ignore_index: int) -> str:

@@ -15,9 +15,9 @@ from torch.utils.data import Dataset
 
 from bisenet.config import AugmentConfig, Config, load_config
 from bisenet.data.cache import DecodedCache
-from bisenet.data.catalog import build_lut, invalid_values
-from bisenet.data.decode import FileProblem
-from bisenet.data.lists import PairList, missing_files, read_list, resolve_list_path
+from bisenet.data.catalog import DatasetInfo, build_lut, invalid_values, preset_labels
+from bisenet.data.decode import JPEG_FIX, FileProblem, is_jpeg, size_mismatch
+from bisenet.data.lists import PairList, missing_files, read_given_list, read_list, resolve_list_path
 from bisenet.data.transforms import CropParams, eval_sample, normalise_tables, sample_params, train_sample
 from bisenet.errors import DataError
 
@@ -86,7 +86,9 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         cache: str = "none",
         cache_dir: str | Path | None = None,
+        dataset: DatasetInfo | None = None,
     ) -> None:
+        """`dataset`: the named dataset (catalog.preset_labels) whose raw label ids each label must hold."""
         if pairs.problems:
             raise DataError(_join(pairs.problems))
         self.list_file = pairs.path
@@ -96,6 +98,7 @@ class SegmentationDataset(Dataset):
         self.names = [image.stem for image, _ in self.samples]
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.dataset = dataset
         self.augment = augment
         self.seed = seed
         self.epoch = 0
@@ -170,13 +173,14 @@ class SegmentationDataset(Dataset):
             label = self.cache.label(label_path)
         except FileProblem as exc:
             raise SampleError(f"{where}: {exc}") from None
-        if image.shape[:2] != label.shape[:2]:
-            raise SampleError(
-                f"{where}: image {image_path} is {image.shape[1]}x{image.shape[0]} but label {label_path} is "
-                f"{label.shape[1]}x{label.shape[0]} (WxH); they must be the same size (resize the label with nearest)"
-            )
+        mismatch = size_mismatch(image_path, image.shape, label_path, label.shape)  # as `data check` words it
+        if mismatch:
+            raise SampleError(f"{where}: {mismatch}")
         if index not in self._checked:
-            bad = invalid_values(label, self._luts[index], self.num_classes, self.ignore_index)
+            lut = self._luts[index]
+            bad = invalid_values(label, lut, self.num_classes, self.ignore_index,
+                                 fix=JPEG_FIX if is_jpeg(label_path) else None,
+                                 dataset=None if lut is None else self.dataset)  # train-id files hold no raw ids
             if bad:
                 raise SampleError(f"{where}: label {label_path} {bad}")
             self._checked.add(index)
@@ -211,14 +215,12 @@ def split_pairs(cfg: Config, split: str, data_root: str | Path | None = None,
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     root = Path(data_root if data_root is not None else cfg.data.root).expanduser()
-    if list_file is not None:
-        path = resolve_list_path(list_file, root, prefer_cwd=True)
-    else:
-        name = {"train": cfg.data.train_list, "val": cfg.data.val_list, "test": cfg.data.test_list}[split]
-        if name is None:
-            raise DataError(f"no list for the {split} split: set data.{split}_list in the config or pass a list file")
-        path = resolve_list_path(name, root)
-    return read_list(path, root)
+    if list_file is not None:  # a miss names the --list given, not data.<split>_list
+        return read_given_list(list_file, root)
+    name = {"train": cfg.data.train_list, "val": cfg.data.val_list, "test": cfg.data.test_list}[split]
+    if name is None:
+        raise DataError(f"no list for the {split} split: set data.{split}_list in the config or pass a list file")
+    return read_list(resolve_list_path(name, root), root)
 
 
 def build_dataset(config: Config | str | Path | dict, split: str, data_root: str | Path | None = None,
@@ -238,6 +240,7 @@ def build_dataset(config: Config | str | Path | dict, split: str, data_root: str
         seed=cfg.train.seed,
         # `device` keeps the decoded train split in memory here; DeviceBatches copies it to the device.
         cache="memory" if data.cache == "device" else data.cache,
+        dataset=preset_labels(data.dataset, data.label_map),
     )
 
 
@@ -259,7 +262,8 @@ def validate_split(config: Config | str | Path | dict, split: str, data_root: st
             picked = spread_indices(len(pairs.entries), sample)
             pairs = dataclasses.replace(pairs, entries=[pairs.entries[i] for i in picked])
         report = check_pairs(pairs, cfg.num_classes, cfg.data.ignore_index, cfg.data.label_map,
-                             workers=max(1, cfg.train.workers))
+                             workers=max(1, cfg.train.workers),
+                             dataset=preset_labels(cfg.data.dataset, cfg.data.label_map))
         problems = report.problems
         if not problems and report.class_pixels.sum() and not report.class_pixels[:cfg.num_classes].sum():
             # Each value passes alone, but a label map that matches no value trains on nothing (loss 0).

@@ -17,6 +17,8 @@ COLOUR_MASK_FIX = (
     "labels must be single-channel class ids: map each palette colour to its id "
     "(e.g. ids = lut[r*65536 + g*256 + b]) and save an 8-bit grayscale PNG"
 )
+JPEG_FIX = ("it is a JPEG, whose lossy compression invents values at class edges: save the labels as lossless PNG "
+            "from the original masks (if those values are real classes, fix data.num_classes / data.label_map)")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # BMP, GIF, TIFF and BigTIFF: formats that may hold a palette, which OpenCV expands to BGR colours.
 PALETTE_SIGNATURES = (b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -131,6 +133,11 @@ def _palette_indices(data: bytes, path: Path) -> np.ndarray | None:
     return ids[..., 0] if ids.ndim == 3 else ids  # palette + alpha: the indices
 
 
+def is_jpeg(path: Path) -> bool:
+    """True for a .jpg/.jpeg file name (a lossy label: its bad values are blamed on the compression)."""
+    return path.suffix.lower() in (".jpg", ".jpeg")
+
+
 def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
     """Check a decoded mask is single-channel with values that fit in 8 bits."""
     if label.ndim == 3 and label.shape[2] == 1:
@@ -153,8 +160,6 @@ def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
             )
         label = label.astype(np.uint8)
     return label
-
-
 
 
 EXIF_ORIENTATION = 0x0112
