@@ -108,7 +108,7 @@ def test_lists_pairs_strips_a_common_label_suffix_or_says_how_to_rename(tmp_path
     (tmp_path / "masks" / "a_mask.png").rename(tmp_path / "masks" / "a.png")  # mixed names: how to rename the rest
     code, out = run_cli(capsys, *args)
     assert code == 0 and (tmp_path / "train.txt").read_text() == "imgs/a.jpg,masks/a.png\n"
-    assert out.endswith(f"wrote {tmp_path / 'train.txt'}: 1 pair\n")  # not "1 pairs"
+    assert out.endswith(f"replaced {tmp_path / 'train.txt'} (was 3 lines): 1 pair\n")  # not "1 pairs"
     assert (f'2 labels are named <image name>_mask (e.g. b_mask.png) but images and labels pair by the same file '
             f'name without the extension; rename them: for f in {tmp_path / "masks"}/*_mask.png; do mv "$f" '
             f'"${{f%_mask.png}}.png"; done') in out
@@ -229,3 +229,17 @@ def test_lists_pairs_names_the_subfolder_rule_and_warns_when_folders_look_swappe
     assert code == 0 and "pairs: --images and --labels look swapped: the labels are photos (e.g. y.jpg" in out
     code, out = run_cli(capsys, *args, "--images", "photos", "--labels", "masks")
     assert code == 0 and "swapped" not in out
+
+
+def test_lists_say_which_lists_they_replace(tmp_path, capsys):
+    camvid = tmp_path / "camvid"
+    for split in ("train", "val"):
+        _touch_png(camvid / split / "0001.png", 3)
+        _touch_png(camvid / f"{split}annot" / "0001.png")
+    (camvid / "train.txt").write_text("# my own list\na.png,b.png\nc.png,d.png\n")
+    code, out = run_cli(capsys, "data", "lists", "camvid", str(camvid))
+    assert code == 0 and out.splitlines() == [f"replaced {camvid / 'train.txt'} (was 3 lines): 1 pair",
+                                              f"wrote {camvid / 'val.txt'}: 1 pair"]
+    args = ("data", "lists", "pairs", str(camvid), "--images", "train", "--labels", "trainannot", "--out", "val.txt")
+    code, out = run_cli(capsys, *args)
+    assert code == 0 and out.splitlines() == [f"replaced {camvid / 'val.txt'} (was 1 line): 1 pair"]

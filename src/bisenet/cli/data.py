@@ -106,7 +106,7 @@ def _under(root: Path, path: Path) -> Path:
 
 def _lists(args: argparse.Namespace) -> int:
     from bisenet.data.layouts import describe_unmatched, pair_folders, write_dataset_lists
-    from bisenet.data.lists import plural, write_list
+    from bisenet.data.lists import existing_lines, write_list
 
     if args.layout == "pairs":
         if args.images is None or args.labels is None or args.out is None:
@@ -119,14 +119,24 @@ def _lists(args: argparse.Namespace) -> int:
         if not pairing.pairs:
             raise DataError(f"no image in {args.images} has a label at the same path inside {args.labels} (without the "
                             "extension, or plus one suffix such as _mask); see the lines above")
-        print(f"wrote {out}: {plural(write_list(out, pairing.pairs, args.root), 'pair')}")
+        old = existing_lines(out)
+        print(_wrote(out, write_list(out, pairing.pairs, args.root), old))
         return 0
     report = write_dataset_lists(args.layout, args.root, args.out, train_ids=args.train_ids)
     for line in report.warnings:
         print(line)
     for path, count in report.written.items():
-        print(f"wrote {path}: {plural(count, 'pair')}")
+        print(_wrote(path, count, report.replaced.get(path)))
     return 0
+
+
+def _wrote(path: Path, count: int, old_lines: int | None) -> str:
+    """'wrote LIST: N pairs', or 'replaced LIST (was M lines): N pairs' when a list was there (never silently)."""
+    from bisenet.data.lists import plural
+
+    done = "wrote" if old_lines is None else "replaced"
+    was = "" if old_lines is None else f" (was {plural(old_lines, 'line')})"
+    return f"{done} {path}{was}: {plural(count, 'pair')}"
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bisenet.data.lists import format_list
+from bisenet.data.lists import existing_lines, format_list
 from bisenet.errors import DataError, check_output_file, write_text_atomic
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")  # all OpenCV reads
@@ -30,9 +30,10 @@ class Pairing:
 
 @dataclass
 class ListsReport:
-    """Lists written (path -> number of pairs) and one warning line per unmatched group."""
+    """Lists written (path -> number of pairs), lists they replaced (path -> old line count), unmatched groups."""
 
     written: dict[Path, int] = field(default_factory=dict)
+    replaced: dict[Path, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -276,6 +277,9 @@ def write_dataset_lists(dataset: str, root: str | Path, out: str | Path | None =
             path = check_output_file(out_dir / f"{split}.txt", "list file", f"{split}.txt")
             texts[path] = (format_list(pairing.pairs, root), len(pairing.pairs))
     for path, (text, count) in texts.items():
+        old = existing_lines(path)
+        if old is not None:
+            report.replaced[path] = old
         write_text_atomic(path, text, "list file", path.name)
         report.written[path] = count
     return report

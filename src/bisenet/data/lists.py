@@ -156,6 +156,14 @@ def format_list(pairs: list[tuple[Path, Path]], root: Path) -> str:
     return "".join(lines)
 
 
+def existing_lines(path: Path) -> int | None:
+    """Lines in the file a list is about to replace, None when there is none (a replaced list is worth a line)."""
+    try:
+        return len(path.read_bytes().splitlines())
+    except OSError:  # absent (or unreadable: writing will say so)
+        return None
+
+
 def write_list(path: Path, pairs: list[tuple[Path, Path]], root: Path) -> int:
     """Write `image,label` lines relative to `root` (atomically); return the count."""
     write_text_atomic(path, format_list(pairs, root), "list file", "train.txt")
