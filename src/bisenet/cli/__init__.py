@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "predict": (predict, "segment images, folders or videos into coloured masks"),
     "export": (export, "export weights to ONNX and check them with onnxruntime"),
     "bench": (bench, "time inference or training steps for each backend"),
-    "data": (data, "convert labels, write list files, check a dataset"),
+    "data": (data, "convert labels, write list files, check a dataset, show samples as the network gets them"),
     "info": (info, "parameters and GFLOPs of a model"),
 }
 
