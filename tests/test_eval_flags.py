@@ -128,3 +128,92 @@ def test_pred_dir_accepts_dataset_custom_with_a_class_count(tiny, tmp_path, caps
         assert main([*base, *flags]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
+
+
+@pytest.fixture(scope="module")
+def two_folders(tiny, tmp_path_factory) -> Path:
+    """tiny's two images as a/img/t.png and b/img/t.png (one file name in two folders), with a list file."""
+    root = tmp_path_factory.mktemp("two_folders")
+    for k, sub in enumerate("ab"):
+        for kind in ("img", "lab"):
+            (root / sub / kind).mkdir(parents=True)
+            (root / sub / kind / "t.png").write_bytes((tiny / kind / f"t{k}.png").read_bytes())
+    (root / "val.txt").write_text("a/img/t.png,a/lab/t.png\nb/img/t.png,b/lab/t.png\n")
+    return root
+
+
+def test_save_pred_mirrors_folders_so_a_shared_file_name_is_not_overwritten(two_folders, model, tmp_path) -> None:
+    # Both were written as DIR/t.png, the second over the first, and --pred-dir then scored one image twice.
+    cfg = load_config(CONFIG, {"data.root": str(two_folders), "data.val_list": "val.txt"})
+    result = evaluate(cfg, model, device="cpu", workers=0, progress=False, save_pred_dir=tmp_path / "pred")
+    assert sorted(p.relative_to(tmp_path / "pred").as_posix() for p in (tmp_path / "pred").rglob("*.png")) == [
+        "a/img/t.png", "b/img/t.png"]
+    scored = bisenet.evaluation.score_predictions(tmp_path / "pred", two_folders, "val.txt", dataset="dubai")
+    assert scored["confusion_matrix"] == result["confusion_matrix"]
+
+
+def test_save_pred_stays_flat_for_images_of_one_folder(tiny, model, tmp_path) -> None:
+    cfg = load_config(CONFIG, {"data.root": str(tiny), "data.val_list": "val.txt"})
+    evaluate(cfg, model, device="cpu", workers=0, progress=False, save_pred_dir=tmp_path / "pred")
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["t0.png", "t1.png"]
+
+
+def test_save_pred_refuses_two_images_of_one_name_before_any_work(tiny, model, tmp_path) -> None:
+    root = tmp_path / "ds"
+    (root / "img").mkdir(parents=True)
+    for suffix in (".png", ".jpg"):  # t.png and t.jpg: both would be saved as t.png
+        cv2.imwrite(str(root / "img" / f"t{suffix}"), cv2.imread(str(tiny / "img" / "t0.png")))
+    (root / "val.txt").write_text(f"img/t.png,{tiny / 'lab' / 't0.png'}\nimg/t.jpg,{tiny / 'lab' / 't1.png'}\n")
+    cfg = load_config(CONFIG, {"data.root": str(root), "data.val_list": "val.txt"})
+    with pytest.raises(BisenetError) as info:
+        evaluate(cfg, model, device="cpu", workers=0, progress=False, save_pred_dir=tmp_path / "pred")
+    assert str(info.value) == (f"--save-pred: images {root / 'img' / 't.png'} and {root / 'img' / 't.jpg'} would both "
+                               "be saved as t.png; rename one of them (predictions are named after the image's folder "
+                               "and stem)")
+    assert not (tmp_path / "pred").exists()
+
+
+def test_pred_dir_refuses_two_list_lines_scored_against_one_prediction(two_folders, tmp_path, capsys) -> None:
+    # predict a/img/t.png b/img/t.png --out pd writes t_label.png and t_2_label.png: both lines found t_label.png.
+    preds = tmp_path / "pd"
+    preds.mkdir()
+    for name, label in (("t_label.png", "a/lab/t.png"), ("t_2_label.png", "b/lab/t.png")):
+        (preds / name).write_bytes((two_folders / label).read_bytes())
+    assert main(["eval", "--pred-dir", str(preds), "--root", str(two_folders), "--list", "val.txt",
+                 "--dataset", "dubai"]) == 2
+    assert capsys.readouterr().err == (
+        f"bisenet eval: error: {two_folders / 'val.txt'} line 1 (a/img/t.png) and line 2 (b/img/t.png) would both be "
+        f"scored against {preds / 't_label.png'}; predict their common folder, not the files one by one (or eval "
+        "--save-pred), so that their folders are mirrored below the prediction folder\n")
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--scale", "2"], "--scale"), (["--mode", "ss", "--no-flip"], "--mode --no-flip"), (["--flip"], "--flip"),
+    (["--backend", "eager", "--calibration", "x"], "--backend --calibration"), (["--batch-size", "0"], "--batch-size"),
+    (["--crop", "64x64", "--stride", "32x32", "--scales", "1"], "--scales --crop --stride"),
+    (["--device", "cpu", "--calibration-images", "4"], "--device --calibration-images"),
+    (["--save-pred", "out", "--cityscapes-ids"], "--save-pred --cityscapes-ids"),
+])
+def test_pred_dir_refuses_flags_that_only_running_a_model_reads(tiny, tmp_path, capsys, flags, named) -> None:
+    # They were ignored silently: --pred-dir scores saved PNGs as they are.
+    assert main(["eval", "--pred-dir", str(tmp_path), "--root", str(tiny), "--list", "val.txt", "--dataset", "dubai",
+                 *flags]) == 2
+    assert capsys.readouterr().err == (f"bisenet eval: error: --pred-dir scores saved PNGs without a model: drop {named} "
+                                       "(used only when running one), or drop --pred-dir and pass --weights\n")
+
+
+def test_pred_dir_with_a_config_scores_the_list_of_split(tiny, tmp_path, capsys) -> None:
+    # --split was ignored here: the config's val list was scored whatever split was named.
+    (tiny / "one.txt").write_text("img/t0.png,lab/t0.png\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  dataset: dubai\n  root: {tiny}\n  train_list: one.txt\n  val_list: val.txt\n")
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for label in (tiny / "lab").iterdir():
+        (preds / label.name).write_bytes(label.read_bytes())
+    for split, images in (("train", 1), ("val", 2)):
+        assert main(["eval", str(config), "--pred-dir", str(preds), "--split", split]) == 0
+        assert f"{images} images, pred-dir" in capsys.readouterr().out
+    assert main(["eval", str(config), "--pred-dir", str(preds), "--split", "test"]) == 2
+    assert capsys.readouterr().err == (f"bisenet eval: error: --split test: {config} names no data.test_list; "
+                                       "pass --list L\n")

@@ -9,6 +9,8 @@ from bisenet.config import EVAL_MODES, parse_size
 from bisenet.errors import BisenetError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from bisenet.config import Config
 
 
@@ -16,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config (optional when the checkpoint stores one, or with --pred-dir)")
     parser.add_argument("--weights", help="published state_dict, our checkpoint, or .safetensors")
     parser.add_argument("--mode", choices=EVAL_MODES, help="ss whole image, ssc sliding crops, msf multi-scale + flip, mscf both")
-    parser.add_argument("--split", default="val", choices=["train", "val", "test"])
+    parser.add_argument("--split", default="val", choices=["train", "val", "test"],
+                        help="the config's list to score (default val; --list overrides it)")
     parser.add_argument("--data-root", help="override data.root")
     parser.add_argument("--list", help="list file of image,label pairs (overrides the split's list)")
     parser.add_argument("--scale", type=float, help="ss/ssc: resize inputs by this first (default eval.scale, 1.0)")
@@ -26,15 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="add horizontally flipped inputs (default: on for msf/mscf)")
     parser.add_argument("--batch-size", type=int, help="images per forward pass (same-size images are batched)")
-    parser.add_argument("--workers", type=int, help="data-loading processes")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--backend", default="eager",
-                        help="inference backend: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino")
+    parser.add_argument("--workers", type=int, help="data-loading processes (--pred-dir: decoding threads)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or auto (default auto)")
+    parser.add_argument("--backend", help="inference backend: eager (default) amp fold_bn compile compile_graphs (CUDA) "
+                        "onnxruntime openvino int8 int8_compile int8_openvino")
     parser.add_argument("--calibration", metavar="DIR",
                         help="int8 backends: folder of calibration images (default: images of the train split)")
-    parser.add_argument("--calibration-images", type=int, default=8, metavar="N", help="int8 calibration images (default 8)")
+    parser.add_argument("--calibration-images", type=int, metavar="N", help="int8 calibration images (default 8)")
     parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON, with confusion and IoU plots beside it")
-    parser.add_argument("--save-pred", metavar="DIR", help="write one train-id PNG per image, named after its stem")
+    parser.add_argument("--save-pred", metavar="DIR", help="write one train-id PNG per image, STEM.png in the image's "
+                        "folder below the list images' common folder (flat when they share one)")
     parser.add_argument("--cityscapes-ids", action="store_true",
                         help="with --save-pred: write label ids instead of train ids (for the official server)")
     group = parser.add_argument_group("scoring saved predictions (no model)")
@@ -95,7 +99,8 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
     if not args.weights:
         raise BisenetError("pass --weights W to evaluate a model, or --pred-dir DIR to score saved predictions")
     scales = _scales(args.scales)  # before the weights load
-    calibration = unused_calibration(args.calibration, args.backend)
+    backend = args.backend or "eager"
+    calibration = unused_calibration(args.calibration, backend)
     config = args.config
     if config is None:
         ckpt = read_weights(args.weights)
@@ -111,21 +116,22 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
         config, args.weights, mode=args.mode, split=args.split, data_root=args.data_root, list_file=args.list,
         scales=scales, scale=args.scale, crop=parse_size(args.crop, "--crop") if args.crop else None,
         stride=parse_size(args.stride, "--stride") if args.stride else None, flip=args.flip,
-        batch_size=args.batch_size, device=args.device, backend=args.backend, save_pred_dir=args.save_pred,
-        cityscapes_ids=args.cityscapes_ids, workers=args.workers,
-        calibration=calibration, calibration_images=args.calibration_images,
+        batch_size=args.batch_size, device=args.device or "auto", backend=backend, save_pred_dir=args.save_pred,
+        cityscapes_ids=args.cityscapes_ids, workers=args.workers, calibration=calibration,
+        calibration_images=8 if args.calibration_images is None else args.calibration_images,
     )
 
 
-def unused_calibration(calibration: str | None, backend: str) -> str | None:
-    """`calibration`, or None with a one-line warning when `backend` does not calibrate (eval and predict)."""
+def unused_calibration(calibration: str | None, backend: str | Sequence[str]) -> str | None:
+    """`calibration`, or None with a one-line warning when no backend given calibrates (eval, predict and bench)."""
     import sys
 
     from bisenet.deploy.backends import CALIBRATED
 
-    if calibration and backend not in CALIBRATED:
+    backends = [backend] if isinstance(backend, str) else list(backend)
+    if calibration and not any(name in CALIBRATED for name in backends):
         print(f"warning: --calibration {calibration} is ignored: only the int8 backends ({', '.join(CALIBRATED)}) "
-              f"calibrate, not --backend {backend}", file=sys.stderr)
+              f"calibrate, not --backend {' '.join(backends)}", file=sys.stderr)
         return None
     return calibration
 
@@ -163,23 +169,41 @@ def bundled_config(arch: str | None, classes: int) -> tuple[str, Config] | None:
     return None
 
 
+def _model_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """(flag as given, value) of each flag that only running a model reads; None (or False) when not given."""
+    flip = {True: "--flip", False: "--no-flip"}.get(args.flip)
+    return [("--mode", args.mode), ("--scale", args.scale), ("--scales", args.scales), ("--crop", args.crop),
+            ("--stride", args.stride), (flip, flip), ("--batch-size", args.batch_size), ("--device", args.device),
+            ("--backend", args.backend), ("--calibration", args.calibration),
+            ("--calibration-images", args.calibration_images), ("--save-pred", args.save_pred),
+            ("--cityscapes-ids", args.cityscapes_ids)]
+
+
 def _score_saved(args: argparse.Namespace) -> dict:
     from bisenet.evaluation import score_predictions
 
     if args.weights:
         raise BisenetError("--pred-dir scores saved PNGs without a model: drop --weights (or drop --pred-dir)")
+    given = [flag for flag, value in _model_flags(args) if value is not None and value is not False]  # not 0
+    if given:
+        raise BisenetError(f"--pred-dir scores saved PNGs without a model: drop {' '.join(given)} (used only when "
+                           "running one), or drop --pred-dir and pass --weights")
     if args.config:
         from bisenet.config import load_config
 
         cfg = load_config(args.config)
         d = cfg.data
+        listed = args.list or getattr(d, f"{args.split}_list")  # --split names the config's list here too
+        if not listed:
+            raise BisenetError(f"--split {args.split}: {args.config} names no data.{args.split}_list; pass --list L")
         return score_predictions(
-            args.pred_dir, args.root or args.data_root or d.root, args.list or d.val_list,
-            num_classes=cfg.num_classes, ignore_index=d.ignore_index, label_map=d.label_map, class_names=d.class_names,
+            args.pred_dir, args.root or args.data_root or d.root, listed, num_classes=cfg.num_classes,
+            ignore_index=d.ignore_index, label_map=d.label_map, class_names=d.class_names, workers=args.workers,
         )
     root = args.root or args.data_root
     if not root or not args.list:
         raise BisenetError("--pred-dir needs --root R and --list L (or a CONFIG that names them)")
     if not args.dataset and not args.num_classes:
         raise BisenetError("--pred-dir needs --dataset NAME (e.g. cityscapes) or --num-classes N")
-    return score_predictions(args.pred_dir, root, args.list, num_classes=args.num_classes, dataset=args.dataset)
+    return score_predictions(args.pred_dir, root, args.list, num_classes=args.num_classes, dataset=args.dataset,
+                             workers=args.workers)

@@ -102,10 +102,12 @@ def evaluate_model(
         _Indexed(dataset), batch_sampler=batches, num_workers=workers if len(batches) > 1 else 0,
         pin_memory=device.type == "cuda", worker_init_fn=ignore_stop_signals,  # a stop signal is the trainer's to handle
     )
-    names = getattr(dataset, "names", None) or [str(i) for i in range(len(dataset))]
     out_dir = Path(save_pred_dir) if save_pred_dir is not None else None
     if out_dir is not None:
+        names = prediction_names(dataset)
         make_dir(out_dir, "--save-pred")
+        for folder in sorted({name.parent for name in names} - {Path(".")}):
+            make_dir(out_dir / folder, "--save-pred")
     confusion = new_confusion(num_classes, device)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as writer, torch.inference_mode():
@@ -137,6 +139,29 @@ def evaluate_model(
         confusion_matrix=confusion_to_list(confusion),
     )
     return result
+
+
+def prediction_names(dataset: Any) -> list[Path]:
+    """Per image, its --save-pred name without .png: its folder below the common folder of the images, then its stem.
+
+    Mirrored as `predict` mirrors an input folder, so that a/img/x.png and b/img/x.png cannot overwrite each other;
+    flat when all images share one folder. Two images that still meet (x.png, x.jpg) are refused.
+    """
+    samples = getattr(dataset, "samples", None)
+    if not samples:  # not a SegmentationDataset: by its `names`, else by index
+        names = getattr(dataset, "names", None) or [str(i) for i in range(len(dataset))]
+        return [Path(name) for name in names]
+    images = [Path(os.path.abspath(image)) for image, _ in samples]  # abspath: a relative root with absolute list paths
+    common = Path(os.path.commonpath([str(image.parent) for image in images]))
+    names, owners = [], {}
+    for image, (given, _) in zip(images, samples):
+        name = image.parent.relative_to(common) / image.stem
+        owner = owners.setdefault(name.as_posix().casefold(), (given, name))  # case-folded: X.png is x.png on macOS
+        if Path(os.path.abspath(owner[0])) != image:
+            raise BisenetError(f"--save-pred: images {owner[0]} and {given} would both be saved as {owner[1]}.png; "
+                               "rename one of them (predictions are named after the image's folder and stem)")
+        names.append(name)
+    return names
 
 
 def _note(message: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from bisenet.data.catalog import DATASETS, build_lut, invalid_counts
+from bisenet.data.lists import ListEntry, PairList
 from bisenet.errors import BisenetError, DataError, nearest
 from bisenet.evaluation.metrics import compute_metrics, confusion_to_list
 
@@ -122,6 +123,8 @@ def score_predictions(
     from bisenet.data.lists import read_list, resolve_list_path
 
     start = time.perf_counter()
+    if workers is not None and workers < 0:
+        raise BisenetError(f"--workers {workers}: must be 0 or more, 0 for the default (workers= in Python)")
     num_classes, names, preset_map = _resolve_classes(num_classes, dataset)
     names = list(class_names) if class_names is not None else names
     label_map = label_map if label_map is not None else preset_map
@@ -140,6 +143,7 @@ def score_predictions(
             "PNGs named after each image's stem: STEM.png (eval --save-pred) or STEM_label.png (predict), both looked for "
             "in the folder and its subfolders"
         )
+    _refuse_shared_predictions(pairs, root, predictions)
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     lut = build_lut(label_map, ignore_index)
     hists = {False: np.zeros(65536, dtype=np.int64), True: np.zeros(65536, dtype=np.int64)}  # by "holds train ids"
@@ -152,6 +156,19 @@ def score_predictions(
     result.update(mode="pred-dir", images=len(jobs), seconds=round(time.perf_counter() - start, 3))
     result["confusion_matrix"] = confusion_to_list(confusion)
     return result
+
+
+def _refuse_shared_predictions(pairs: PairList, root: Path, predictions: list[Path]) -> None:
+    """Refuse two list lines of different images scored against one prediction file (one of them is another's)."""
+    seen: dict[Path, ListEntry] = {}
+    for prediction, entry in zip(predictions, pairs.entries):
+        first = seen.setdefault(prediction.resolve(), entry)
+        if first.image.resolve() != entry.image.resolve():  # the same image listed twice has the same prediction
+            raise DataError(
+                f"{pairs.where(first.line)} ({_relative(first.image, root)}) and line {entry.line} "
+                f"({_relative(entry.image, root)}) would both be scored against {prediction}; predict their common "
+                "folder, not the files one by one (or eval --save-pred), so that their folders are mirrored below "
+                "the prediction folder")
 
 
 def _relative(image: Path, root: Path) -> Path:
