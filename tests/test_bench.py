@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from bisenet.cli import main
 from bisenet.deploy.bench import add_alone, format_table, peak_rss_mb, reset_peak_rss, run_benchmark
@@ -205,3 +206,14 @@ def test_agreement_images_are_normalised_as_predict_normalises_them(weights, tmp
     assert image_normalisation(None, REPO / "weights" / "bisenetv2_camvid.safetensors") == (list(CAMVID.mean), list(CAMVID.std))
     assert image_normalisation(CONFIG, None) == (list(DUBAI.mean), list(DUBAI.std))
     assert image_normalisation(None, None) == (None, None)
+
+
+def test_device_auto_is_taken_and_an_unused_calibration_is_warned_about(capsys) -> None:
+    # auto was "not a device name" here while train, eval and predict take it; --calibration was ignored silently.
+    assert main(["bench", "--size", "64x64", "--num-classes", "3", "--backend", "eager", "--iters", "1", "--warmup", "0",
+                 "--device", "auto", "--calibration", str(VAL_IMAGES)]) == 0
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert warned == [(f"warning: --calibration {VAL_IMAGES} is ignored: only the int8 backends (int8, int8_compile, "
+                       "int8_openvino) calibrate, not --backend eager")]
+    assert ("cuda" if torch.cuda.is_available() else "cpu") in captured.out.splitlines()[-1]

@@ -95,3 +95,13 @@ def test_repeated_set_flags_add_up_instead_of_the_last_one_winning() -> None:
                                       "--set", "augment.crop_size=[64,64]"])
     assert [str(o) for o in overrides_from_args(args)][-3:] == ["train.batch_size=2", "train.eval_interval=0",
                                                                  "augment.crop_size=[64,64]"]
+
+
+def test_every_flag_of_every_command_has_help() -> None:
+    # eval --split and bench --warmup/--iters showed in --help with nothing beside them.
+    from bisenet.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    bare = [f"{name} {action.option_strings[-1]}" for name, sub in commands.items() for action in sub._actions
+            if action.option_strings and not action.help]
+    assert bare == []

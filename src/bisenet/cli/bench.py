@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input HxW, multiples of 32 (default: infer 512x1024, train 512x512, as bench/*.py time them)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per step (default: infer 1, train 4; a training step needs at least 2)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (CUDA when present; default cpu)")
     parser.add_argument("--backend", nargs="+", default=None, metavar="NAME",
                         help="infer: eager amp fold_bn compile compile_graphs (CUDA) onnxruntime openvino int8 int8_compile int8_openvino (default: eager amp fold_bn onnxruntime); "
                              "train: fp32_plain (textbook step, the baseline) fp32 bf16 fp16 bf16_compile "
@@ -29,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="YAML config whose data.mean/std normalise the images (--weights of another model.arch are refused)")
     parser.add_argument("--max-images", type=int, default=8, help="images read from each folder (default 8)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch/onnxruntime CPU threads (default: torch's)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls (steps) per backend first (default 3)")
+    parser.add_argument("--iters", type=int, default=10, help="timed calls (steps) per backend (default 10)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch and onnxruntime CPU threads, at least 1 (default: torch's)")
     parser.add_argument("--keep-memory", action="store_true",
                         help="glibc keeps freed memory, as train/eval/predict set it on the CPU (process-wide; "
                              "off by default so that the baselines time plain PyTorch)")
@@ -42,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark, print the table, optionally write JSON."""
     import torch
 
+    from bisenet.cli.evaluate import unused_calibration
     from bisenet.config import load_config, parse_size
-    from bisenet.deploy.bench import format_table, image_normalisation, run_benchmark
+    from bisenet.deploy.bench import DEFAULT_INFER, format_table, image_normalisation, run_benchmark
     from bisenet.errors import BisenetError, check_output_file, make_dir, write_text_atomic
 
     size = parse_size(args.size, "--size") if args.size else None  # None: the mode's default (run_benchmark)
@@ -56,9 +58,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = load_config(args.config) if args.config else None  # read once: mean/std, and the arch --weights must have
     mean, std = image_normalisation(config, args.weights)
+    # Training precisions never calibrate; without --backend the warning names the two always timed.
+    calibration = unused_calibration(args.calibration, args.backend or (DEFAULT_INFER if args.mode == "infer" else
+                                                                         ["fp32_plain", "fp32"]))
     rows = run_benchmark(
         arch=args.arch, num_classes=args.num_classes, size=size, batch_size=args.batch_size, device=args.device,
-        backends=args.backend, mode=args.mode, weights=args.weights, images=args.images, calibration=args.calibration,
+        backends=args.backend, mode=args.mode, weights=args.weights, images=args.images, calibration=calibration,
         mean=mean, std=std, warmup=args.warmup, iters=args.iters, max_images=args.max_images,
         log=lambda message: print(message, file=sys.stderr, flush=True), keep_memory=args.keep_memory,
         config_arch=config.model.arch if config is not None else None,

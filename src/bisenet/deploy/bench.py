@@ -134,7 +134,7 @@ def run_benchmark(
     num_classes: int = 19,
     size: tuple[int, int] | None = None,
     batch_size: int | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     backends: Sequence[str] | None = None,
     mode: str = "infer",
     weights: str | os.PathLike | None = None,
@@ -153,6 +153,7 @@ def run_benchmark(
     """Time each backend (infer) or precision (train); one row per backend, see format_table.
 
     `size` and `batch_size` default to MODE_DEFAULTS[mode]: 512x1024 batch 1 (infer), 512x512 batch 4 (train).
+    `device` is cpu, cuda[:N] or auto (CUDA when present).
     `config_arch` and `config_classes` (a config's model.arch and class count) refuse `weights` of another
     arch or class count, as eval, predict and export do.
 
@@ -180,6 +181,8 @@ def run_benchmark(
             if name not in BACKENDS:  # checked before any slow work starts
                 raise BisenetError(f"unknown backend {name!r}{nearest(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
 
+    if str(device) == "auto":  # as train, eval and predict take it
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = resolve_device(device)
     model = _load(arch, num_classes, weights, dev)
     if weights and (config_arch or config_classes):
