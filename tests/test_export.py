@@ -328,3 +328,13 @@ def test_export_config_flag_sets_the_metadata_and_refuses_another_arch(tmp_path,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "mine.yaml"]
+
+
+def test_export_config_refuses_another_class_count_as_eval_predict_and_bench_do() -> None:
+    from bisenet.checkpoint import CheckpointError
+    from bisenet.deploy.export import export_config
+
+    camvid = REPO / "configs" / "bisenetv2_camvid.yaml"
+    with pytest.raises(CheckpointError) as info:  # checkpoint.check_classes: one message for every command
+        export_config(bisenet.build_model("bisenetv2", 5), camvid, weights="w.pth")
+    assert str(info.value) == f"--config {camvid} has 11 classes but w.pth predicts 5; pass the config the weights were trained with"

@@ -203,15 +203,12 @@ def export_config(model: nn.Module, config: Any = None, stored: dict | None = No
 
     num_classes = int(model.num_classes)
     if config is not None:
-        from bisenet.checkpoint import check_arch
+        from bisenet.checkpoint import check_arch, check_classes
 
-        given = config
+        named = "the config" if isinstance(config, Config) else f"--config {config}"
         config = config if isinstance(config, Config) else load_config(config)
         check_arch(model, config.model.arch, weights)  # a config says what the weights are: it must fit them
-        if config.num_classes != num_classes:
-            named = "the config" if isinstance(given, Config) else f"--config {given}"
-            raise BisenetError(f"{named} has {config.num_classes} classes but {weights} predicts {num_classes}; "
-                               "pass the config the weights were trained with")
+        check_classes(model, config.num_classes, weights, named)
     info = label_info(num_classes, config, stored)
     said = f"metadata: class names, palette and mean/std from {info.source}"
     if config is not None:
