@@ -445,3 +445,10 @@ def test_predict_refuses_a_path_and_an_image_without_pixels(weights) -> None:
     for shape in [(0, 0, 3), (0, 5, 3), (4, 0)]:
         with pytest.raises(BisenetError, match=r"has no pixels; pass an image of at least 1x1"):
             seg.predict(np.zeros(shape, np.uint8))
+
+
+def test_a_bad_overlay_is_refused_before_the_weights_load(photos, tmp_path, capsys) -> None:
+    # It used to be found only once the model had loaded (seconds for large weights).
+    assert main(["predict", str(photos), "--weights", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "out"),
+                 "--overlay", "1.5"]) == 2
+    assert capsys.readouterr().err == "bisenet predict: error: --overlay 1.5 must lie in [0, 1] (the mask's opacity)\n"

@@ -188,14 +188,19 @@ def _write(path: Path, image: np.ndarray, created: set[Path]) -> Path:
     return path
 
 
+def check_alpha(alpha: float) -> None:
+    """Refuse an overlay opacity outside [0, 1] (NaN included) in one line."""
+    if not 0.0 <= alpha <= 1.0:
+        raise BisenetError(f"--overlay {alpha} must lie in [0, 1] (the mask's opacity)")
+
+
 def predict_paths(segmenter: Segmenter, inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                   alpha: float = 0.5, progress: bool = True) -> PredictSummary:
     """Segment images, folders and videos; write STEM_color/_overlay/_label.png per image, STEM_overlay.mp4 per video.
 
     Outputs of a folder's files go to the same subfolders under `out_dir` as the files under the folder.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise BisenetError(f"--overlay {alpha} must lie in [0, 1] (the mask's opacity)")
+    check_alpha(alpha)
     out = Path(out_dir)
     summary = PredictSummary()
     images, videos = _expand(inputs, summary, out)

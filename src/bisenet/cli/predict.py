@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     """Segment the inputs and print what was written; exit 1 when nothing could be read."""
     from bisenet.cli.evaluate import unused_calibration
     from bisenet.predict import Segmenter
-    from bisenet.predict_files import predict_paths
+    from bisenet.predict_files import check_alpha, predict_paths
 
+    check_alpha(args.overlay)  # before the weights load
     calibration = unused_calibration(args.calibration, args.backend)
     if calibration and not Path(calibration).is_dir():  # before the weights load
         problem = "is a file, not a folder" if Path(calibration).is_file() else "folder not found"
