@@ -19,10 +19,10 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "train": (train, "train a model from a YAML config"),
     "eval": (evaluate, "evaluate weights (ss, ssc, msf, mscf) or score saved predictions"),
     "predict": (predict, "segment images, folders or videos into coloured masks"),
-    "export": (export, "export weights to ONNX and check them with onnxruntime"),
+    "export": (export, "export weights to ONNX (checked with onnxruntime) or to eval-only .safetensors"),
     "bench": (bench, "time inference or training steps for each backend"),
     "data": (data, "convert labels, write list files, check a dataset, show samples as the network gets them"),
-    "info": (info, "parameters and GFLOPs of a model"),
+    "info": (info, "parameters and GFLOPs of a model, or what a --weights file holds"),
 }
 
 
