@@ -217,3 +217,21 @@ def test_pred_dir_with_a_config_scores_the_list_of_split(tiny, tmp_path, capsys)
     assert main(["eval", str(config), "--pred-dir", str(preds), "--split", "test"]) == 2
     assert capsys.readouterr().err == (f"bisenet eval: error: --split test: {config} names no data.test_list; "
                                        "pass --list L\n")
+
+
+def test_pred_dir_refuses_ground_truth_values_the_named_dataset_does_not_have(tmp_path) -> None:
+    # 182 is no COCO-Stuff id (0-181, 255): scored as ignore it made a wrong --dataset look like a fine score.
+    import numpy as np
+
+    from bisenet.errors import DataError
+    from bisenet.evaluation import score_predictions
+
+    (tmp_path / "pred").mkdir()
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((8, 8, 3), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "a_gt.png"), np.full((8, 8), 182, np.uint8))
+    cv2.imwrite(str(tmp_path / "pred" / "a.png"), np.zeros((8, 8), np.uint8))
+    (tmp_path / "val.txt").write_text("a.jpg,a_gt.png\n")
+    with pytest.raises(DataError, match="a_gt.png has value 182, which is not a label id of cocostuff"):
+        score_predictions(tmp_path / "pred", tmp_path, "val.txt", dataset="cocostuff")
+    cv2.imwrite(str(tmp_path / "a_gt.png"), np.full((8, 8), 181, np.uint8))  # a real id scores
+    assert score_predictions(tmp_path / "pred", tmp_path, "val.txt", dataset="cocostuff")["images"] == 1

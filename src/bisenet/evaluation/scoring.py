@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from bisenet.data.catalog import DATASETS, build_lut, invalid_counts
+from bisenet.data.catalog import DATASETS, DatasetInfo, build_lut, invalid_counts, preset_labels
 from bisenet.data.lists import ListEntry, PairList
 from bisenet.errors import BisenetError, DataError, nearest
 from bisenet.evaluation.metrics import compute_metrics, confusion_to_list
@@ -33,7 +33,7 @@ def read_mask(path: str | Path, what: str = "label") -> np.ndarray:
 
 
 def _pair_histogram(pred_path: Path, gt_path: Path, num_classes: int, lut: np.ndarray | None,
-                    ignore_index: int) -> tuple[bool, np.ndarray]:
+                    ignore_index: int, preset: DatasetInfo | None = None) -> tuple[bool, np.ndarray]:
     """(label holds train ids, 256 x 256 joint histogram of raw GT and prediction values) of one pair."""
     from bisenet.data.dataset import uses_train_ids
 
@@ -49,17 +49,18 @@ def _pair_histogram(pred_path: Path, gt_path: Path, num_classes: int, lut: np.nd
     else:
         hist = np.bincount(((gt.astype(np.uint16) << 8) | pred).ravel(), minlength=65536)
     train_ids = uses_train_ids(gt_path)  # as `data check` and training: *_labelTrainIds.png skip the label map
-    _check_values(hist, pred_path, gt_path, num_classes, None if train_ids else lut, ignore_index)
+    _check_values(hist, pred_path, gt_path, num_classes, None if train_ids else lut, ignore_index,
+                  None if train_ids else preset)
     return train_ids, hist
 
 
 def _check_values(hist: np.ndarray, pred_path: Path, gt_path: Path, num_classes: int, gt_lut: np.ndarray | None,
-                  ignore_index: int) -> None:
+                  ignore_index: int, preset: DatasetInfo | None = None) -> None:
     """Refuse labels that `data check` rejects and predictions that are neither a class id nor the ignore index."""
     joint = hist.reshape(256, 256)  # rows: raw ground truth, columns: raw prediction
     bad = invalid_counts(joint.sum(axis=1), gt_lut, num_classes, ignore_index, fix=(
         f"fix --num-classes / --dataset (or the config's data.num_classes / data.label_map) "
-        f"or remap those values to {ignore_index}"))
+        f"or remap those values to {ignore_index}"), dataset=preset)
     if bad:
         raise DataError(f"ground truth {gt_path} {bad}")
     fix = (f"predictions must be train ids 0..{num_classes - 1}: pass the class count they were made with "
@@ -146,9 +147,10 @@ def score_predictions(
     _refuse_shared_predictions(pairs, root, predictions)
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     lut = build_lut(label_map, ignore_index)
+    preset = preset_labels(dataset, label_map) if dataset else None  # its raw ids, as data check holds labels to
     hists = {False: np.zeros(65536, dtype=np.int64), True: np.zeros(65536, dtype=np.int64)}  # by "holds train ids"
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for train_ids, part in pool.map(lambda job: _pair_histogram(*job, num_classes, lut, ignore_index), jobs):
+        for train_ids, part in pool.map(lambda job: _pair_histogram(*job, num_classes, lut, ignore_index, preset), jobs):
             hists[train_ids] += part
     confusion = sum(fold_histogram(hist, num_classes, None if train_ids else lut, ignore_index)
                     for train_ids, hist in hists.items())
