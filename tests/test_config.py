@@ -35,6 +35,19 @@ def test_a_key_given_twice_is_refused_not_last_one_wins(text, line, key, tmp_pat
         load_config(path)
 
 
+def test_yaml_merge_keys_still_load_and_may_be_overridden(tmp_path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text("data:\n  dataset: custom\n  num_classes: 3\n  label_map:\n    <<: {1: 0, 2: 1, 3: 1}\n    3: 2\n")
+    assert load_config(path).data.label_map == {1: 0, 2: 1, 3: 2}
+
+
+def test_an_unquoted_hex_colour_says_that_hash_starts_a_comment(tmp_path) -> None:
+    path = tmp_path / "hex.yaml"
+    path.write_text("data:\n  dataset: custom\n  num_classes: 2\n  palette:\n    - #3C1098\n    - [1, 2, 3]\n")
+    with pytest.raises(ConfigError, match="quoted '#RRGGBB': '#' starts a YAML comment"):
+        load_config(path)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["train.lr=abc"], "--set train.lr=abc: train.lr = 'abc' is not a valid number"),
     (["train.nosuchkey=1"], "--set train.nosuchkey=1: unknown key 'train.nosuchkey'"),

@@ -173,6 +173,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges (and may be overridden): flatten_mapping handles it
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, typing.Hashable):
                 continue  # PyYAML's own construction names an unhashable key
@@ -294,6 +296,8 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
         if args == (int,) and isinstance(value, str) and _HEX_COLOUR.fullmatch(value.strip()):
             return [int(value.strip()[i:i + 2], 16) for i in (1, 3, 5)]  # a palette colour given as '#3C1098'
         if not isinstance(value, (list, tuple)):
+            if args == (int,) and (value is None or isinstance(value, str)):  # `- #3C1098` is a YAML comment
+                raise ConfigError(f"{bad} (a colour is [R, G, B] or a quoted '#RRGGBB': '#' starts a YAML comment)")
             raise bad
         return [_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
