@@ -175,8 +175,12 @@ class Segmenter:
 
 
 def _as_rgb(image: np.ndarray, index: int = 0) -> np.ndarray:
-    if isinstance(image, (str, os.PathLike, bytes)):  # np.asarray would make it a 0-d string array
-        raise BisenetError(f"image {index}: got the path {os.fsdecode(image)!r}; predict takes an RGB uint8 array: "
+    """An image given to `Segmenter.predict` as an HxWx3 RGB uint8 array, or a one-line error saying how to make one."""
+    if isinstance(image, (bytes, bytearray, memoryview)):  # a web service's upload: never echo the file itself
+        raise BisenetError(f"image {index}: got {len(image)} bytes of an encoded file; decode them first, e.g. "
+                           "cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]")
+    if isinstance(image, (str, os.PathLike)):  # np.asarray would make it a 0-d string array
+        raise BisenetError(f"image {index}: got the path {os.fsdecode(image)[:200]!r}; predict takes an RGB uint8 array: "
                            "read the file first (e.g. np.asarray(PIL.Image.open(path).convert('RGB')) or "
                            "cv2.imread(path)[:, :, ::-1]), or run `bisenet predict` on files")
     image = np.asarray(image)
