@@ -4,8 +4,8 @@
   its own; use it for small datasets).
 - "disk": decoded arrays written once as .npy files and memory-mapped afterwards, so a
   random crop reads only the rows it needs. Files live under $BISENET_CACHE_DIR, else
-  $XDG_CACHE_HOME/bisenet/decoded, else ~/.cache/bisenet/decoded, keyed by the source
-  file's absolute path, size and modification time (an edited file is decoded again).
+  $XDG_CACHE_HOME/bisenet/decoded, else ~/.cache/bisenet/decoded, keyed by DECODE_VERSION and
+  the source file's absolute path, size and modification time (an edited file is decoded again).
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from bisenet.data.decode import read_image, read_label
+
+# Part of every disk cache key: bump it whenever decode.read_label or decode.read_image change their
+# output, or entries decoded the old way are served as if current (files' size and mtime don't change).
+# 2: 1/2/4-bit grayscale PNG labels read as their stored values (a 1-bit mask 0/1, no longer 0/255).
+DECODE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -62,7 +67,7 @@ class DecodedCache:
             stat = path.stat()
         except OSError:
             return reader(path)  # let the reader raise its one-line "not found" message
-        ident = f"{kind}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        ident = f"v{DECODE_VERSION}|{kind}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         digest = hashlib.sha1(ident.encode()).hexdigest()
         target = self.directory / digest[:2] / f"{digest}.npy"
         if target.is_file():
