@@ -30,13 +30,14 @@ from bisenet.engine.checkpoints import (checkpoint_state, load_finetune_weights,
 from bisenet.engine.distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, cleanup, init_distributed
 from bisenet.engine.monitor import RunMonitor, warn
 from bisenet.engine.optim import build_optimizer, build_scheduler
+from bisenet.engine.precision import amp_dtype_for, amp_name, channels_last_name, use_channels_last
 from bisenet.engine.sampler import IterationSampler
 from bisenet.checkpoint import atomic_save
 from bisenet.errors import BisenetError, ConfigError, DataError
 from bisenet.losses import build_loss
 from bisenet.models import build_model
 from bisenet.models.layers import check_size
-from bisenet.runtime import cpu_has_native_bf16, keep_freed_memory
+from bisenet.runtime import keep_freed_memory
 
 SAMPLE_CHECKED = 8  # pairs per split read in full before training starts
 
@@ -104,7 +105,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume (resume='auto' in "
                           "Python) to continue it, or choose another --work-dir (work_dir) (a new run would overwrite "
                           "it and mix the two logs)")
-    amp_dtype = _amp_dtype(tc.amp, device)
+    amp_dtype = amp_dtype_for(tc.amp, device)
 
     # Data: check the lists before anything heavy, so a broken file fails in seconds; a few
     # labels read in full catch a wrong class count or label encoding before the work dir exists.
@@ -128,7 +129,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             warn("model.sync_bn needs CUDA; using per-process BatchNorm on CPU")
-    channels_last = _use_channels_last(tc.channels_last, amp_dtype, device)
+    channels_last = use_channels_last(tc.channels_last, amp_dtype, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest kernels are chosen once
@@ -192,7 +193,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     monitor.print(
         f"training {cfg.model.arch} on {len(train_set)} images ({cfg.data.dataset}), {cfg.num_classes} classes | "
         f"device {device} x {dist_info.world_size} process(es) | batch size {tc.batch_size} per process = "
-        f"{images_per_step} images per step | amp {_amp_name(tc.amp, amp_dtype)} | channels_last {_channels_last_name(tc.channels_last, channels_last)} | iterations {start_iter} -> {tc.max_iters}"
+        f"{images_per_step} images per step | amp {amp_name(tc.amp, amp_dtype)} | channels_last {channels_last_name(tc.channels_last, channels_last)} | iterations {start_iter} -> {tc.max_iters}"
     )
 
     last_miou, stopped_by = None, None
@@ -274,48 +275,6 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     if dist_info.is_main and curves:
         print(f"curves: {curves}")
     return TrainResult(work_dir, iteration, best_miou, last_miou, stopped_by, seconds_per_iter)
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype `train.amp` asks for on `device` (None: fp32); 'auto' picks what the hardware runs fast."""
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if cuda_bf16 else torch.float16  # bf16 needs no loss scaling
-        return torch.bfloat16 if cpu_has_native_bf16() else None
-    if amp == "none":
-        return None
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise BisenetError("--amp fp16 needs a CUDA device; on CPU use --amp auto (train.amp: auto; or bf16, or none)")
-        return torch.float16
-    if device.type == "cuda" and not cuda_bf16:
-        raise BisenetError("--amp bf16: this GPU does not support bfloat16; use --amp fp16 (train.amp: fp16)")
-    if device.type == "cpu" and not cpu_has_native_bf16():
-        warn("--amp bf16: this CPU has no bf16 instructions (AVX-512 BF16 or AMX), so bf16 runs several "
-             "times slower than fp32 here; use --amp auto or none")
-    return torch.bfloat16
-
-
-def _amp_name(amp: str, dtype: torch.dtype | None) -> str:
-    name = {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    return f"auto ({name})" if amp == "auto" else name
-
-
-def _use_channels_last(setting: bool | str, amp_dtype: torch.dtype | None, device: torch.device) -> bool:
-    """`train.channels_last` as a yes/no: 'auto' is on under autocast and on CUDA, off for fp32 on a CPU.
-
-    bf16 convs on the CPU and tensor-core kernels on the GPU want channels_last; oneDNN's fp32
-    conv backward on AVX2 CPUs ran 10-25% slower in it (docs/deployment.md).
-    """
-    if setting == "auto":
-        return amp_dtype is not None or device.type == "cuda"
-    return bool(setting)
-
-
-def _channels_last_name(setting: bool | str, used: bool) -> str:
-    name = "on" if used else "off"
-    return f"auto ({name})" if setting == "auto" else name
 
 
 def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,

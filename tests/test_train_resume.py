@@ -1,0 +1,230 @@
+"""Resuming and stopping runs: exact resume after kill -9, refusals before the work dir, SIGTERM checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import bisenet
+from bisenet.cli import main as cli_main
+from bisenet.config import save_config
+from bisenet.engine.checkpoints import restore_checkpoint
+from bisenet.engine.optim import build_optimizer, build_scheduler
+from bisenet.engine.train import train
+from bisenet.errors import CheckpointError, ConfigError
+from test_train import ROOT, cli_args, iteration_of, tiny_config, weights_of  # tests/ is on sys.path
+
+
+def test_sigkill_then_resume_gives_identical_weights(tmp_path):
+    reference = tmp_path / "uninterrupted"
+    assert cli_main(cli_args(reference)) == 0
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *cli_args(killed, "train.max_iters=200")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        for line in proc.stdout:  # kill -9 in the middle of the run, after iteration 3
+            if line.startswith("iter") and iteration_of(line) >= 3:
+                break
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved = torch.load(killed / "last.pt", map_location="cpu", weights_only=True)["iteration"]
+    assert saved in (2, 4)
+    assert cli_main([*cli_args(killed), "--resume"]) == 0
+    ref, res = weights_of(reference / "last.pt"), weights_of(killed / "last.pt")
+    assert ref.keys() == res.keys()
+    assert all(torch.equal(ref[k], res[k]) for k in ref), "resumed run differs from the uninterrupted one"
+    assert f"resumed from {killed / 'last.pt'} at iteration {saved}" in (killed / "train.log").read_text()
+    # The iterations the killed run logged past its checkpoint are dropped, not logged twice.
+    logged = [json.loads(line)["iteration"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 7))
+
+
+def test_a_new_run_into_a_work_dir_with_a_checkpoint_is_refused(tmp_path):
+    train(tiny_config("train.max_iters=1"), tmp_path)
+    logged = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match=re.escape("pass --resume (resume='auto' in Python) to continue it")):
+        train(tiny_config("train.max_iters=2"), tmp_path)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 1
+    assert (tmp_path / "metrics.jsonl").read_text() == logged  # the old run's log is not mixed with a new one
+
+
+def test_resume_from_a_run_past_max_iters_is_refused_and_writes_nothing(tmp_path):
+    train(tiny_config("train.max_iters=2"), tmp_path / "long")
+    with pytest.raises(ConfigError, match="at iteration 2, past train.max_iters 1; raise --max-iters"):
+        train(tiny_config("train.max_iters=1"), tmp_path / "short", resume=tmp_path / "long" / "last.pt")
+    assert not (tmp_path / "short").exists()
+
+
+def test_train_takes_a_config_path_and_resume_true_starts_then_continues(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config("train.max_iters=1"), config)
+    run = tmp_path / "run"
+    # resume=True is "auto": nothing to resume yet, so a new run starts (a requeued job can always pass it).
+    assert train(str(config), run, resume=True).iteration == 1
+    assert f"--resume: {run} holds no last.pt yet; starting a new run" in capsys.readouterr().out
+    assert train(tiny_config("train.max_iters=2"), run, resume=True).iteration == 2
+    log = (run / "train.log").read_text()
+    assert f"resumed from {run / 'last.pt'} at iteration 1" in log
+    assert "--resume: train.max_iters was 1 in that run, 2 now: the warm-up + poly schedule is stretched" in log
+
+
+def test_resume_auto_with_finetune_weights_fine_tunes_first_then_resumes(tmp_path):
+    # A requeued fine-tuning job passes both every time: weights until the run has a last.pt.
+    train(tiny_config("train.max_iters=1"), tmp_path / "source")
+    source = weights_of(tmp_path / "source" / "last.pt")
+    run = tmp_path / "run"
+    train(tiny_config("train.max_iters=1"), run, resume="auto", finetune_from=tmp_path / "source" / "last.pt")
+    log = (run / "train.log").read_text()
+    assert f"fine-tuning from {tmp_path / 'source' / 'last.pt'}" in log and "resumed from" not in log
+    assert not torch.equal(weights_of(run / "last.pt")["head.conv_out.1.weight"], source["head.conv_out.1.weight"])
+    assert train(tiny_config("train.max_iters=2"), run, resume="auto",
+                 finetune_from=tmp_path / "source" / "last.pt").iteration == 2
+    assert f"resumed from {run / 'last.pt'} at iteration 1" in (run / "train.log").read_text()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"resume": "last.pt", "finetune_from": "w.pt"},
+     "--resume last.pt and --finetune-from (resume= and finetune_from= in Python) exclude each other"),
+    ({"resume": 5}, "resume=5: pass 'auto' (or True), a checkpoint path, or None"),
+    ({"resume": "nope.pt"}, "--resume: nope.pt not found; drop --resume (resume=None in Python)"),
+    ({"resume": "."}, "--resume .: is a folder; pass its checkpoint (last.pt)"),
+])
+def test_bad_resume_arguments_are_refused_before_the_work_dir(tmp_path, monkeypatch, kwargs, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(bisenet.errors.BisenetError, match=re.escape(message)):
+        train(tiny_config(), tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_weights_only_file_is_refused_before_the_work_dir(tmp_path, weights):
+    with pytest.raises(CheckpointError, match=re.escape("holds weights only (no optimizer); use --finetune-from")):
+        train(tiny_config(), tmp_path / "run", resume=weights)
+    assert not (tmp_path / "run").exists()
+
+
+def test_finetune_from_a_state_dict_without_num_batches_tracked(tmp_path):
+    # Converted and older checkpoints lack BatchNorm's step counters, which torch's strict loader accepts too.
+    state = {k: v for k, v in bisenet.build_model("bisenetv2", 5).state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "converted.pth"
+    torch.save(state, path)
+    assert train(tiny_config("train.max_iters=1"), tmp_path / "run", finetune_from=path).iteration == 1
+
+
+def test_resume_with_a_scaler_from_a_run_without_one(tmp_path):
+    # A bf16/fp32 run saves an empty scaler state; continuing it with fp16 (on a GPU) needs a fresh scaler.
+    cfg = tiny_config("train.max_iters=2")
+    train(cfg, tmp_path)
+    model = bisenet.build_model(cfg.model.arch, cfg.num_classes)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    assert restore_checkpoint(tmp_path / "last.pt", cfg, model, optimizer, scheduler, scaler, torch.device("cpu"))[0] == 2
+    assert scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
+
+
+@pytest.mark.parametrize(("override", "key"), [("train.lr=0.5", "train.lr 0.005"), ("train.optimizer=sgd", "train.optimizer adamw")])
+def test_resume_refuses_optimizer_settings_the_checkpoint_would_override(tmp_path, override, key):
+    # The optimizer state restores the run's lr / optimizer: a changed value would be ignored (or crash).
+    train(tiny_config("train.max_iters=1", "train.lr=0.005"), tmp_path)
+    with pytest.raises(CheckpointError, match=f"was trained with {key} but the config asks for .*--finetune-from"):
+        train(tiny_config("train.max_iters=2", "train.lr=0.005", override), tmp_path, resume="auto")
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 1
+
+
+def test_resume_with_another_process_count_warns_that_it_is_not_exact(tmp_path, capsys):
+    train(tiny_config("train.max_iters=1"), tmp_path)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ckpt["world_size"] == 1
+    ckpt["world_size"] = 2  # as written by `torchrun --nproc_per_node 2`
+    torch.save(ckpt, tmp_path / "last.pt")
+    train(tiny_config("train.max_iters=2"), tmp_path, resume="auto")
+    warning = "--resume: that run used 2 process(es), this one 1: 2 instead of 4 images per step"
+    assert warning in capsys.readouterr().err and warning in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
+def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
+    # A cluster scheduler signals the whole process group, data workers included.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = cli_args(tmp_path, "train.max_iters=10000", "train.checkpoint_interval=10000", "train.workers=1")
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("iter") and iteration_of(line) >= 2:
+            break
+    sent = time.monotonic()
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=60)[0]
+    assert time.monotonic() - sent < 20
+    assert proc.returncode == 143, output
+    assert "stopped by SIGTERM at iteration" in output
+    stopped_at = int(output.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
+    assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == stopped_at
+    # The advice names the run's own config.yaml, and that command continues the run.
+    advice = f"Continue with: bisenet train {tmp_path / 'config.yaml'} --work-dir {tmp_path} --resume"
+    assert advice in output
+    if whole_group:
+        assert cli_main(advice.removeprefix("Continue with: bisenet ").split() + ["--max-iters", str(stopped_at + 1)]) == 0
+        assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == stopped_at + 1
+
+
+def test_sigterm_to_the_group_during_evaluation_still_writes_the_checkpoint(tmp_path):
+    # The evaluation inside training has its own loader workers; they must leave the signal to the trainer.
+    args = cli_args(tmp_path, "train.max_iters=10000", "train.checkpoint_interval=10000", "train.workers=1",
+                    "train.eval_interval=1")  # 12 whole val images: seconds of evaluation after each 64x64 step
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("iter"):  # iteration 1 is logged, its evaluation (whole val images) starts
+            break
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, output
+    assert "stopped by SIGTERM at iteration 1;" in output and "Traceback" not in output
+    assert "eval @ iter 1" in output  # the evaluation it interrupted was finished first
+    assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 1
+
+
+def test_sigterm_during_the_final_evaluation_finishes_the_run_as_done(tmp_path):
+    # The run's last evaluation completes it: reporting "stopped" and a resume with nothing to do misled.
+    args = cli_args(tmp_path, "train.max_iters=1", "train.workers=1", "train.eval_interval=1")
+    proc = subprocess.Popen([sys.executable, "-m", "bisenet", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith("iter"):  # iteration 1 of 1 is logged, the final evaluation starts
+            break
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    assert "stopped by" not in output and "done: iteration 1" in output and "Traceback" not in output
+    assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 1
+
+
+def test_a_relative_data_root_is_stored_absolute_so_the_run_resumes_from_anywhere(tmp_path, monkeypatch):
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start" / "ds").symlink_to(ROOT / "examples" / "dubai")
+    monkeypatch.chdir(tmp_path / "start")
+    train(tiny_config("data.root=ds", "train.max_iters=1"), tmp_path / "run")
+    stored = bisenet.load_config(tmp_path / "run" / "config.yaml").data.root
+    assert stored == str(tmp_path / "start" / "ds")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the stored config still finds the data
+    result = train(bisenet.load_config(tmp_path / "run" / "config.yaml", "train.max_iters=2"), tmp_path / "run",
+                   resume="auto")
+    assert result.iteration == 2
