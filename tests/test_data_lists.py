@@ -243,3 +243,35 @@ def test_lists_say_which_lists_they_replace(tmp_path, capsys):
     args = ("data", "lists", "pairs", str(camvid), "--images", "train", "--labels", "trainannot", "--out", "val.txt")
     code, out = run_cli(capsys, *args)
     assert code == 0 and out.splitlines() == [f"replaced {camvid / 'val.txt'} (was 1 line): 1 pair"]
+
+
+@pytest.mark.parametrize("vis", ["_vis.jpg", "_vis.png"])  # a colour JPEG or PNG beside every photo
+def test_lists_pairs_in_one_folder_counts_only_files_that_look_like_masks(tmp_path, capsys, vis):
+    for name in ("a", "b", "c"):
+        _touch_png(tmp_path / "D" / f"{name}.jpg", 3)
+        _touch_png(tmp_path / "D" / f"{name}{vis}", 3)
+    for name in ("a", "c"):
+        _touch_png(tmp_path / "D" / f"{name}_mask.png")
+    args = ("data", "lists", "pairs", str(tmp_path / "D"), "--images", ".", "--labels", ".", "--out", "train.txt")
+    code, out = run_cli(capsys, *args)
+    assert code == 0 and (tmp_path / "D" / "train.txt").read_text() == "a.jpg,a_mask.png\nc.jpg,c_mask.png\n"
+    kind = "a colour JPEG" if vis.endswith(".jpg") else "a colour image"
+    assert f"3 files named <image name>'_vis' (e.g. a{vis}, {kind}) look less like masks than the '_mask'" in out
+    (tmp_path / "D" / "train.txt").unlink()
+    for f in (tmp_path / "D").glob("*_mask.png"):
+        f.unlink()
+    code, out = run_cli(capsys, *args)
+    assert code == 2 and not (tmp_path / "D" / "train.txt").exists()
+    assert f"no file named <image name><suffix> looks like a label mask (found 3 files named <image name>'_vis'" in out
+    assert "labels must be single-channel class ids" in out
+
+
+def test_lists_pairs_in_one_folder_takes_grayscale_jpeg_masks_when_nothing_is_lossless(tmp_path, capsys):
+    for name in ("a", "b"):
+        _touch_png(tmp_path / "D" / f"{name}.png")  # grayscale scans (X-ray, SAR)
+        _touch_png(tmp_path / "D" / f"{name}_mask.jpg")  # lossy, but masks: data check notes JPEG labels
+        _touch_png(tmp_path / "D" / f"{name}_vis.jpg", 3)
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path / "D"), "--images", ".", "--labels", ".",
+                        "--out", "train.txt")
+    assert code == 0 and (tmp_path / "D" / "train.txt").read_text() == "a.png,a_mask.jpg\nb.png,b_mask.jpg\n"
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,29 +135,86 @@ def _suffix_note(suffix: str, image: Path, label: Path) -> str:
             f"(e.g. {image.name} <-> {label.name})")
 
 
+MASK_MODES = ("1", "L", "P", "LA", "PA", "I", "I;16", "I;16B", "I;16L")  # Pillow modes of single-channel files
+
+
+ONE_FOLDER_RULE = ("in one folder, pairs needs every label named <image name><suffix> (e.g. a.jpg, a_mask.png); rename "
+                   "the labels so, or keep images and labels in two folders (e.g. images/a.jpg, labels/a.png)")
+
+
 def _pair_in_one_folder(folder: Path, files: list[Path]) -> Pairing:
-    """Images and labels in one folder: labels are the files named <image name><suffix>, for one common suffix."""
+    """Images and labels in one folder: labels are the files named <image name><suffix>, for one common suffix.
+
+    Only files that look like masks count for a suffix, so a.jpg's a_vis.jpg (a JPEG visualisation) loses to
+    a_mask.png even where more images have one.
+    """
     key = _key_in(folder)
-    keys = {key(p) for p in files}
-    counts = Counter(k[i:] for k in keys for i in range(1, len(k))
-                     if k[i] in "_-. " and "/" not in k[i:] and k[:i] in keys)
-    best = counts.most_common(2)
-    if not best or len(best) == 2 and best[1][1] == best[0][1]:  # none, or two suffixes as common: no rule
-        tied = f" (as many files end in {best[0][0]!r} as in {best[1][0]!r})" if best else ""
-        raise DataError(f"--images and --labels are both {folder}, and its files follow no one label naming rule"
-                        f"{tied}: in one folder, pairs needs every label named <image name><suffix> (e.g. a.jpg, "
-                        "a_mask.png); rename the labels so, or keep images and labels in two folders (e.g. "
-                        "images/a.jpg, labels/a.png)")
-    suffix = best[0][0]
+    by_key: dict[str, list[Path]] = {}
+    for path in files:
+        by_key.setdefault(key(path), []).append(path)
+    candidates: dict[str, list[str]] = {}  # suffix -> keys named <image key><suffix>
+    for k in by_key:
+        for i in range(1, len(k)):
+            if k[i] in "_-. " and "/" not in k[i:] and k[:i] in by_key:
+                candidates.setdefault(k[i:], []).append(k)
+    if not candidates:
+        raise DataError(f"--images and --labels are both {folder}, and its files follow no one label naming rule: "
+                        f"{ONE_FOLDER_RULE}")
+    kinds: dict[Path, str] = {}
+    scores = {suffix: _mask_score(keys, by_key, kinds) for suffix, keys in candidates.items()}
+    ranked = sorted(scores, key=lambda suffix: scores[suffix], reverse=True)
+    suffix = ranked[0]
+    if scores[suffix] == (0, 0):
+        common = sorted(candidates, key=lambda s: len(candidates[s]), reverse=True)
+        found = "; ".join(_describe_suffix(s, candidates[s], by_key, kinds) for s in common[:3])
+        more = "; ..." if len(common) > 3 else ""
+        raise DataError(f"--images and --labels are both {folder}, and no file named <image name><suffix> looks like "
+                        f"a label mask (found {found}{more}): labels must be single-channel class ids (e.g. 8-bit "
+                        f"grayscale or palette PNG; map colour masks to ids first); {ONE_FOLDER_RULE}")
+    if len(ranked) > 1 and scores[ranked[1]] == scores[suffix]:  # two suffixes with as many masks: no rule
+        raise DataError(f"--images and --labels are both {folder}, and its files follow no one label naming rule "
+                        f"(as many masks end in {suffix!r} as in {ranked[1]!r}): {ONE_FOLDER_RULE}")
     labels = [p for p in files if key(p).endswith(suffix)]
     taken = set(labels)
     pairing = pair_files([p for p in files if p not in taken], labels, key, lambda p: key(p).removesuffix(suffix))
     if pairing.pairs:
         pairing.notes.append(_suffix_note(suffix, *pairing.pairs[0]))
+    by_name = max(candidates, key=lambda s: len(candidates[s]))
+    if len(candidates[by_name]) > len(candidates[suffix]):  # the old rule, by name alone, would have picked it
+        pairing.notes.append(f"{_describe_suffix(by_name, candidates[by_name], by_key, kinds)} look less like "
+                             f"masks than the {suffix!r} files, so they were taken as images, not labels")
     return pairing
 
 
-MASK_MODES = ("1", "L", "P", "LA", "PA", "I", "I;16", "I;16B", "I;16L")  # Pillow modes of single-channel files
+def _mask_kind(path: Path, kinds: dict[Path, str]) -> str:
+    """'mask' (lossless single-channel), 'lossy' (grayscale JPEG), else why not: 'JPEG', 'colour', 'unreadable'."""
+    if path not in kinds:
+        try:
+            with Image.open(path) as image:  # the header only
+                jpeg = image.format == "JPEG"
+                kinds[path] = ("lossy" if image.mode == "L" else "JPEG") if jpeg else \
+                    "mask" if image.mode in MASK_MODES else "colour"
+        except (OSError, ValueError, SyntaxError):
+            kinds[path] = "unreadable"
+    return kinds[path]
+
+
+def _mask_score(keys: list[str], by_key: dict[str, list[Path]], kinds: dict[Path, str]) -> tuple[int, int]:
+    """(lossless masks, grayscale JPEG masks) among these keys' files: lossless ones rank first, lossy ones as a
+    last resort (data check notes JPEG labels), photos and colour files never."""
+    found = [{_mask_kind(p, kinds) for p in by_key[k]} for k in keys]
+    return sum("mask" in f for f in found), sum("lossy" in f and "mask" not in f for f in found)
+
+
+KIND_WORDS = {"mask": "a single-channel mask", "lossy": "a grayscale JPEG", "JPEG": "a colour JPEG",
+              "colour": "a colour image", "unreadable": "no readable image"}
+
+
+def _describe_suffix(suffix: str, keys: list[str], by_key: dict[str, list[Path]], kinds: dict[Path, str]) -> str:
+    """E.g. "3 files named <image name>'_vis' (e.g. a_vis.jpg, a colour JPEG)"."""
+    example = by_key[keys[0]][0]
+    many = f"{len(keys)} files" if len(keys) > 1 else "1 file"
+    return f"{many} named <image name>{suffix!r} (e.g. {example.name}, {KIND_WORDS[_mask_kind(example, kinds)]})"
 
 
 def _looks_swapped(pairs: list[tuple[Path, Path]]) -> str:
