@@ -275,3 +275,11 @@ def test_lists_pairs_in_one_folder_takes_grayscale_jpeg_masks_when_nothing_is_lo
                         "--out", "train.txt")
     assert code == 0 and (tmp_path / "D" / "train.txt").read_text() == "a.png,a_mask.jpg\nb.png,b_mask.jpg\n"
 
+
+def test_lists_pairs_grayscale_jpeg_labels_of_grayscale_images_do_not_look_swapped(tmp_path, capsys):
+    _touch_png(tmp_path / "scans" / "y.png")
+    _touch_png(tmp_path / "masks" / "y.jpg")  # mode L: a lossy mask, not a photo
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "scans", "--labels", "masks",
+                        "--out", "train.txt")
+    assert code == 0 and (tmp_path / "train.txt").read_text() == "scans/y.png,masks/y.jpg\n"
+    assert "swapped" not in out

@@ -218,14 +218,16 @@ def _describe_suffix(suffix: str, keys: list[str], by_key: dict[str, list[Path]]
 
 
 def _looks_swapped(pairs: list[tuple[Path, Path]]) -> str:
-    """A warning when the 'labels' look like photos (JPEG or colour) and the 'images' like masks; '' otherwise."""
+    """A warning when the 'labels' look like photos (colour) and the 'images' like masks; '' otherwise."""
     if not pairs:
         return ""
     kinds = []
     for i in sorted({0, len(pairs) // 2, len(pairs) - 1}):  # a few pairs; Image.open reads the header only
         try:
             with Image.open(pairs[i][0]) as image, Image.open(pairs[i][1]) as label:
-                photo = "JPEG" if label.format == "JPEG" else "colour" if label.mode in ("RGB", "RGBA", "CMYK") else ""
+                # Colour only: a grayscale JPEG is a lossy mask (data check notes it), e.g. beside X-ray or SAR PNGs.
+                colour = label.mode in ("RGB", "RGBA", "CMYK")
+                photo = ("JPEG" if label.format == "JPEG" else "colour") if colour else ""
                 if not photo or image.mode not in MASK_MODES or image.format == "JPEG":
                     return ""
                 kinds.append(photo)
