@@ -140,6 +140,9 @@ def test_predict_refuses_a_path_and_an_image_without_pixels(weights) -> None:
     message = str(info.value)
     assert message.startswith(f"image 0: got the path {photo!r}; predict takes an RGB uint8 array: read the file first")
     assert "bisenet predict" in message and "<U" not in message
+    encoded = (EXAMPLE / "val" / "images").joinpath(Path(photo).name).read_bytes()  # a web service's upload
+    with pytest.raises(BisenetError, match=rf"^image 0: got {len(encoded)} bytes of an encoded file; decode them first"):
+        seg.predict(encoded)
     for shape in [(0, 0, 3), (0, 5, 3), (4, 0)]:
         with pytest.raises(BisenetError, match=r"has no pixels; pass an image of at least 1x1"):
             seg.predict(np.zeros(shape, np.uint8))
