@@ -12,27 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenet.cli import main
+from test_data_lists import DUBAI, REPO, SHARED, _touch_png, needs_shared, run_cli  # tests/ is on sys.path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = (REPO / ".." / "shared" / "data").resolve()
-DUBAI = REPO / "examples" / "dubai"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real datasets not found at {SHARED} (../shared/data)")
 CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                         25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    text = captured.out + captured.err
-    assert "Traceback" not in text
-    return code, text
-
-
-def _touch_png(path: Path, channels: int = 1) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.zeros((4, 4) if channels == 1 else (4, 4, 3), np.uint8))
 
 
 # ---------------------------------------------------------------- convert

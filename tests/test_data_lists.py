@@ -262,7 +262,7 @@ def test_lists_pairs_in_one_folder_counts_only_files_that_look_like_masks(tmp_pa
         f.unlink()
     code, out = run_cli(capsys, *args)
     assert code == 2 and not (tmp_path / "D" / "train.txt").exists()
-    assert f"no file named <image name><suffix> looks like a label mask (found 3 files named <image name>'_vis'" in out
+    assert "no file named <image name><suffix> looks like a label mask (found 3 files named <image name>'_vis'" in out
     assert "labels must be single-channel class ids" in out
 
 
