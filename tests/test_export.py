@@ -338,3 +338,12 @@ def test_export_config_refuses_another_class_count_as_eval_predict_and_bench_do(
     with pytest.raises(CheckpointError) as info:  # checkpoint.check_classes: one message for every command
         export_config(bisenet.build_model("bisenetv2", 5), camvid, weights="w.pth")
     assert str(info.value) == f"--config {camvid} has 11 classes but w.pth predicts 5; pass the config the weights were trained with"
+
+
+def test_the_export_check_scales_its_limit_with_large_logits() -> None:
+    # A diverged 4-iteration model had logits near 5e4: fp32 sums differ by 4e-3 there, 7e-8 of the scale.
+    from bisenet.deploy.export import check_failure
+
+    assert check_failure({"agreement": 1.0, "max_abs_diff": 3.9e-3, "max_abs_logit": 53881.0}) is None
+    assert "over 1.0e-03" in check_failure({"agreement": 1.0, "max_abs_diff": 3.9e-3, "max_abs_logit": 40.0})
+    assert "over 1.0e-03" in check_failure({"agreement": 1.0, "max_abs_diff": 3.9e-3})
