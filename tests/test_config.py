@@ -152,3 +152,13 @@ def test_integer_keys_written_as_strings_and_hex_colours_load() -> None:
 def test_a_bad_item_inside_an_optional_list_or_mapping_is_named(override, message) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"--set {override}: {message}")):
         load_config({"data": {"dataset": "custom", "num_classes": 2}}, [override])
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"label_map": {7: 0, "7": 1}}, "data.label_map has the key 7 twice (as a number and as a string)"),
+    ({"palette": ["#3C109", [1, 2, 3]]}, "data.palette[0] = '#3C109' is not a valid list (a colour is [R, G, B] or "
+                                         "'#RRGGBB' with six hex digits)"),
+])
+def test_a_key_given_as_number_and_string_or_a_short_hex_colour_is_refused(raw, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config({"data": {"dataset": "custom", "num_classes": 2, **raw}})

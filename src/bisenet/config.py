@@ -296,8 +296,10 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
         if args == (int,) and isinstance(value, str) and _HEX_COLOUR.fullmatch(value.strip()):
             return [int(value.strip()[i:i + 2], 16) for i in (1, 3, 5)]  # a palette colour given as '#3C1098'
         if not isinstance(value, (list, tuple)):
-            if args == (int,) and (value is None or isinstance(value, str)):  # `- #3C1098` is a YAML comment
+            if args == (int,) and value is None:  # `- #3C1098` is a YAML comment, which leaves an empty item
                 raise ConfigError(f"{bad} (a colour is [R, G, B] or a quoted '#RRGGBB': '#' starts a YAML comment)")
+            if args == (int,) and isinstance(value, str):
+                raise ConfigError(f"{bad} (a colour is [R, G, B] or '#RRGGBB' with six hex digits)")
             raise bad
         return [_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
@@ -306,6 +308,10 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
         # Integer keys written as strings ('7': 0, and JSON, which stores every key as a string) are integers.
         numeric = {k: int(k) if args[0] is int and isinstance(k, str) and re.fullmatch(r"\s*-?\d+\s*", k) else k
                    for k in value}
+        if len(set(numeric.values())) < len(numeric):  # 7 and '7' both given: one would silently win
+            twice = next(n for n in numeric.values() if list(numeric.values()).count(n) > 1)
+            raise ConfigError(f"{source.at(key)}: {key} has the key {twice} twice (as a number and as a string); "
+                              "keep one")
         return {_coerce(args[0], numeric[k], source, f"{key}[{k!r}] key"): _coerce(args[1], v, source, f"{key}[{k}]")
                 for k, v in value.items()}
     return value
