@@ -235,3 +235,10 @@ def test_pred_dir_refuses_ground_truth_values_the_named_dataset_does_not_have(tm
         score_predictions(tmp_path / "pred", tmp_path, "val.txt", dataset="cocostuff")
     cv2.imwrite(str(tmp_path / "a_gt.png"), np.full((8, 8), 181, np.uint8))  # a real id scores
     assert score_predictions(tmp_path / "pred", tmp_path, "val.txt", dataset="cocostuff")["images"] == 1
+
+
+def test_pred_dir_only_flags_are_refused_when_a_model_runs(capsys) -> None:
+    # --root was silently ignored: the list was read against the checkpoint's data.root and "not found".
+    code = main(["eval", str(CAMVID), "--weights", "w.pt", "--root", "elsewhere", "--num-classes", "11"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--root --num-classes belong to --pred-dir scoring" in err and "--data-root" in err

@@ -98,6 +98,10 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
 
     if not args.weights:
         raise BisenetError("pass --weights W to evaluate a model, or --pred-dir DIR to score saved predictions")
+    unused = [f"--{name.replace('_', '-')}" for name in ("root", "dataset", "num_classes") if getattr(args, name) is not None]
+    if unused:  # the list's root comes from the config (or --data-root) when a model runs
+        raise BisenetError(f"{' '.join(unused)} belong to --pred-dir scoring; with --weights the config says the "
+                           "dataset: pass --data-root DIR for another dataset folder")
     scales = _scales(args.scales)  # before the weights load
     backend = args.backend or "eager"
     calibration = unused_calibration(args.calibration, backend)
