@@ -88,9 +88,12 @@ def test_calibration_for_a_backend_that_does_not_calibrate_is_warned_about(tiny,
     weights = tmp_path / "v2.pth"
     torch.save(model.state_dict(), weights)
     assert main(["eval", str(CONFIG), "--weights", str(weights), "--data-root", str(tiny), "--list", "val.txt",
-                 "--backend", "fold_bn", "--calibration", str(tiny / "img"), "--device", "cpu", "--workers", "0"]) == 0
+                 "--backend", "fold_bn", "--calibration", str(tiny / "img"), "--calibration-images", "4",
+                 "--device", "cpu", "--workers", "0"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert warned == [f"warning: --calibration {tiny / 'img'} is ignored: only the int8 backends (int8, int8_compile, "
+                      "int8_openvino) calibrate, not --backend fold_bn",
+                      "warning: --calibration-images 4 is ignored: only the int8 backends (int8, int8_compile, "
                       "int8_openvino) calibrate, not --backend fold_bn"]
 
 

@@ -105,6 +105,8 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
     scales = _scales(args.scales)  # before the weights load
     backend = args.backend or "eager"
     calibration = unused_calibration(args.calibration, backend)
+    if args.calibration_images is not None:
+        unused_calibration(f"--calibration-images {args.calibration_images}", backend, flag="")
     config = args.config
     if config is None:
         ckpt = read_weights(args.weights)
@@ -126,7 +128,7 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
     )
 
 
-def unused_calibration(calibration: str | None, backend: str | Sequence[str]) -> str | None:
+def unused_calibration(calibration: str | None, backend: str | Sequence[str], flag: str = "--calibration ") -> str | None:
     """`calibration`, or None with a one-line warning when no backend given calibrates (eval, predict and bench)."""
     import sys
 
@@ -134,7 +136,7 @@ def unused_calibration(calibration: str | None, backend: str | Sequence[str]) ->
 
     backends = [backend] if isinstance(backend, str) else list(backend)
     if calibration and not any(name in CALIBRATED for name in backends):
-        print(f"warning: --calibration {calibration} is ignored: only the int8 backends ({', '.join(CALIBRATED)}) "
+        print(f"warning: {flag}{calibration} is ignored: only the int8 backends ({', '.join(CALIBRATED)}) "
               f"calibrate, not --backend {' '.join(backends)}", file=sys.stderr)
         return None
     return calibration
