@@ -67,17 +67,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, run the command; user errors print one line and return 2, SIGTERM 143 and Ctrl-C 130."""
     args = build_parser().parse_args(argv)
+    # Messages name the command as typed, with a tool of its own (`bisenet data show: error: ...`).
+    name = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
         with sigterm_as_interrupt():
             return COMMANDS[args.command][0].run(args) or 0
     except BisenetError as exc:
-        print(f"bisenet {args.command}: error: {exc}", file=sys.stderr)
+        print(f"bisenet {name}: error: {exc}", file=sys.stderr)
         return 2
     except Terminated:
-        print(f"bisenet {args.command}: terminated", file=sys.stderr)
+        print(f"bisenet {name}: terminated", file=sys.stderr)
         return 143  # 128 + SIGTERM, as a shell reports a process the signal killed
     except KeyboardInterrupt:
-        print(f"bisenet {args.command}: interrupted", file=sys.stderr)
+        print(f"bisenet {name}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `bisenet data check ... | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit

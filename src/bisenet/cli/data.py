@@ -72,8 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen tool; 0 on success, 1 when it found problems."""
-    # bisenet.cli.main prefixes errors with `bisenet {args.command}:`; name the tool there too.
-    args.command = f"data {args.data_command}"
     return {"convert": _convert, "lists": _lists, "check": _check, "show": _show}[args.data_command](args)
 
 
