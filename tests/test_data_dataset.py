@@ -223,6 +223,20 @@ def test_disk_cache_notices_an_edited_file(tmp_path, monkeypatch):
     assert build_dataset(cfg, "val", list_file=list_file)[0][1].min() == 1
 
 
+@pytest.mark.parametrize("cache", ["none", "disk"])
+def test_label_rewritten_mid_run_is_checked_again(tmp_path, monkeypatch, cache):
+    monkeypatch.setenv("BISENET_CACHE_DIR", str(tmp_path / "cache"))
+    list_file = make_pairs(tmp_path / "data", {"a": np.zeros((16, 16), np.uint8)})
+    ds = build_dataset(custom_cfg(tmp_path / "data", cache=cache), "val", list_file=list_file)
+    assert ds[0][1].max() == 0  # verified once here
+    label_path = tmp_path / "data" / "lab" / "a.png"
+    cv2.imwrite(str(label_path), np.full((16, 16), 7, np.uint8))  # the file changes under the running job
+    stat = label_path.stat()
+    os.utime(label_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(DataError, match=r"list.txt line 1: label .*a.png has value 7 outside \[0, 3\) that is not the ignore index"):
+        ds[0]
+
+
 def test_worker_errors_stay_one_line_data_errors(tmp_path):
     list_file = make_pairs(tmp_path, {"a": np.zeros((16, 16), np.uint8)})
     with open(list_file, "a") as f:

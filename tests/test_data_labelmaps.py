@@ -198,7 +198,7 @@ def test_validate_split_list_problems(tmp_path):
         validate_split(cfg, "val", list_file="nope.txt")
     cv2.imwrite(str(tmp_path / "lab" / "a.png"), np.full((4, 4), 7, np.uint8))
     validate_split(cfg, "val")  # the quick check only looks for files
-    with pytest.raises(DataError, match=r"line 1: label .*a.png has values 7 outside \[0, 2\)"):
+    with pytest.raises(DataError, match=r"line 1: label .*a.png has value 7 outside \[0, 2\)"):
         validate_split(cfg, "val", full=True)
 
 

@@ -45,34 +45,43 @@ class DecodedCache:
 
     def image(self, path: Path) -> np.ndarray:
         """The decoded image at `path` (a read-only memory map in disk mode)."""
-        return self._get("image", path, read_image)
+        return self._get("image", path, read_image)[0]
 
     def label(self, path: Path) -> np.ndarray:
         """The decoded raw label at `path`."""
+        return self._get("label", path, read_label)[0]
+
+    def label_decoded(self, path: Path) -> tuple[np.ndarray, bool]:
+        """The decoded raw label at `path`, and whether it was decoded from its file just now.
+
+        A label served from the cache is the one decoded before; one decoded now may have been
+        rewritten since (a file changed mid-run), so a caller that verified it once checks it again.
+        """
         return self._get("label", path, read_label)
 
-    def _get(self, kind: str, path: Path, reader: Callable[[Path], np.ndarray]) -> np.ndarray:
+    def _get(self, kind: str, path: Path, reader: Callable[[Path], np.ndarray]) -> tuple[np.ndarray, bool]:
         if self.mode == "none":
-            return reader(path)
+            return reader(path), True
         if self.mode == "memory":
             key = (kind, path)
             array = self._memory.get(key)
             if array is None:
                 array = self._memory[key] = reader(path)
-            return array
+                return array, True
+            return array, False
         return self._disk(kind, path, reader)
 
-    def _disk(self, kind: str, path: Path, reader: Callable[[Path], np.ndarray]) -> np.ndarray:
+    def _disk(self, kind: str, path: Path, reader: Callable[[Path], np.ndarray]) -> tuple[np.ndarray, bool]:
         try:
             stat = path.stat()
         except OSError:
-            return reader(path)  # let the reader raise its one-line "not found" message
+            return reader(path), True  # let the reader raise its one-line "not found" message
         ident = f"v{DECODE_VERSION}|{kind}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         digest = hashlib.sha1(ident.encode()).hexdigest()
         target = self.directory / digest[:2] / f"{digest}.npy"
         if target.is_file():
             try:
-                return np.load(target, mmap_mode="r")
+                return np.load(target, mmap_mode="r"), False
             except (OSError, ValueError):
                 pass  # a damaged cache entry: decode again and overwrite it
         array = np.ascontiguousarray(reader(path))
@@ -84,4 +93,4 @@ class DecodedCache:
             os.replace(tmp, target)
         except OSError:
             pass  # a read-only or full cache dir only costs speed, never correctness
-        return array
+        return array, True

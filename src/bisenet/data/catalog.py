@@ -227,8 +227,10 @@ def invalid_counts(counts: np.ndarray, lut: np.ndarray | None, num_classes: int,
     if bad.size == 0:
         return ""
     how = "after the label map " if lut is not None else ""
-    fix = fix or f"fix data.num_classes / data.label_map (or --dataset) or remap those values to {ignore_index}"
-    return f"has values {_shown(bad)} outside [0, {num_classes}) {how}that are not the ignore index {ignore_index}; {fix}"
+    fix = fix or f"fix data.num_classes / data.label_map (or --dataset) or remap {'that value' if bad.size == 1 else 'those values'} to {ignore_index}"
+    what = f"value {_shown(bad)} outside [0, {num_classes}) {how}that is not" if bad.size == 1 else \
+        f"values {_shown(bad)} outside [0, {num_classes}) {how}that are not"
+    return f"has {what} the ignore index {ignore_index}; {fix}"
 
 
 def _shown(values: np.ndarray) -> str:

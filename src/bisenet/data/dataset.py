@@ -165,18 +165,18 @@ class SegmentationDataset(Dataset):
         return image, label, self._luts[index]
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded image and raw label, verified once per process (size, values)."""
+        """Decoded image and raw label, verified (size, values) whenever the label is read from its file."""
         image_path, label_path = self.samples[index]
         where = f"{self.list_file} line {self.lines[index]}"
         try:
             image = self.cache.image(image_path)
-            label = self.cache.label(label_path)
+            label, fresh = self.cache.label_decoded(label_path)
         except FileProblem as exc:
             raise SampleError(f"{where}: {exc}") from None
         mismatch = size_mismatch(image_path, image.shape, label_path, label.shape)  # as `data check` words it
         if mismatch:
             raise SampleError(f"{where}: {mismatch}")
-        if index not in self._checked:
+        if fresh or index not in self._checked:  # a file decoded again may have been rewritten mid-run
             lut = self._luts[index]
             bad = invalid_values(label, lut, self.num_classes, self.ignore_index,
                                  fix=JPEG_FIX if is_jpeg(label_path) else None,
