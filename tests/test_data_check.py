@@ -303,3 +303,9 @@ def test_check_passes_the_real_datasets_under_their_own_names(tmp_path, capsys):
         code, out = run_cli(capsys, "data", "check", "--root", str(city), "--list", str(city / f"{split}.txt"),
                             "--dataset", "cityscapes", "--workers", "2")
         assert code == 0 and "no problems" in out and "note" not in out, out
+
+
+def test_percent_never_rounds_a_part_to_all_or_none():
+    from bisenet.data.check import percent
+    assert [percent(s) for s in (0, 1, 0.5, 0.99999, 0.00001)] == ["0.0", "100.0", "50.0", ">99.9", "<0.1"]
+    assert percent(0.99999, 2) == ">99.99" and percent(0.123456, 2) == "12.35"

@@ -124,13 +124,13 @@ def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
     counts = report.class_pixels
     total = counts.sum()
     labelled = counts[:num_classes].sum()
-    lines.append(f"pixels: {int(total):,} ({100 * counts[ignore_index] / max(total, 1):.2f}% ignored)")
+    lines.append(f"pixels: {int(total):,} ({percent(counts[ignore_index] / max(total, 1), 2)}% ignored)")
     lines.append("class share of labelled pixels:")
     for c in range(num_classes):
         name = class_names[c] if class_names and c < len(class_names) else ""
-        share = 100 * counts[c] / max(labelled, 1)
+        share = percent(counts[c] / max(labelled, 1), 2)
         absent = "  (absent)" if counts[c] == 0 else ""
-        lines.append(f"  {c:>3} {name:<20} {share:6.2f}%{absent}")
+        lines.append(f"  {c:>3} {name:<20} {share:>6}%{absent}")
     mean, std = report.mean_std()
     lines.append(f"RGB mean/std on [0,1] pixels, for the config:  mean: {mean}  std: {std}")
     notes = [ignore_note(report, num_classes, ignore_index), unmapped_note(report, ignore_index, map_name)]
@@ -143,6 +143,15 @@ def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
     return lines + [note for note in notes if note]
 
 
+def percent(share: float, digits: int = 1) -> str:
+    """`share` (0-1) as a percentage that never rounds a part up to 100% nor down to 0% ("99.99" and "100.0" for one share read as a contradiction)."""
+    text = f"{100 * share:.{digits}f}"
+    if 0 < share < 1 and float(text) in (0.0, 100.0):
+        step = 10.0 ** -digits
+        return f"<{step:.{digits}f}" if float(text) == 0 else f">{100 - step:.{digits}f}"
+    return text
+
+
 IGNORED_SHARE_NOTE = 0.05  # ignored share of pixels above which an absent class hints at a class saved as 255
 MOSTLY_IGNORED = 0.9  # ignored share above which the label encoding is likely not the one assumed
 
@@ -153,7 +162,7 @@ def mostly_ignored_note(report: CheckReport, ignore_index: int) -> str:
     share = counts[ignore_index] / max(counts.sum(), 1)
     if share <= MOSTLY_IGNORED:
         return ""
-    return (f"note: {100 * share:.1f}% of pixels are the ignore index {ignore_index}, so little is left to learn: "
+    return (f"note: {percent(share)}% of pixels are the ignore index {ignore_index}, so little is left to learn: "
             "wrong --dataset / data.dataset, or labels in another encoding? `bisenet data show CFG` draws what "
             "the network gets")
 
@@ -174,7 +183,7 @@ def ignore_note(report: CheckReport, num_classes: int, ignore_index: int) -> str
     shown = ", ".join(items if len(items) <= 6 else items[:2] + ["..."] + items[-1:])
     classes = f"class {absent[0]} never occurs" if len(absent) == 1 else \
         f"classes {', '.join(map(str, absent[:5]))}{' ...' if len(absent) > 5 else ''} never occur"
-    return (f"note: {classes} and {100 * share:.1f}% of pixels are the ignore index {ignore_index}: if "
+    return (f"note: {classes} and {percent(share)}% of pixels are the ignore index {ignore_index}: if "
             f"{ignore_index} marks a class in your masks (e.g. 0/255 binary masks), map it, e.g. data.label_map: "
             f"{{{shown}}} (values left out of the map are ignored); then check with `bisenet data check --config CFG`")
 
@@ -185,8 +194,8 @@ def unmapped_note(report: CheckReport, ignore_index: int, map_name: str | None) 
     if map_name is None or values.size == 0:
         return ""
     shown = ", ".join(str(v) for v in values[:10]) + (" ..." if values.size > 10 else "")
-    share = 100 * report.unmapped_pixels.sum() / max(report.class_pixels.sum(), 1)
+    share = percent(report.unmapped_pixels.sum() / max(report.class_pixels.sum(), 1))
     one = values.size == 1
-    what = f"value {shown} ({share:.1f}% of pixels) is" if one else f"values {shown} ({share:.1f}% of pixels) are"
+    what = f"value {shown} ({share}% of pixels) is" if one else f"values {shown} ({share}% of pixels) are"
     return (f"note: label {what} not in {map_name} and become{'s' if one else ''} the ignore index {ignore_index}; "
             f"add {'it' if one else 'them'} to {map_name} if {'it is a class' if one else 'they are classes'}")
