@@ -192,7 +192,7 @@ def test_weights_of_another_class_count_than_the_config_are_refused(weights, cap
     code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager",
                  "--weights", str(weights), "--config", str(camvid)])
     assert code == 2
-    assert capsys.readouterr().err == (f"bisenet bench: error: the config has 11 classes but {weights} predicts 5; "
+    assert capsys.readouterr().err == (f"bisenet bench: error: --config {camvid} has 11 classes but {weights} predicts 5; "
                                        "pass the config the weights were trained with\n")
 
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         mean=mean, std=std, warmup=args.warmup, iters=args.iters, max_images=args.max_images,
         log=lambda message: print(message, file=sys.stderr, flush=True), keep_memory=args.keep_memory,
         config_arch=config.model.arch if config is not None else None,
-        config_classes=config.num_classes if config is not None else None,
+        config_classes=config.num_classes if config is not None else None, config_name=f"--config {args.config}",
     )
     print(format_table(rows))
     if args.json:  # atomically: a folder created there meanwhile or a full disk leaves no half-written file

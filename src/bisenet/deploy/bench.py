@@ -149,13 +149,14 @@ def run_benchmark(
     keep_memory: bool = False,
     config_arch: str | None = None,
     config_classes: int | None = None,
+    config_name: str = "the config",
 ) -> list[dict[str, Any]]:
     """Time each backend (infer) or precision (train); one row per backend, see format_table.
 
     `size` and `batch_size` default to MODE_DEFAULTS[mode]: 512x1024 batch 1 (infer), 512x512 batch 4 (train).
     `device` is cpu, cuda[:N] or auto (CUDA when present).
     `config_arch` and `config_classes` (a config's model.arch and class count) refuse `weights` of another
-    arch or class count, as eval, predict and export do.
+    arch or class count, as eval, predict and export do; `config_name` is how that error names the config.
 
     `keep_memory` applies `runtime.keep_freed_memory()` once the first backend is built, as
     eval/predict do on the CPU (train before its first step); it is process-wide, so off by
@@ -191,7 +192,7 @@ def run_benchmark(
         if config_arch:
             check_arch(model, config_arch, weights)
         if config_classes:
-            check_classes(model, config_classes, weights)
+            check_classes(model, config_classes, weights, config_name)
     if mode == "train":
         from bisenet.deploy.bench_train import bench_train  # here: it builds on this module's timing helpers
 
