@@ -309,3 +309,19 @@ def test_percent_never_rounds_a_part_to_all_or_none():
     from bisenet.data.check import percent
     assert [percent(s) for s in (0, 1, 0.5, 0.99999, 0.00001)] == ["0.0", "100.0", "50.0", ">99.9", "<0.1"]
     assert percent(0.99999, 2) == ">99.99" and percent(0.123456, 2) == "12.35"
+
+
+def test_check_notes_repeated_lines(tmp_path, capsys):
+    # Two lists concatenated by hand: every repeated pair would count twice in training and in mIoU.
+    for name in ("a", "b"):
+        _touch_png(tmp_path / "img" / f"{name}.png", 3)
+        cv2.imwrite(str(tmp_path / "lab" / f"{name}.png"), np.array([[0, 1, 0, 1]] * 4, np.uint8))
+    (tmp_path / "l.txt").write_text("img/a.png,lab/a.png\nimg/b.png,lab/b.png\nimg/a.png,lab/a.png\n"
+                                    "img/b.png,lab/b.png\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "2")
+    assert code == 0 and out.splitlines()[-1] == (
+        "note: line 3 repeats line 1 (the same image and label) and 1 more line repeat earlier ones: a repeated "
+        "pair counts twice in training and evaluation; remove repeats unless you mean to oversample")
+    (tmp_path / "l.txt").write_text("img/a.png,lab/a.png\nimg/b.png,lab/b.png\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "2")
+    assert code == 0 and "note" not in out

@@ -30,6 +30,7 @@ class CheckReport:
     label_map: bool = False  # labels went through a label map (a dataset's or data.label_map)
     jpeg_labels: list[Path] = field(default_factory=list)  # lossy: in-range noise passes the value test
     unmapped_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256))  # raw value not in the map -> pixels
+    repeats: list[tuple[int, int]] = field(default_factory=list)  # (line, earlier line of the same pair)
 
     @property
     def ok(self) -> bool:
@@ -97,6 +98,12 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
     def work(entry: ListEntry):
         return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index, dataset)
 
+    first_line: dict[tuple[Path, Path], int] = {}
+    for entry in pairs.entries:
+        first = first_line.setdefault((entry.image.resolve(), entry.label.resolve()), entry.line)
+        if first != entry.line:
+            report.repeats.append((entry.line, first))
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for entry, (problems, stats) in zip(pairs.entries, pool.map(work, pairs.entries)):  # map keeps list order
             report.problems.extend(problems)
@@ -136,6 +143,11 @@ def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
     notes = [ignore_note(report, num_classes, ignore_index), unmapped_note(report, ignore_index, map_name)]
     if not any(notes):  # those two already say which values went to ignore, and why
         notes.append(mostly_ignored_note(report, ignore_index))
+    if report.repeats:  # a note: oversampling by repetition is a choice some make on purpose
+        (line, first), more = report.repeats[0], len(report.repeats) - 1
+        others = f" and {plural(more, 'more line')} repeat earlier ones" if more else ""
+        notes.append(f"note: line {line} repeats line {first} (the same image and label){others}: a repeated pair "
+                     "counts twice in training and evaluation; remove repeats unless you mean to oversample")
     if report.jpeg_labels:  # a note, not a problem: without PNG originals there is nothing better to train on
         count = len(report.jpeg_labels)
         notes.append(f"note: {count} label{'s are JPEGs' if count > 1 else ' is a JPEG'} (e.g. {report.jpeg_labels[0]}), "
