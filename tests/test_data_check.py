@@ -315,6 +315,7 @@ def test_check_notes_repeated_lines(tmp_path, capsys):
     # Two lists concatenated by hand: every repeated pair would count twice in training and in mIoU.
     for name in ("a", "b"):
         _touch_png(tmp_path / "img" / f"{name}.png", 3)
+        _touch_png(tmp_path / "lab" / f"{name}.png")
         cv2.imwrite(str(tmp_path / "lab" / f"{name}.png"), np.array([[0, 1, 0, 1]] * 4, np.uint8))
     (tmp_path / "l.txt").write_text("img/a.png,lab/a.png\nimg/b.png,lab/b.png\nimg/a.png,lab/a.png\n"
                                     "img/b.png,lab/b.png\n")
