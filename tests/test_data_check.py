@@ -325,4 +325,4 @@ def test_check_notes_repeated_lines(tmp_path, capsys):
         "pair counts twice in training and evaluation; remove repeats unless you mean to oversample")
     (tmp_path / "l.txt").write_text("img/a.png,lab/a.png\nimg/b.png,lab/b.png\n")
     code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "2")
-    assert code == 0 and "note" not in out
+    assert code == 0 and "note:" not in out
