@@ -194,7 +194,13 @@ def test_lists_pairs_in_one_folder_uses_the_label_suffix_or_refuses_without_one(
     assert (tmp_path / "train.txt").read_text() == "all/a.jpg,all/a_mask.png\nall/b.jpg,all/b_mask.png\n"
     (tmp_path / "train.txt").unlink()
     for f in (tmp_path / "all").glob("*_mask.png"):
-        f.rename(f.with_name(f.name.replace("_mask", "")))  # a.jpg / a.png: nothing tells labels from images
+        f.rename(f.with_name(f.name.replace("_mask", "")))  # a.jpg / a.png: the single-channel PNG is the label
+    code, out = run_cli(capsys, *args)
+    assert code == 0 and "paired each single-channel mask with the other file of its name (e.g. a.jpg <-> a.png)" in out
+    assert (tmp_path / "train.txt").read_text() == "all/a.jpg,all/a.png\nall/b.jpg,all/b.png\n"
+    assert "1 image without a label, skipped: " in out and "c.jpg" in out
+    (tmp_path / "train.txt").unlink()
+    _touch_png(tmp_path / "all" / "b.tif")  # three files of one name: nothing tells which pair is meant
     code, out = run_cli(capsys, *args)
     assert code == 2 and "--images and --labels are both" in out
     assert "every label named <image name><suffix> (e.g. a.jpg, a_mask.png)" in out

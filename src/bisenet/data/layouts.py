@@ -157,10 +157,13 @@ def _pair_in_one_folder(folder: Path, files: list[Path]) -> Pairing:
         for i in range(1, len(k)):
             if k[i] in "_-. " and "/" not in k[i:] and k[:i] in by_key:
                 candidates.setdefault(k[i:], []).append(k)
-    if not candidates:
-        raise DataError(f"--images and --labels are both {folder}, and its files follow no one label naming rule: "
-                        f"{ONE_FOLDER_RULE}")
     kinds: dict[Path, str] = {}
+    if not candidates:
+        pairing = _pair_by_extension(by_key, kinds)
+        if pairing is None:
+            raise DataError(f"--images and --labels are both {folder}, and its files follow no one label naming "
+                            f"rule: {ONE_FOLDER_RULE}")
+        return pairing
     scores = {suffix: _mask_score(keys, by_key, kinds) for suffix, keys in candidates.items()}
     ranked = sorted(scores, key=lambda suffix: scores[suffix], reverse=True)
     suffix = ranked[0]
@@ -183,6 +186,31 @@ def _pair_in_one_folder(folder: Path, files: list[Path]) -> Pairing:
     if len(candidates[by_name]) > len(candidates[suffix]):  # the old rule, by name alone, would have picked it
         pairing.notes.append(f"{_describe_suffix(by_name, candidates[by_name], by_key, kinds)} look less like "
                              f"masks than the {suffix!r} files, so they were taken as images, not labels")
+    return pairing
+
+
+def _pair_by_extension(by_key: dict[str, list[Path]], kinds: dict[Path, str]) -> Pairing | None:
+    """a.jpg beside a.png: where every name held twice is one mask and one non-mask, the mask is the label.
+
+    None when some name's two files cannot be told apart (two masks, two photos) or a name is held thrice.
+    """
+    groups = [paths for paths in by_key.values() if len(paths) > 1]
+    if not groups or any(len(paths) != 2 for paths in groups):
+        return None
+    pairing = Pairing()
+    for paths in by_key.values():
+        if len(paths) == 1:
+            alone = paths[0]
+            (pairing.lonely_labels if _mask_kind(alone, kinds) == "mask" else pairing.lonely_images).append(alone)
+            continue
+        masks = [p for p in paths if _mask_kind(p, kinds) == "mask"]
+        if len(masks) != 1:
+            return None
+        image = paths[1] if masks[0] == paths[0] else paths[0]
+        pairing.pairs.append((image, masks[0]))
+    image, label = pairing.pairs[0]
+    pairing.notes.append(f"labels share their image's name with another extension: paired each single-channel mask "
+                         f"with the other file of its name (e.g. {image.name} <-> {label.name})")
     return pairing
 
 
