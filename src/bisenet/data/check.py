@@ -12,7 +12,7 @@ import numpy as np
 
 from bisenet.data.catalog import DatasetInfo, build_lut, invalid_counts
 from bisenet.data.dataset import uses_train_ids
-from bisenet.data.decode import JPEG_FIX, FileProblem, is_jpeg, read_image, read_label, size_mismatch
+from bisenet.data.decode import FileProblem, is_jpeg, label_value_fix, read_image, read_label, size_mismatch
 from bisenet.data.lists import ListEntry, PairList, not_found_fix, plural
 
 
@@ -67,7 +67,7 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
     hist = None
     if label is not None:
         hist = cv2.calcHist([label], [0], None, [256], [0, 256]).ravel()
-        fix = JPEG_FIX if is_jpeg(entry.label) else None
+        fix = label_value_fix(entry.label)
         bad = invalid_counts(hist, label_lut, num_classes, ignore_index, fix=fix, dataset=None if train_ids else dataset)
         if bad:
             problems.append(f"{where}: label {entry.label} {bad}")

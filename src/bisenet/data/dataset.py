@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from bisenet.config import AugmentConfig, Config, load_config
 from bisenet.data.cache import DecodedCache
 from bisenet.data.catalog import DatasetInfo, build_lut, invalid_values, preset_labels
-from bisenet.data.decode import JPEG_FIX, FileProblem, is_jpeg, size_mismatch
+from bisenet.data.decode import FileProblem, label_value_fix, size_mismatch
 from bisenet.data.lists import PairList, missing_files, read_given_list, read_list, resolve_list_path
 from bisenet.data.transforms import CropParams, eval_sample, normalise_tables, sample_params, train_sample
 from bisenet.errors import DataError
@@ -179,7 +179,7 @@ class SegmentationDataset(Dataset):
         if fresh or index not in self._checked:  # a file decoded again may have been rewritten mid-run
             lut = self._luts[index]
             bad = invalid_values(label, lut, self.num_classes, self.ignore_index,
-                                 fix=JPEG_FIX if is_jpeg(label_path) else None,
+                                 fix=label_value_fix(label_path),
                                  dataset=None if lut is None else self.dataset)  # train-id files hold no raw ids
             if bad:
                 raise SampleError(f"{where}: label {label_path} {bad}")

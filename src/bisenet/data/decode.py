@@ -138,6 +138,11 @@ def is_jpeg(path: Path) -> bool:
     return path.suffix.lower() in (".jpg", ".jpeg")
 
 
+def label_value_fix(path: Path) -> str | None:
+    """The advice for a label's out-of-range values: JPEG_FIX for a JPEG, else None (the value check's own)."""
+    return JPEG_FIX if is_jpeg(path) else None
+
+
 def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
     """Check a decoded mask is single-channel with values that fit in 8 bits."""
     if label.ndim == 3 and label.shape[2] == 1:
