@@ -213,7 +213,7 @@ def test_pred_dir_refuses_values_that_are_not_classes(tiny, tmp_path, capsys) ->
     cv2.imwrite(str(preds / "tile2.png"), mask)
     assert main(base + ["--dataset", "dubai"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"prediction {preds / 'tile2.png'} has values 200 outside [0, 5)" in err
+    assert err.count("\n") == 1 and f"prediction {preds / 'tile2.png'} has value 200 outside [0, 5)" in err
     assert "predictions must be train ids 0..4" in err
 
 
