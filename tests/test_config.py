@@ -99,6 +99,19 @@ def test_a_single_override_string_is_one_override() -> None:
         load_config(CONFIG, [("train.lr", 0.1)])
 
 
+def test_a_section_override_sets_its_keys_and_keeps_the_rest_of_the_section() -> None:
+    # {"train": {"lr": 0.01}} used to replace the file's train section: max_iters, optimizer... back to defaults.
+    base = load_config(CONFIG)
+    for overrides in ({"train": {"lr": 0.01}}, ["train={lr: 0.01}"]):
+        cfg = load_config(CONFIG, overrides)
+        assert cfg.train.lr == 0.01 and cfg.train.max_iters == base.train.max_iters == 450
+        assert cfg.train.optimizer == base.train.optimizer and cfg.augment == base.augment
+    cfg = load_config(CONFIG, {"data": {"label_map": {0: 1}}, "augment": {"flip": False}})
+    assert cfg.data.label_map == {0: 1} and cfg.augment.crop_size == base.augment.crop_size  # a map is a value
+    with pytest.raises(ConfigError, match=re.escape("override train={'lrr': 0.01}: unknown key 'train.lrr'")):
+        load_config(CONFIG, {"train": {"lrr": 0.01}})
+
+
 @pytest.mark.parametrize(("override", "message"), [
     ("train.ohem_thresh=0", "train.ohem_thresh = 0.0 must lie in (0, 1]"),  # -ln(0): a math domain error at the start
     ("train.ohem_thresh=1.5", "train.ohem_thresh = 1.5 must lie in (0, 1]"),

@@ -159,12 +159,27 @@ def load_config(
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (model, data, ...), got {type(raw).__name__}")
         source = str(path)
-    parsed = parse_overrides(overrides)
+    parsed = _merge_sections(parse_overrides(overrides))
     for key, (value, label) in parsed.items():
         set_path(raw, key, value, label)
     # Errors about a value an override set name the override, not the file, e.g. "--set train.lr=abc: ...".
     where = Source(source, {key: label for key, (_, label) in parsed.items()})
     return resolve(_build(Config, raw, where, ""), where)
+
+
+def _merge_sections(parsed: dict[str, tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
+    """{'train': {'lr': 0.1}} as {'train.lr': 0.1}: a section override sets its keys, it does not reset the rest.
+
+    Replacing the section would silently drop every key of the file's section it does not repeat.
+    """
+    sections = {f.name for f in dataclasses.fields(Config)}
+    merged: dict[str, tuple[Any, str]] = {}
+    for key, (value, label) in parsed.items():
+        if key in sections and isinstance(value, dict):
+            merged.update({f"{key}.{name}": (item, label) for name, item in value.items()})
+        else:
+            merged[key] = (value, label)
+    return merged
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
