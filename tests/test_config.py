@@ -123,6 +123,7 @@ def test_a_section_override_sets_its_keys_and_keeps_the_rest_of_the_section() ->
     ("data.label_map={0: 0, 128: 300}", "data.label_map 128: 300 must map to a class id in [0, 5) or to the ignore index 255"),
     ("data.label_map={128: -1}", "data.label_map 128: -1 must map to a class id in [0, 5)"),
     ("model.pretrained=imagenet", "model.pretrained is for bisenetv1's ResNet-18; bisenetv2 trains from scratch"),
+    ("train.device=gpu", "train.device = 'gpu' is not a device; pass auto, cpu or cuda[:N]"),
 ])
 def test_values_that_would_crash_or_mislead_later_are_refused_at_load(override, message) -> None:
     with pytest.raises(ConfigError) as info:

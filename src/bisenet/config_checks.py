@@ -8,6 +8,7 @@ inside a run, naming the key (or the `--set` that gave it) and the fix.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import TYPE_CHECKING
 
 from bisenet.config_overrides import Source
@@ -140,6 +141,9 @@ def _check_ranges(cfg: Config, source: Source) -> None:
     if not 0 <= t.ohem_min_kept_fraction <= 1:
         raise ConfigError(f"{source.at('train.ohem_min_kept_fraction')}: train.ohem_min_kept_fraction = "
                           f"{t.ohem_min_kept_fraction} must lie in [0, 1], a share of the valid pixels such as 0.0625")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):  # else a run would fail only once it starts
+        raise ConfigError(f"{source.at('train.device')}: train.device = {t.device!r} is not a device; "
+                          "pass auto, cpu or cuda[:N]")
     for key, size in (("augment.crop_size", cfg.augment.crop_size), ("eval.crop_size", cfg.eval.crop_size)):
         if size is not None and min(size) <= 0:
             raise ConfigError(f"{source.at(key)}: {key} = {size[0]}x{size[1]} must be positive")
