@@ -359,3 +359,15 @@ def test_build_model_unknown_arch_lists_valid():
 def test_build_model_bad_num_classes(num_classes):
     with pytest.raises(ValueError, match="num_classes"):
         bisenet.build_model("bisenetv2", num_classes)
+
+
+def test_build_model_refuses_bad_arguments_with_config_errors() -> None:
+    # ConfigError is a BisenetError (the CLI prints one line) and a ValueError (what Python callers catch).
+    from bisenet.errors import BisenetError, ConfigError
+
+    assert issubclass(ConfigError, BisenetError) and issubclass(ConfigError, ValueError)
+    with pytest.raises(ConfigError, match=r"unknown arch 'bisenetv3' \(did you mean 'bisenetv2'\?\)"):
+        bisenet.build_model("bisenetv3", 5)
+    for bad in (0, "5", True):
+        with pytest.raises(ConfigError, match="num_classes must be a positive integer"):
+            bisenet.build_model("bisenetv2", bad)

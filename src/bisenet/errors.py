@@ -15,8 +15,8 @@ class BisenetError(Exception):
     """
 
 
-class ConfigError(BisenetError):
-    """A bad configuration key or value."""
+class ConfigError(BisenetError, ValueError):
+    """A bad configuration key or value (also a ValueError, as Python code that catches bad values expects)."""
 
 
 class DataError(BisenetError):

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from bisenet.errors import ConfigError, nearest
+
 from bisenet.models.bisenetv1 import BiSeNetV1
 from bisenet.models.bisenetv2 import BiSeNetV2
 
@@ -15,16 +17,19 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(arch: str, num_classes: int, pretrained: str | None = None, **options) -> nn.Module:
-    """Build a model by name; `pretrained` (V1 only) loads ImageNet backbone weights."""
+def build_model(arch: str, num_classes: int, pretrained: str | None = None) -> nn.Module:
+    """Build a model by name; `pretrained` (V1 only) loads ImageNet backbone weights.
+
+    Bad arguments raise ConfigError, which is both a BisenetError and a ValueError.
+    """
     if arch not in MODELS:
-        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(MODELS)}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    model = MODELS[arch](num_classes=num_classes, **options)
+        raise ConfigError(f"unknown arch {arch!r}{nearest(str(arch), MODELS)}; valid: {', '.join(MODELS)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    model = MODELS[arch](num_classes=num_classes)
     if pretrained:
         if not hasattr(model, "load_pretrained_backbone"):
-            raise ValueError(f"{arch} trains from scratch and takes no pretrained backbone; set model.pretrained: null")
+            raise ConfigError(f"{arch} trains from scratch and takes no pretrained backbone; set model.pretrained: null")
         model.load_pretrained_backbone(pretrained)
     return model
 
