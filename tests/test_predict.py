@@ -146,3 +146,15 @@ def test_predict_refuses_a_path_and_an_image_without_pixels(weights) -> None:
     for shape in [(0, 0, 3), (0, 5, 3), (4, 0)]:
         with pytest.raises(BisenetError, match=r"has no pixels; pass an image of at least 1x1"):
             seg.predict(np.zeros(shape, np.uint8))
+
+
+def test_predict_batch_refuses_one_image_instead_of_taking_each_row_as_one(weights) -> None:
+    # Iterating an HxWx3 array gave H masks of shape (W, 3), one per row read as a gray image.
+    seg = Segmenter.from_checkpoint(weights, device="cpu")
+    rgb = np.random.default_rng(4).integers(0, 256, size=(30, 32, 3), dtype=np.uint8)
+    for one in (rgb, rgb[:, :, 0], np.stack([rgb[:, :, 0]] * 3)):  # a 3-D stack of gray images is ambiguous too
+        with pytest.raises(BisenetError, match=r"^predict_batch takes a list \(or NxHxWxC array\) of images; got one "
+                                               r"[23]-D array .*: use predict\(\) for one image"):
+            seg.predict_batch(one)
+    stacked = seg.predict_batch(np.stack([rgb, rgb[::-1]]))  # NxHxWx3 still works
+    assert [m.shape for m in stacked] == [(30, 32)] * 2 and np.array_equal(stacked[0], seg.predict(rgb))

@@ -154,7 +154,13 @@ class Segmenter:
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Class-id maps for a list of uint8 images, as for `predict` (same-size ones share a forward pass)."""
+        """Class-id maps for a list (or NxHxWxC array) of uint8 images, as for `predict`; same-size ones share a pass.
+
+        A 3-D array is refused: one HxWx3 image and N HxW gray ones look alike; pass a list.
+        """
+        if isinstance(images, np.ndarray) and images.ndim != 4:  # iterating would take each row as an image
+            raise BisenetError(f"predict_batch takes a list (or NxHxWxC array) of images; got one {images.ndim}-D "
+                               f"array {images.shape}: use predict() for one image, or pass a list of gray ones")
         images = [_as_rgb(image, i) for i, image in enumerate(images)]
         out: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
