@@ -120,7 +120,7 @@ def test_sampler_is_a_pure_function_of_iteration_and_splits_ranks():
 
 def test_checkpoint_round_trip_and_load_model(tmp_path):
     result = train(tiny_config("train.max_iters=2"), tmp_path)
-    assert result.iteration == 2 and result.seconds_per_iter > 0  # one gap: iteration 1 -> 2
+    assert result.iteration == 2 and result.seconds_per_iter > 0  # iteration 2 (the first is left out)
     ckpt = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     for key in ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config", "arch", "num_classes"):
         assert key in ckpt, key

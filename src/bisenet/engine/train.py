@@ -55,9 +55,9 @@ class TrainResult:
     best_miou: float | None
     last_miou: float | None
     stopped_by: str | None  # "SIGTERM" / "SIGINT" when interrupted, else None
-    # Median wall time between consecutive iterations (the first, with its start-up costs, left
-    # out; the median also leaves out the few that save a checkpoint or evaluate); None when
-    # fewer than two iterations ran.
+    # Median wall time of one iteration (loading its batch to its log line; evaluations and
+    # checkpoints not counted), the first, with its start-up costs, left out; None when fewer
+    # than two iterations ran.
     seconds_per_iter: float | None = None
 
 
@@ -202,11 +202,12 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     net.train()
     monitor.start(start_iter)
     sums: dict[str, torch.Tensor] = {}  # per-head loss sums since the last log line
-    step_done: list[float] = []  # when each iteration finished, for seconds_per_iter
+    step_seconds: list[float] = []  # each iteration's own time (data wait to logging), for seconds_per_iter
     with stop.installed():
         batches = iter(loader)
         try:
             while iteration < tc.max_iters:
+                step_start = time.perf_counter()
                 try:
                     images, labels = next(batches)
                 except DataError as exc:  # raised in a worker: keep the one-line message
@@ -243,6 +244,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                     means = all_reduce_sum(torch.stack(list(sums.values()))) / (span * dist_info.world_size)
                     monitor.log_train(iteration, dict(zip(sums, means.tolist())), step_lr, images_per_step)
                     sums = {}
+                step_seconds.append(time.perf_counter() - step_start)  # before any evaluation or checkpoint
 
                 finished = iteration == tc.max_iters
                 if evaluating and (iteration % tc.eval_interval == 0 or finished):
@@ -264,12 +266,11 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                     monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. Continue with: "
                                   f"{launcher} train {work_dir / 'config.yaml'} --work-dir {work_dir} --resume")
                     break
-                step_done.append(time.perf_counter())
         except (BisenetError, RuntimeError) as exc:  # train.log says why the run ended, and when
             monitor.log_error(iteration, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
             raise
-        gaps = sorted(b - a for a, b in zip(step_done, step_done[1:]))
-        seconds_per_iter = gaps[len(gaps) // 2] if gaps else None
+        steady = sorted(step_seconds[1:])  # the first pays start-up costs (workers, allocator, kernels)
+        seconds_per_iter = steady[len(steady) // 2] if steady else None
         del batches
     curves = monitor.close()
     if dist_info.is_main and curves:
