@@ -3,6 +3,7 @@ folders and videos is in test_predict_cli.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -43,7 +44,7 @@ def test_generated_palette_keeps_every_class_apart_and_off_the_ignore_black(n):
     assert colours.max(1).min() >= 100  # nothing near black, the colour of ignore pixels
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.int64, np.float32])
+@pytest.mark.parametrize("dtype", [np.int8, np.int64])
 def test_colorize_refuses_negative_ids_instead_of_wrapping(dtype) -> None:
     # numpy indexing would draw -1 with the lookup table's last colour; ids past the palette stay black.
     mask = np.array([[0, -3], [-1, 100]]).astype(dtype)
@@ -158,3 +159,17 @@ def test_predict_batch_refuses_one_image_instead_of_taking_each_row_as_one(weigh
             seg.predict_batch(one)
     stacked = seg.predict_batch(np.stack([rgb, rgb[::-1]]))  # NxHxWx3 still works
     assert [m.shape for m in stacked] == [(30, 32)] * 2 and np.array_equal(stacked[0], seg.predict(rgb))
+
+
+def test_colorize_refuses_what_is_not_one_integer_label_map(weights) -> None:
+    # Both used to pass: an HxWx3 array came back HxWx3x3, and 1.9 was drawn as class 1.
+    seg = Segmenter.from_checkpoint(weights, device="cpu")
+    for draw in (lambda m: colorize(m, DUBAI.palette), seg.colorize):
+        for mask in (np.zeros((2, 2, 3), np.uint8), np.zeros((2, 4, 4), np.int64), np.zeros(3, np.uint8)):
+            shape = re.escape(str(mask.shape))
+            with pytest.raises(BisenetError, match=rf"^colorize: the mask has shape {shape}; pass one HxW label map"):
+                draw(mask)
+        for mask, dtype in [(np.array([[1.9]]), "float64"), (np.array([[True, False]]), "bool")]:
+            with pytest.raises(BisenetError, match=rf"^colorize: the mask is {dtype}; pass integer class ids"):
+                draw(mask)
+    assert colorize(np.array([[4]], np.uint64), DUBAI.palette).tolist() == [[list(DUBAI.palette[4])]]

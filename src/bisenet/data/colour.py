@@ -13,6 +13,12 @@ from bisenet.errors import BisenetError
 def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """Map an HxW label map to an HxWx3 RGB uint8 image; ids without a colour (e.g. ignore) are black."""
     mask = np.asarray(mask)
+    if mask.ndim != 2:  # indexing the table with an HxWx3 array would return HxWx3x3, not an error
+        raise BisenetError(f"colorize: the mask has shape {mask.shape}; pass one HxW label map of class ids "
+                           "(e.g. from Segmenter.predict), not a colour image or a batch")
+    if mask.dtype.kind not in "ui":  # float ids would be truncated (1.9 -> class 1), bools drawn as ids 0 and 1
+        raise BisenetError(f"colorize: the mask is {mask.dtype}; pass integer class ids, "
+                           "e.g. mask.astype(np.int64) if it holds whole numbers (scores: argmax first)")
     if mask.size and mask.dtype.kind != "u" and mask.min() < 0:  # numpy would wrap it to the table's end
         raise BisenetError(f"colorize: the mask holds negative id {mask.min()}; "
                            "ids must be 0 or more (255 = ignore, drawn black)")
@@ -20,7 +26,7 @@ def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) ->
     size = max(256, int(mask.max()) + 1 if mask.size else 0, len(colours))
     lut = np.zeros((size, 3), dtype=np.uint8)
     lut[: len(colours)] = colours
-    return lut[mask if mask.dtype.kind in "ui" else mask.astype(np.int64)]
+    return lut[mask]
 
 
 def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
