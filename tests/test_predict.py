@@ -16,7 +16,7 @@ from bisenet.cli import main
 from bisenet.config import load_config, to_dict
 from bisenet.data.catalog import DUBAI, generated_palette
 from bisenet.data.colour import overlay
-from bisenet.errors import BisenetError
+from bisenet.errors import BisenetError, ConfigError
 from bisenet.predict import Segmenter, colorize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,3 +173,12 @@ def test_colorize_refuses_what_is_not_one_integer_label_map(weights) -> None:
             with pytest.raises(BisenetError, match=rf"^colorize: the mask is {dtype}; pass integer class ids"):
                 draw(mask)
     assert colorize(np.array([[4]], np.uint64), DUBAI.palette).tolist() == [[list(DUBAI.palette[4])]]
+
+
+def test_segmenter_refuses_a_class_count_the_model_does_not_predict() -> None:
+    # Segmenter(five_class_model, 7) ran with a generated 7-colour palette and ImageNet mean/std.
+    model = bisenet.build_model("bisenetv2", 5)
+    with pytest.raises(ConfigError) as info:
+        Segmenter(model, 7)
+    assert str(info.value) == "the model predicts 5 classes but num_classes is 7; pass num_classes=5"
+    assert Segmenter(model, 5).num_classes == 5

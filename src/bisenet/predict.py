@@ -81,6 +81,10 @@ class Segmenter:
         from bisenet.checkpoint import model_arch
         from bisenet.engine.distributed import resolve_device
 
+        predicts = getattr(model, "num_classes", None)  # runners may not say; BiSeNet models do
+        if isinstance(predicts, int) and predicts != num_classes:  # else a wrong palette and mean/std, silently
+            raise ConfigError(f"the model predicts {predicts} classes but num_classes is {num_classes}; "
+                              f"pass num_classes={predicts}")
         info = info if info is not None else label_info(num_classes)  # the preset with that class count, else ImageNet
         self.batch_size = check_batch_size(batch_size)  # before any backend build
         scale = info.scale if scale is None else check_scale(scale, mode)
