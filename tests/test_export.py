@@ -100,6 +100,25 @@ def test_bad_arguments_raise_one_line_errors(model, tmp_path, kwargs, message) -
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_onnx_in_python_refuses_what_the_cli_refuses(model, tmp_path) -> None:
+    # A .pt name would hold an ONNX graph; a config of another arch or class count would label the file wrongly.
+    from bisenet.config import load_config, to_dict
+
+    with pytest.raises(BisenetError, match=r"name it m.onnx or m.safetensors"):
+        export_onnx(model, tmp_path / "m.pt", 64, 64)
+    v1 = REPO / "configs" / "bisenetv1_cityscapes.yaml"
+    for config, message in ((to_dict(load_config(v1)), "config= is for a bisenetv1 model but the model is a bisenetv2"),
+                            (load_config(REPO / "configs" / "bisenetv2_dubai.yaml"), "has 5 classes but the model predicts 4"),
+                            (str(v1), "the config's model.arch is bisenetv1")):
+        with pytest.raises(BisenetError, match=message):
+            export_onnx(model, tmp_path / "m.onnx", 64, 64, config=config)
+    assert list(tmp_path.iterdir()) == []
+    four = {"data": {"num_classes": 4, "class_names": ["a", "b", "c", "d"]}}
+    export_onnx(model, tmp_path / "m.onnx", 64, 64, config=four, simplify=False)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert meta["bisenet.class_names"] == '["a", "b", "c", "d"]'
+
+
 def test_cli_export_prints_the_check(weights, tmp_path, capsys) -> None:
     out = tmp_path / "sub" / "m.onnx"
     code = main(["export", "--weights", str(weights), "--out", str(out), "--height", "64", "--width", "64",

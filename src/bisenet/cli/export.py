@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_classes is not None and args.num_classes < 1:
         raise BisenetError(f"--num-classes {args.num_classes}: must be at least 1 (or leave it out to read it from the weights)")
     weights_only = args.out.endswith(".safetensors")
-    if not weights_only and not args.out.lower().endswith(".onnx"):  # e.g. model.pt would hold an ONNX graph
+    if not weights_only and not args.out.lower().endswith(".onnx"):  # before the weights load: export_onnx says it too
         stem = os.path.splitext(os.path.basename(args.out))[0] or "model"
         raise BisenetError(f"--out {args.out}: export writes an ONNX graph (.onnx) or eval-only weights (.safetensors); "
                            f"name it {stem}.onnx or {stem}.safetensors")

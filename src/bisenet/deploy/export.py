@@ -82,11 +82,12 @@ def export_onnx(
     fp16: bool = False,
     simplify: bool = True,
     check: bool = True,
-    config: dict | None = None,
+    config: Any = None,
 ) -> dict[str, Any]:
-    """Export `model` to ONNX at `path` and return a report; the file appears only if the check passes.
+    """Export `model` to ONNX at `path` (a .onnx name) and return a report; the file appears only if the check passes.
 
-    `config` (a run's config as a dict, e.g. from export_config) adds its mean/std, names and palette to the metadata.
+    `config` (a Config, a YAML path, or a run's config as a dict, e.g. from export_config) adds its
+    mean/std, names and palette to the metadata; one of another arch or class count is refused.
 
     Raises ExportCheckError (nothing written) when the ONNX output disagrees with PyTorch or either is NaN/inf.
     """
@@ -97,6 +98,10 @@ def export_onnx(
     path = Path(path)
     if path.is_dir():
         raise BisenetError(f"{path} is a folder; pass a file name such as {path / 'model.onnx'}")
+    if path.suffix.lower() != ".onnx":  # e.g. model.pt would hold an ONNX graph that load_model then refuses
+        raise BisenetError(f"--out {path}: export writes an ONNX graph (.onnx) or eval-only weights (.safetensors); "
+                           f"name it {path.stem or 'model'}.onnx or {path.stem or 'model'}.safetensors")
+    config = _fitting_config(model, config)
     make_dir(path.parent, f"--out {path}")
     reference = copy.deepcopy(model).cpu().float().eval()
     num_classes = getattr(model, "num_classes", None)
@@ -233,6 +238,25 @@ def export_config(model: nn.Module, config: Any = None, stored: dict | None = No
     data = {"dataset": preset_info.name, "num_classes": num_classes, "class_names": info.class_names,
             "palette": info.palette, "mean": info.mean, "std": info.std}
     return {"model": {"arch": model_arch(model)}, "data": data, "eval": {"crop_size": list(info.crop)}}, said
+
+
+def _fitting_config(model: nn.Module, config: Any) -> dict | None:
+    """`config` as a dict, refused (one line) when it names another arch or class count than `model`'s."""
+    if config is None:
+        return None
+    if not isinstance(config, dict):  # a Config or a YAML path: export_config checks it against the model
+        return export_config(model, config, weights="the model")[0]
+    from bisenet.checkpoint import model_arch
+
+    arch = (config.get("model") or {}).get("arch")
+    classes = (config.get("data") or {}).get("num_classes")
+    if arch is not None and model_arch(model) is not None and arch != model_arch(model):
+        raise BisenetError(f"config= is for a {arch} model but the model is a {model_arch(model)}; "
+                           "pass the config it was trained with")
+    if isinstance(classes, int) and classes != getattr(model, "num_classes", classes):
+        raise BisenetError(f"config= has {classes} classes but the model predicts {model.num_classes}; "
+                           "pass the config it was trained with")
+    return config
 
 
 def config_metadata(config: dict | None) -> dict[str, str]:
