@@ -76,7 +76,9 @@ def test_segmenter_accepts_gray_and_rgba_and_says_so(weights) -> None:
     rgba = np.dstack([rgb, np.full((33, 40), 7, np.uint8)])
     assert np.array_equal(seg.predict(rgba), seg.predict(rgb))  # alpha is dropped
     assert seg.predict(rgb[:, :, 0]).shape == (33, 40)
-    with pytest.raises(BisenetError, match=r"HxWx3 RGB, HxWx4 RGBA or HxW gray uint8 array, got uint8 \(33, 40, 2\)"):
+    assert np.array_equal(seg.predict(rgb[:, :, :1]), seg.predict(rgb[:, :, 0]))  # HxWx1 gray, as OpenCV keeps it
+    with pytest.raises(BisenetError, match=r"HxWx3 RGB, HxWx4 RGBA, or HxW or HxWx1 gray uint8 array, "
+                                           r"got uint8 \(33, 40, 2\)"):
         seg.predict(rgb[:, :, :2])
     # 0-1 floats get the conversion to write, not a silent rescale.
     with pytest.raises(BisenetError, match=r"image 0: float32 pixels; .*\(image \* 255\)\.round\(\)\.astype\(np\.uint8\)"):

@@ -154,7 +154,7 @@ class Segmenter:
         return (batch.permute(0, 3, 1, 2).float() - self._mean) / self._std
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """HxW class ids (uint8, or int32 beyond 256 classes) for one uint8 image: HxWx3 RGB, HxWx4 RGBA or HxW gray."""
+        """HxW class ids (uint8; int32 past 256 classes) of a uint8 image: HxWx3 RGB, HxWx4 RGBA, HxW or HxWx1 gray."""
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -194,8 +194,10 @@ def _as_rgb(image: np.ndarray, index: int = 0) -> np.ndarray:
                            "read the file first (e.g. np.asarray(PIL.Image.open(path).convert('RGB')) or "
                            "cv2.imread(path)[:, :, ::-1]), or run `bisenet predict` on files")
     image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:  # gray kept 3-D, e.g. by OpenCV or a [..., :1] slice
+        image = image[:, :, 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
-        raise BisenetError(f"image {index}: expected an HxWx3 RGB, HxWx4 RGBA or HxW gray uint8 array, "
+        raise BisenetError(f"image {index}: expected an HxWx3 RGB, HxWx4 RGBA, or HxW or HxWx1 gray uint8 array, "
                            f"got {image.dtype} {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise BisenetError(f"image {index}: {image.shape[1]}x{image.shape[0]} (WxH) has no pixels; pass an image of "
