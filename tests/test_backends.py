@@ -127,6 +127,16 @@ def test_dynamic_backends_take_other_sizes_and_batches(model) -> None:
     assert out.shape == ref.shape and (out - ref).abs().max() < 1e-3
 
 
+def test_backends_refuse_options_they_do_not_take_and_sizes_the_model_does_not(model) -> None:
+    # A misspelt option used to be dropped silently (amp then ran its default dtype).
+    with pytest.raises(BisenetError, match=r"the amp backend takes no option dtpye='fp16' \(did you mean 'dtype'\?\)"):
+        build_backend("amp", model, dtpye="fp16")
+    with pytest.raises(BisenetError, match=r"the eager backend takes no option calibration='x'; its options: none"):
+        build_backend("eager", model, calibration="x")
+    with pytest.raises(ValueError, match=r"multiples of 32, got 100x100; pad or resize to 128x128"):
+        build_backend("onnxruntime", model)(torch.randn(1, 3, 100, 100))  # not onnxruntime's broadcast failure
+
+
 def test_int8_calibrates_from_a_folder(model, images, reference) -> None:
     data = bisenet.load_config(CONFIG).data
     backend = build_backend("int8", model, calibration=EXAMPLE / "train" / "images", size=SIZE,

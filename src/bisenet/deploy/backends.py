@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from bisenet.errors import BisenetError, nearest
+from bisenet.models.layers import check_input_size
 
 
 class Backend:
@@ -59,6 +61,7 @@ class OnnxBackend(Backend):
         self._keep = keep  # the temp folder holding the .onnx lives as long as the backend
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x)  # the model's own message, not onnxruntime's broadcast failure deep in the graph
         feed = x.detach().to("cpu", torch.float32).contiguous().numpy()
         out = self.session.run(None, {"input": feed})[0]
         return torch.from_numpy(out).to(self.device)
@@ -257,8 +260,25 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 }
 
 
+def backend_options(name: str) -> list[str]:
+    """The keyword options the named backend's builder takes (beyond model and device)."""
+    builder = BACKENDS[name]
+    if builder in (build_openvino, build_int8_openvino):  # thin wrappers: the options are the real builder's
+        from bisenet.deploy import openvino
+
+        builder = getattr(openvino, builder.__name__)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in inspect.signature(builder).parameters.values()
+            if p.kind in kinds and p.name not in ("model", "device")]
+
+
 def build_backend(name: str, model: nn.Module, device: str | torch.device = "cpu", **opts: Any) -> Backend:
-    """The named backend around an eval-mode `model`; unknown names list the valid ones."""
+    """The named backend around an eval-mode `model`; unknown names, and options it does not take, are refused."""
     if name not in BACKENDS:
         raise BisenetError(f"unknown backend {name!r}{nearest(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
+    accepted = backend_options(name)
+    for key in opts:  # a misspelt dtpye= would otherwise be ignored and the default silently used
+        if key not in accepted:
+            raise BisenetError(f"the {name} backend takes no option {key}={opts[key]!r}{nearest(key, accepted)}; "
+                               f"its options: {', '.join(accepted) or 'none'}")
     return BACKENDS[name](model.eval(), resolve_device(device), **opts)

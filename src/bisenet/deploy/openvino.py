@@ -21,6 +21,7 @@ from torch import nn
 from bisenet.deploy.backends import Backend, _calibration_batches, _export_temp
 from bisenet.errors import BisenetError
 from bisenet.evaluation.inference import labels_from_scores
+from bisenet.models.layers import check_input_size
 
 # Everything but convolutions stays in float: quantising the adds, gates, pools and resizes
 # as well cost 3-8% label agreement on a trained Dubai model for almost no speed.
@@ -53,6 +54,7 @@ class OpenVinoBackend(Backend):
         self.calibration_agreement: float | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x)  # the model's own message, not a shape failure deep in the graph
         feed = x.detach().to("cpu", torch.float32).contiguous().numpy()
         # infer() copies the output out of the request's buffer (which the next call overwrites)
         # into a new array, so that array is ours: no second copy.
