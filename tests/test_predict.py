@@ -31,6 +31,8 @@ def test_colorize_and_overlay() -> None:
     assert rgb[0, 0].tolist() == list(DUBAI.palette[0]) and rgb[1, 0].tolist() == list(DUBAI.palette[4])
     assert rgb[1, 1].tolist() == [0, 0, 0]  # ignore / unknown ids are black
     assert colorize(mask.astype(np.int64), DUBAI.palette).tolist() == rgb.tolist()
+    huge = np.array([[1, 2**40]], dtype=np.int64)  # a table as long as the id would not fit in memory
+    assert colorize(huge, DUBAI.palette).tolist() == [[list(DUBAI.palette[1]), [0, 0, 0]]]
     photo = np.full((2, 2, 3), 200, np.uint8)
     assert overlay(photo, rgb, 0.0).tolist() == photo.tolist() and overlay(photo, rgb, 1.0).tolist() == rgb.tolist()
 

@@ -23,9 +23,11 @@ def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) ->
         raise BisenetError(f"colorize: the mask holds negative id {mask.min()}; "
                            "ids must be 0 or more (255 = ignore, drawn black)")
     colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    size = max(256, int(mask.max()) + 1 if mask.size else 0, len(colours))
+    size = max(256, len(colours) + 1)  # one black row past the colours at least, for every uint8 id
     lut = np.zeros((size, 3), dtype=np.uint8)
     lut[: len(colours)] = colours
+    if mask.size and int(mask.max()) >= size:  # a table as long as a huge id would not fit in memory
+        mask = np.minimum(mask, size - 1)
     return lut[mask]
 
 
