@@ -107,12 +107,15 @@ def test_json_path_that_is_a_folder_fails_before_any_work(tmp_path, capsys) -> N
     (["--images", "no/such/folder"], "image folder not found"),
     (["--device", "gpu"], "device 'gpu': not a device name; pass"),
     (["--json", "/dev/null/rows.json"], "--json /dev/null/rows.json: cannot create folder /dev/null"),
+    (["--max-images", "-1"], "--max-images -1: read at least 1 image per folder"),
+    (["--backend", "eager", "compile_graphs"], "the compile_graphs backend replays CUDA graphs and needs --device cuda"),
 ])
 def test_user_errors_are_one_line_with_exit_2(argv, expected, capsys) -> None:
     code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager", *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and expected in err, err
+    assert "building" not in err  # every backend is checked before the first one is built
 
 
 def test_peak_rss_reset_and_table() -> None:
@@ -217,3 +220,10 @@ def test_device_auto_is_taken_and_an_unused_calibration_is_warned_about(capsys) 
     assert warned == [(f"warning: --calibration {VAL_IMAGES} is ignored: only the int8 backends (int8, int8_compile, "
                        "int8_openvino) calibrate, not --backend eager")]
     assert ("cuda" if torch.cuda.is_available() else "cpu") in captured.out.splitlines()[-1]
+
+
+def test_weights_without_images_say_why_there_is_no_agreement(weights, capsys) -> None:
+    code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager",
+                 "--weights", str(weights)])
+    assert code == 0
+    assert "agreement skipped: it needs --images, a folder of images to label with each backend" in capsys.readouterr().err

@@ -145,9 +145,7 @@ def build_compile_graphs(model: nn.Module, device: torch.device, dtype: str | No
     At batch 1 a real-time model's kernels are short, so launching them costs a share of the
     time that one graph replay removes. Each call copies the logits out of the graph's buffers.
     """
-    if device.type != "cuda":
-        raise BisenetError("the compile_graphs backend replays CUDA graphs and needs --device cuda (device='cuda' in Python); "
-                           "on CPU use compile")
+    check_available("compile_graphs", device)
     backend = build_compile(model, device, dtype=dtype, mode="reduce-overhead")
     graphed = backend.module
 
@@ -260,6 +258,28 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 }
 
 
+# What each backend needs beyond PyTorch: packages (by import name) and a device type.
+NEEDS_PACKAGES = {"onnxruntime": ("onnxruntime",), "int8": ("onnxruntime",), "int8_compile": ("torchao",),
+                  "openvino": ("openvino",), "int8_openvino": ("openvino", "nncf")}
+NEEDS_DEVICE = {"compile_graphs": "cuda", "int8_compile": "cpu", "openvino": "cpu", "int8_openvino": "cpu"}
+
+
+def check_available(name: str, device: str | torch.device) -> None:
+    """Refuse (one line, with the fix) a backend whose package or device is missing, before anything is built."""
+    import importlib.util
+
+    missing = [package for package in NEEDS_PACKAGES.get(name, ()) if importlib.util.find_spec(package) is None]
+    if missing:
+        raise BisenetError(f"the {name} backend needs {' and '.join(missing)}: pip install {' '.join(missing)} "
+                           "(or pip install -e '.[deploy]')")
+    wanted, device_type = NEEDS_DEVICE.get(name), resolve_device(device).type
+    if wanted == "cuda" and device_type != "cuda":
+        raise BisenetError(f"the {name} backend replays CUDA graphs and needs --device cuda (device='cuda' in Python); "
+                           "on CPU use compile")
+    if wanted == "cpu" and device_type != "cpu":
+        raise BisenetError(f"the {name} backend runs on the CPU only, not {device}; on a GPU use compile or onnxruntime")
+
+
 def backend_options(name: str) -> list[str]:
     """The keyword options the named backend's builder takes (beyond model and device)."""
     builder = BACKENDS[name]
@@ -276,6 +296,7 @@ def build_backend(name: str, model: nn.Module, device: str | torch.device = "cpu
     """The named backend around an eval-mode `model`; unknown names, and options it does not take, are refused."""
     if name not in BACKENDS:
         raise BisenetError(f"unknown backend {name!r}{nearest(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
+    check_available(name, device)
     accepted = backend_options(name)
     for key in opts:  # a misspelt dtpye= would otherwise be ignored and the default silently used
         if key not in accepted:

@@ -169,22 +169,24 @@ def run_benchmark(
     size = size or MODE_DEFAULTS[mode][0]
     batch_size = MODE_DEFAULTS[mode][1] if batch_size is None else batch_size
     check_size(*size)
+    if max_images < 1:
+        raise BisenetError(f"--max-images {max_images}: read at least 1 image per folder (max_images= in Python)")
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise BisenetError(f"batch size {batch_size}, iters {iters}, warmup {warmup}: need batch >= 1, iters >= 1, warmup >= 0")
     if mode == "train" and batch_size < 2:  # BatchNorm in train mode: else a ValueError deep inside the first step
         raise BisenetError(f"--batch-size {batch_size}: a training step needs at least 2 images; "
                            "pass --batch-size 2 or more (batch_size= in Python)")
     log = log or (lambda message: None)
-    from bisenet.deploy.backends import BACKENDS, resolve_device
-
-    if mode == "infer":
-        for name in backends or ():
-            if name not in BACKENDS:  # checked before any slow work starts
-                raise BisenetError(f"unknown backend {name!r}{nearest(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
+    from bisenet.deploy.backends import BACKENDS, check_available, resolve_device
 
     if str(device) == "auto":  # as train, eval and predict take it
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = resolve_device(device)
+    if mode == "infer":
+        for name in backends or ():  # all checked before any slow work starts (compile takes minutes)
+            if name not in BACKENDS:
+                raise BisenetError(f"unknown backend {name!r}{nearest(name, BACKENDS)}; valid: {', '.join(BACKENDS)}")
+            check_available(name, dev)
     model = _load(arch, num_classes, weights, dev)
     if weights and (config_arch or config_classes):
         from bisenet.checkpoint import check_arch, check_classes
@@ -236,6 +238,8 @@ def _bench_infer(model, size, batch_size, device, backends, weights, images, cal
     measure_agreement = bool(samples and weights)
     if samples and not weights:
         log("agreement skipped: it needs --weights from a trained model (random weights give near-tie labels)")
+    elif weights and not samples:
+        log("agreement skipped: it needs --images, a folder of images to label with each backend")
     reference = None
     if measure_agreement:
         with torch.inference_mode():

@@ -74,7 +74,10 @@ def read_folder(
 
     size=None: the first readable image's size rounded to multiples of 32 (at least 32), for all of them.
     Unreadable files are skipped with one note to `log` (default: stderr); none readable is an error.
+    `limit` None or 0 reads them all.
     """
+    if limit is not None and limit < 0:  # else nothing is read and the "none readable" message has no example
+        raise BisenetError(f"limit {limit}: pass at least 1 image (0 or None: all of them)")
     if isinstance(folder, (str, os.PathLike)):
         files = list_images(folder)  # all: `limit` counts readable images
     else:
