@@ -330,3 +330,44 @@ def test_a_bad_overlay_is_refused_before_the_weights_load(photos, tmp_path, caps
     assert main(["predict", str(photos), "--weights", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "out"),
                  "--overlay", "1.5"]) == 2
     assert capsys.readouterr().err == "bisenet predict: error: --overlay 1.5 must lie in [0, 1] (the mask's opacity)\n"
+
+
+def _video(path: Path, frames: int = 6, fourcc: str = "mp4v") -> Path:
+    """A small video of example photos at 64x48."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5.0, (64, 48))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} here"
+    for image in sorted((EXAMPLE / "val" / "images").iterdir())[:frames]:
+        writer.write(cv2.resize(cv2.imread(str(image)), (64, 48)))
+    writer.release()
+    return path
+
+
+def test_an_output_name_taken_by_a_folder_stops_the_run_before_any_write(weights, tmp_path, capsys) -> None:
+    # It used to write a_label.png and a_overlay.png, then fail on a_color.png blaming permissions.
+    a, one = _photo(tmp_path / "a.jpg", 32, 40), _photo(tmp_path / "one.png", 32, 40, 1)
+    clip = _video(tmp_path / "clip.mp4", frames=2)
+    _photo(tmp_path / "sub" / "x" / "y.png", 32, 40)
+    args = ["predict", "--weights", str(weights), "--device", "cpu", "--quiet", "--out"]
+    for inputs, taken, kind in [([a, one], "a_color.png", "a folder"), ([one, clip], "clip_overlay.mp4", "a folder"),
+                                ([tmp_path / "sub"], "x", "a file")]:  # x: a mirrored subfolder taken by a file
+        out = tmp_path / f"out_{taken}"
+        out.mkdir()
+        if kind == "a folder":
+            (out / taken).mkdir()
+        else:
+            (out / taken).write_text("")
+        assert main([*args, str(out), *map(str, inputs)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        what = "output" if kind == "a folder" else "output folder"
+        assert err[-1] == f"bisenet predict: error: {what} {out / taken} is {kind}; remove it or choose another --out"
+        assert [p.name for p in out.iterdir()] == [taken]  # nothing else written
+
+
+def test_a_set_of_outputs_that_fails_midway_is_removed(tmp_path) -> None:
+    from bisenet.predict_files import _write_set
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    (tmp_path / "blocker").write_text("")
+    with pytest.raises(BisenetError, match="cannot create folder"):
+        _write_set([(tmp_path / "x_label.png", image), (tmp_path / "blocker" / "x_color.png", image)], set())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]

@@ -181,11 +181,34 @@ def _remove_empty(created: set[Path]) -> None:
             pass
 
 
+def _check_outputs(targets: Iterable[Path], out: Path) -> None:
+    """Refuse, before anything is written, an output path taken by a folder or a mirrored subfolder taken by a file."""
+    for target in targets:
+        if target.is_dir():
+            raise BisenetError(f"output {target} is a folder; remove it or choose another --out")
+        for sub in list(target.relative_to(out).parents)[:-1]:  # the mirrored subfolders below --out
+            if (out / sub).exists() and not (out / sub).is_dir():
+                raise BisenetError(f"output folder {out / sub} is a file; remove it or choose another --out")
+
+
 def _write(path: Path, image: np.ndarray, created: set[Path]) -> Path:
     _make_folder(path.parent, created)  # mirrored input subfolders, made only when they get an output
     if not cv2.imwrite(str(path), image):
-        raise BisenetError(f"could not write {path}; check that the output folder is writable")
+        raise BisenetError(f"could not write {path}; check that the output folder is writable and has space")
     return path
+
+
+def _write_set(outputs: list[tuple[Path, np.ndarray]], created: set[Path]) -> list[Path]:
+    """Write one input's PNGs; when one fails, remove those just written (never a partial set)."""
+    written: list[Path] = []
+    try:
+        for path, image in outputs:
+            written.append(_write(path, image, created))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def check_alpha(alpha: float) -> None:
@@ -204,6 +227,21 @@ def predict_paths(segmenter: Segmenter, inputs: Iterable[str | os.PathLike], out
     out = Path(out_dir)
     summary = PredictSummary()
     images, videos = _expand(inputs, summary, out)
+    namer = _Namer(own for _, own in images + videos)
+    renamed: list[str] = []
+
+    def name(path: Path, own: PurePath) -> PurePath:
+        given = namer(path, own)
+        if given != own:  # numbered names alone would not say whose outputs are whose
+            renamed.append(f"{path}: written as {out / given}_* ({out / own}_* are from {namer.owners[_key(own)]})")
+        return given
+
+    # All named up front, in input order: an unreadable file keeps its name, so the others' names do not shift.
+    images = [(path, name(path, own)) for path, own in images]
+    videos = [(path, name(path, own)) for path, own in videos]
+    # Every output path checked before the first is written: a folder in the way would stop the run midway.
+    _check_outputs([out / f"{given}{suffix}" for _, given in images for suffix in IMAGE_OUTPUTS]
+                   + [out / f"{given}{VIDEO_OUTPUT}" for _, given in videos], out)
     created: set[Path] = set()
     if images or videos:  # now, so that an unusable --out fails before any work; removed at the end if left empty
         _make_folder(out, created)
@@ -211,17 +249,8 @@ def predict_paths(segmenter: Segmenter, inputs: Iterable[str | os.PathLike], out
         tqdm.write(message, file=sys.stderr)
     for message in summary.skipped:
         tqdm.write(f"skipped {message}", file=sys.stderr)
-    namer = _Namer(own for _, own in images + videos)
-
-    def name(path: Path, own: PurePath) -> PurePath:
-        given = namer(path, own)
-        if given != own:  # numbered names alone would not say whose outputs are whose
-            print(f"{path}: written as {out / given}_* ({out / own}_* are from {namer.owners[_key(own)]})")
-        return given
-
-    # All named up front, in input order: an unreadable file keeps its name, so the others' names do not shift.
-    images = [(path, name(path, own)) for path, own in images]
-    videos = [(path, name(path, own)) for path, own in videos]
+    for message in renamed:
+        print(message)
     try:
         _predict_images(segmenter, images, out, alpha, summary, progress, created)
         for path, given in videos:
@@ -236,19 +265,25 @@ def _predict_images(segmenter: Segmenter, images: list[Named], out: Path, alpha:
     """Segment `images` in same-size batches; write the three PNGs of each under `out` at its given name."""
     label_dtype = np.uint8 if segmenter.num_classes <= 256 else np.uint16
     with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=2) as writer:
-        pending: list[Future] = []
+        pending: deque[Future] = deque()
         bar = tqdm(total=len(images), desc="predict", unit="img", disable=not progress or not images)
         batch: list[tuple[PurePath, np.ndarray]] = []
 
+        def collect(wait: bool) -> None:
+            # In order, the finished ones only unless waiting: a failed write stops the run a batch later, not at the end.
+            while pending and (wait or pending[0].done()):
+                summary.written += pending.popleft().result()
+
         def flush() -> None:
+            collect(wait=False)
             labels = segmenter.predict_batch([image for _, image in batch])
             for (name, image), label in zip(batch, labels):
                 colour = segmenter.colorize(label)
                 blend = overlay(image, colour, alpha)
                 outputs = {"color": colour[:, :, ::-1], "overlay": blend[:, :, ::-1], "label": label.astype(label_dtype)}
-                for suffix, array in outputs.items():  # colour images go to OpenCV as BGR
-                    pending.append(writer.submit(_write, out / f"{name}_{suffix}.png", np.ascontiguousarray(array),
-                                                 created))
+                # colour images go to OpenCV as BGR
+                pending.append(writer.submit(_write_set, [(out / f"{name}_{suffix}.png", np.ascontiguousarray(array))
+                                                          for suffix, array in outputs.items()], created))
                 summary.images += 1
             bar.update(len(batch))
             batch.clear()
@@ -267,7 +302,7 @@ def _predict_images(segmenter: Segmenter, images: list[Named], out: Path, alpha:
                 flush()
         finally:
             bar.close()
-        summary.written += [job.result() for job in pending]
+        collect(wait=True)
 
 
 def _predict_video(segmenter: Segmenter, path: Path, target: Path, alpha: float, summary: PredictSummary,
