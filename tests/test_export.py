@@ -347,6 +347,14 @@ def test_export_config_flag_sets_the_metadata_and_refuses_another_arch(tmp_path,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "mine.yaml"]
+    # The config's eval.scale travels too: CamVid is scored at 2 (68.1 mIoU against 62.8 at 1).
+    assert main(base + ["--out", str(graph), "--config", str(REPO / "configs" / "bisenetv2_camvid.yaml")]) == 0
+    assert {p.key: p.value for p in onnx.load(str(graph)).metadata_props}["bisenet.scale"] == "2.0"
+    capsys.readouterr()
+    source = tmp_path / "w.safetensors"  # a copy: a regression must not overwrite the shipped file
+    source.write_bytes(SHIPPED.read_bytes())
+    assert main(["export", "--weights", str(source), "--out", str(source)]) == 2  # never overwrite the source
+    assert "is the --weights file; write the export to another name" in capsys.readouterr().err
 
 
 def test_export_config_refuses_another_class_count_as_eval_predict_and_bench_do() -> None:

@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
                            f"name it {stem}.onnx or {stem}.safetensors")
     if weights_only and (args.dynamic or args.argmax):
         raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")
+    if os.path.exists(args.out) and os.path.exists(args.weights) and os.path.samefile(args.out, args.weights):
+        raise BisenetError(f"--out {args.out} is the --weights file; write the export to another name")
     given = load_config(args.config) if args.config else None  # before the weights: a bad config fails fast
     ckpt = read_weights(args.weights)  # once: a training checkpoint can be large
     model = model_from_weights(ckpt, args.weights, arch=args.arch, num_classes=args.num_classes)

@@ -19,6 +19,8 @@ from bisenet.errors import BisenetError, make_dir
 from bisenet.models.layers import check_size
 
 MIN_OPSET, MAX_OPSET = 13, 20  # 13: Resize with scales and ArgMax as used here; 20: newest the TorchScript exporter knows
+NEED_ONNXRUNTIME = ("the export check runs the ONNX file in onnxruntime: pip install onnxruntime, or pass "
+                    "--no-check (check=False in Python) to write it unchecked")
 MAX_ABS_DIFF, MIN_AGREEMENT = 1e-3, 0.99  # what an fp32 export must meet against PyTorch to be written
 # fp32 rounding grows with the logits: past |logit| 1000 (an undertrained or diverged model) the
 # limit is this share of the largest one, as float32 sums cannot be exact there.
@@ -102,6 +104,11 @@ def export_onnx(
         raise BisenetError(f"--out {path}: export writes an ONNX graph (.onnx) or eval-only weights (.safetensors); "
                            f"name it {path.stem or 'model'}.onnx or {path.stem or 'model'}.safetensors")
     config = _fitting_config(model, config)
+    if check:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:  # before the export, not after it
+            raise BisenetError(NEED_ONNXRUNTIME)
     make_dir(path.parent, f"--out {path}")
     reference = copy.deepcopy(model).cpu().float().eval()
     num_classes = getattr(model, "num_classes", None)
@@ -260,7 +267,10 @@ def _fitting_config(model: nn.Module, config: Any) -> dict | None:
 
 
 def config_metadata(config: dict | None) -> dict[str, str]:
-    """What a deployment needs from a run's config, as JSON strings: input mean/std (RGB, on [0, 1] pixels), classes."""
+    """What a deployment needs from a run's config, as JSON strings: mean/std (RGB, [0, 1] pixels), classes, scale.
+
+    The scale (eval.scale) is the factor images are resized by before the network.
+    """
     import json
 
     from bisenet.data.catalog import palette_for
@@ -270,7 +280,11 @@ def config_metadata(config: dict | None) -> dict[str, str]:
     if isinstance(classes, int) and classes > 0:  # a custom config without names or palette: what predict draws with
         data["class_names"] = data.get("class_names") or [str(i) for i in range(classes)]
         data["palette"] = palette_for(data.get("palette"), classes)
-    return {key: json.dumps(data[key]) for key in ("mean", "std", "class_names", "palette") if data.get(key)}
+    props = {key: json.dumps(data[key]) for key in ("mean", "std", "class_names", "palette") if data.get(key)}
+    scale = ((config or {}).get("eval") or {}).get("scale")
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool):  # CamVid scores at 2: 68.1 against 62.8 mIoU at 1
+        props["scale"] = json.dumps(float(scale))
+    return props
 
 
 def _add_metadata(path: str, props: dict[str, str]) -> None:
@@ -309,8 +323,13 @@ def check_onnx(path: str | os.PathLike, net: nn.Module, sizes: list[tuple[int, i
     """Run the ONNX file and `net` on the same random inputs; max |diff| and label agreement per size."""
     try:
         session = ort_session(path)
-    except Exception as exc:  # noqa: BLE001 -- e.g. no fp16 kernels in this onnxruntime build
-        return [{"skipped": f"onnxruntime cannot load the model here ({type(exc).__name__}: {str(exc)[:160]})"}]
+    except ImportError:
+        raise BisenetError(NEED_ONNXRUNTIME) from None
+    except Exception as exc:  # noqa: BLE001 -- classified below
+        why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+        if "NOT_IMPLEMENTED" in str(exc):  # a kernel this onnxruntime build lacks (fp16 on some CPUs): not the graph's fault
+            return [{"size": "all", "skipped": f"this onnxruntime cannot run the model ({why})"}]
+        return [{"size": "all", "error": f"onnxruntime refuses the graph ({why})"}]
     generator = torch.Generator().manual_seed(0)
     results = []
     for batch, h, w in sizes:
