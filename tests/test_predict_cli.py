@@ -371,3 +371,20 @@ def test_a_set_of_outputs_that_fails_midway_is_removed(tmp_path) -> None:
     with pytest.raises(BisenetError, match="cannot create folder"):
         _write_set([(tmp_path / "x_label.png", image), (tmp_path / "blocker" / "x_color.png", image)], set())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_a_truncated_video_is_written_as_far_as_it_decodes_with_a_note(weights, tmp_path, capsys) -> None:
+    # It used to be cut short silently: "wrote 1 video(s)", 2 frames out of the 6 its header declares.
+    clip = _video(tmp_path / "clip.avi", fourcc="MJPG")  # AVI: the frame count is in the header, up front
+    data = clip.read_bytes()
+    clip.write_bytes(data[:len(data) // 2])
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(weights), str(clip), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "1 video(s)" in captured.out
+    result = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    frames = int(result.get(cv2.CAP_PROP_FRAME_COUNT))
+    result.release()
+    assert 0 < frames < 6
+    assert captured.err.strip().splitlines() == [
+        f"{clip}: decoded {frames} of the 6 frames its header declares; the file may be truncated"]

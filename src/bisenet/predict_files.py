@@ -317,7 +317,7 @@ def _predict_video(segmenter: Segmenter, path: Path, target: Path, alpha: float,
         tqdm.write(f"skipped {message}", file=sys.stderr)
         return
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    total = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0) or None  # 0 or -1: not in the header
     video_writer = None
     frames = 0
     stopped = False
@@ -360,6 +360,10 @@ def _predict_video(segmenter: Segmenter, path: Path, target: Path, alpha: float,
         summary.skipped.append(message)
         tqdm.write(f"skipped {message}", file=sys.stderr)
         return
+    if total and frames < total:  # decoding ends quietly at the cut: the output is shorter than the video says
+        message = f"{path}: decoded {frames} of the {total} frames its header declares; the file may be truncated"
+        summary.notes.append(message)
+        tqdm.write(message, file=sys.stderr)
     summary.videos += 1
     summary.frames += frames
     summary.written.append(target)
