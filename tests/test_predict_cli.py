@@ -51,8 +51,9 @@ def test_cli_writes_three_images_per_input_and_skips_bad_ones(weights, photos, t
             written = cv2.imread(str(out / f"{photo.stem}_{suffix}.png"), cv2.IMREAD_UNCHANGED)
             assert written is not None and written.shape[:2] == (h, w), (photo, suffix)
         assert cv2.imread(str(out / f"{photo.stem}_label.png"), cv2.IMREAD_UNCHANGED).max() < 5
-    # The same photo given twice gets a second name instead of overwriting the first.
-    assert (out / f"{single.stem}_2_label.png").is_file()
+    # The same photo given twice (in the folder and by name) is segmented once, said in a note.
+    assert not (out / f"{single.stem}_2_label.png").exists()
+    assert f"{single} given twice (also in {photos}/): segmented once" in captured.err.splitlines()
     # The colour mask is the palette applied to the label.
     label = cv2.imread(str(out / f"{single.stem}_label.png"), cv2.IMREAD_UNCHANGED)
     colour = cv2.imread(str(out / f"{single.stem}_color.png"))[:, :, ::-1]
@@ -388,3 +389,22 @@ def test_a_truncated_video_is_written_as_far_as_it_decodes_with_a_note(weights, 
     assert 0 < frames < 6
     assert captured.err.strip().splitlines() == [
         f"{clip}: decoded {frames} of the 6 frames its header declares; the file may be truncated"]
+
+
+def test_a_file_given_twice_is_segmented_once_with_a_note(weights, tmp_path, capsys) -> None:
+    # It used to be segmented twice, as x and x_2 (x_3, x_4 beside a real x_2).
+    folder = tmp_path / "dup"
+    x = _photo(folder / "x.png", 32, 40)
+    _photo(folder / "sub" / "y.png", 36, 44)
+    out = tmp_path / "out"
+    again = folder / "sub" / ".." / "x.png"
+    assert main(["predict", "--weights", str(weights), str(folder), str(x), str(again), str(folder / "sub"), str(folder),
+                 "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 2 image(s)" in captured.out and "written as" not in captured.out
+    assert captured.err.strip().splitlines() == [
+        f"{x} given twice (also in {folder}/): segmented once",
+        f"{again} given twice (also in {folder}/): segmented once",
+        f"{folder / 'sub'}: 1 of its file(s) also in {folder}/: segmented once",
+        f"{folder} given twice: its files segmented once"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*_label.png")) == ["sub/y_label.png", "x_label.png"]

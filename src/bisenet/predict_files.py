@@ -55,6 +55,8 @@ def _expand(inputs: Iterable[str | os.PathLike], summary: PredictSummary,
     images: list[Named] = []
     videos: list[Named] = []
     out = Path(out_dir).resolve() if out_dir is not None else None
+    first: dict[object, Path] = {}  # each file's identity -> the INPUT it first came from
+    repeats: dict[tuple[Path, Path], int] = {}  # (INPUT, earlier INPUT) -> how many of its files were dropped
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -73,8 +75,36 @@ def _expand(inputs: Iterable[str | os.PathLike], summary: PredictSummary,
             summary.skipped.append(f"{path}: not found")
             continue
         for file, stem in named:
+            key = _identity(file)
+            if key in first:  # segmenting it again would only write a numbered copy of the same outputs
+                repeats[path, first[key]] = repeats.get((path, first[key]), 0) + 1
+                continue
+            first[key] = path
             (videos if file.suffix.lower() in VIDEO_EXTS else images).append((file, stem))
+    summary.notes += [_given_twice(path, earlier, count) for (path, earlier), count in repeats.items()]
     return images, videos
+
+
+def _identity(file: Path) -> object:
+    """What makes two spellings (a/../x.png, a link, X.png on macOS) the same file."""
+    try:
+        stat = file.stat()
+    except OSError:
+        return file.resolve()
+    return (stat.st_dev, stat.st_ino) if stat.st_ino else file.resolve()
+
+
+def _given_twice(path: Path, earlier: Path, count: int) -> str:
+    """The note for `count` files of INPUT `path` that an earlier INPUT already gave."""
+    if path.is_dir() and earlier.is_dir():
+        if path == earlier:
+            return f"{path} given twice: its files segmented once"
+        return f"{path}: {count} of its file(s) also in {earlier}/: segmented once"
+    if path.is_dir() or earlier.is_dir():  # one file, also found in a folder
+        file, folder = (earlier, path) if path.is_dir() else (path, earlier)
+        return f"{file} given twice (also in {folder}/): segmented once"
+    also = "" if path == earlier else f" (also as {earlier})"
+    return f"{path} given twice{also}: segmented once"
 
 
 def _search(folder: Path, out: Path | None) -> tuple[list[Path], int]:
