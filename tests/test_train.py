@@ -336,3 +336,16 @@ def test_eval_during_training_on_a_custom_dataset_without_a_palette(tmp_path):
     result = train(cfg, tmp_path / "run")
     assert result.iteration == 1 and result.best_miou is not None
     assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_each_logged_loss_is_the_mean_of_the_iterations_since_the_line_before(tmp_path):
+    # The first line (iteration 1) resets the sums: the next one holds iterations 2-3, not 3 of them.
+    def losses(work_dir, log_interval):
+        train(tiny_config("train.max_iters=4", "train.eval_interval=0", f"train.log_interval={log_interval}"), work_dir)
+        lines = (work_dir / "metrics.jsonl").read_text().splitlines()
+        return {r["iteration"]: r["loss"] for r in map(json.loads, lines) if r["type"] == "train"}
+
+    each, grouped = losses(tmp_path / "each", 1), losses(tmp_path / "grouped", 3)
+    assert sorted(grouped) == [1, 3, 4]
+    assert grouped[1] == pytest.approx(each[1], rel=1e-5) and grouped[4] == pytest.approx(each[4], rel=1e-5)
+    assert grouped[3] == pytest.approx((each[2] + each[3]) / 2, rel=1e-5)

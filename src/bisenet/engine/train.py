@@ -202,6 +202,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     net.train()
     monitor.start(start_iter)
     sums: dict[str, torch.Tensor] = {}  # per-head loss sums since the last log line
+    last_logged = start_iter  # the iteration of that line
     step_seconds: list[float] = []  # each iteration's own time (data wait to logging), for seconds_per_iter
     with stop.installed():
         batches = iter(loader)
@@ -237,13 +238,12 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 for name, value in zip(["loss"] + names, [loss] + parts):
                     # Summed on the device: a float() per loss would make the host wait for each step.
                     sums[name] = sums.get(name, 0.0) + value.detach().float()
-                count = iteration - start_iter
-                if iteration % tc.log_interval == 0 or iteration == tc.max_iters or count == 1:
-                    span = min(tc.log_interval, count) if iteration % tc.log_interval == 0 else max(1, count % tc.log_interval)
+                if iteration % tc.log_interval == 0 or iteration == tc.max_iters or iteration == start_iter + 1:
+                    span = iteration - last_logged  # the iterations summed in `sums`
                     # The mean over all processes' images, not rank 0's (every rank reaches this line at once).
                     means = all_reduce_sum(torch.stack(list(sums.values()))) / (span * dist_info.world_size)
                     monitor.log_train(iteration, dict(zip(sums, means.tolist())), step_lr, images_per_step)
-                    sums = {}
+                    sums, last_logged = {}, iteration
                 step_seconds.append(time.perf_counter() - step_start)  # before any evaluation or checkpoint
 
                 finished = iteration == tc.max_iters
