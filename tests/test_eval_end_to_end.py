@@ -362,3 +362,22 @@ def test_pred_dir_matches_a_repeated_name_by_its_folder(tmp_path) -> None:
     (tmp_path / "ds" / "l.txt").write_text("\n".join(lines) + "\n")
     result = score_predictions(tmp_path / "pd", tmp_path / "ds", "l.txt", dataset="dubai")
     assert result["pixel_acc"] == pytest.approx(0.5)  # a/ right everywhere, b/ wrong everywhere: each read once
+
+
+def test_batches_group_images_by_their_size_as_decoded_exif_turn_included(tmp_path):
+    # OpenCV turns an EXIF-rotated photo on reading: grouped by the header's WxH, a 64x32 and a turned
+    # 32x64 landed in one batch and failed to stack.
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from bisenet.evaluation.evaluate import size_batches
+
+    plain = Image.fromarray(np.zeros((32, 64, 3), np.uint8))
+    plain.save(tmp_path / "plain.jpg")
+    exif = plain.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    plain.save(tmp_path / "turned.jpg", exif=exif)
+    Image.fromarray(np.zeros((64, 32, 3), np.uint8)).save(tmp_path / "tall.jpg")
+    dataset = SimpleNamespace(samples=[(tmp_path / n, None) for n in ("plain.jpg", "turned.jpg", "tall.jpg")])
+    assert size_batches(dataset, [0, 1, 2], batch_size=2) == [[0], [1, 2]]

@@ -44,14 +44,19 @@ class _Indexed(Dataset):
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(W, H) from the file header only; PIL does not decode the pixels for this."""
+    """(W, H) as decoded, from the file header only; PIL does not decode the pixels for this."""
     from PIL import Image
+
+    from bisenet.data.decode import EXIF_ORIENTATION
 
     try:
         with Image.open(path) as image:
-            return image.size
-    except OSError:
+            width, height = image.size
+            # OpenCV applies the EXIF turn on reading: orientations 5-8 swap the sides.
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError):
         return (-1, -1)  # unreadable: its own batch; the dataset raises the real error
+    return (height, width) if turned else (width, height)
 
 
 def size_batches(dataset: Any, indices: list[int], batch_size: int) -> list[list[int]]:
