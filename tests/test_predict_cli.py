@@ -408,3 +408,33 @@ def test_a_file_given_twice_is_segmented_once_with_a_note(weights, tmp_path, cap
         f"{folder / 'sub'}: 1 of its file(s) also in {folder}/: segmented once",
         f"{folder} given twice: its files segmented once"]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*_label.png")) == ["sub/y_label.png", "x_label.png"]
+
+
+def test_folder_searches_leave_out_hidden_files_as_data_lists_does(weights, tmp_path, capsys) -> None:
+    # macOS AppleDouble ._x.jpg files were read as images and each reported as unreadable.
+    folder = tmp_path / "shots"
+    _photo(folder / "x.jpg", 32, 40)
+    apple = folder / "._x.jpg"
+    apple.write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    _photo(folder / ".thumbs" / "y.jpg", 16, 20)
+    out = tmp_path / "out"
+    args = ["predict", "--weights", str(weights), "--device", "cpu", "--quiet", "--out"]
+    assert main([*args, str(out), str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 1 image(s)" in captured.out and "skipped" not in captured.out
+    assert captured.err.strip().splitlines() == [
+        f"skipped 2 hidden file(s) in {folder} (name or folder starting with '.'): {apple}, "
+        f"{folder / '.thumbs' / 'y.jpg'}; name one as an INPUT to segment it anyway"]
+    assert sorted(p.name for p in out.iterdir()) == ["x_color.png", "x_label.png", "x_overlay.png"]
+    # Named, a hidden file is read; a folder holding only hidden ones says so.
+    assert main([*args, str(tmp_path / "out2"), str(folder / ".thumbs" / "y.jpg"), str(apple)]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 1 image(s)" in captured.out and f"skipped image {apple} is not a readable image" in captured.err
+    assert main([*args, str(tmp_path / "out3"), str(folder / ".thumbs")]) == 0  # the dot-folder itself, named
+    assert "wrote 1 image(s)" in capsys.readouterr().out
+    only = tmp_path / "only"
+    _photo(only / ".cache" / "z.jpg", 16, 20)
+    assert main([*args, str(tmp_path / "out4"), str(only)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"skipped {only}: its only images and videos are hidden (name or folder starting with '.', such as "
+        f"{only / '.cache' / 'z.jpg'}); name one as an INPUT to segment it anyway"]

@@ -60,14 +60,18 @@ def _expand(inputs: Iterable[str | os.PathLike], summary: PredictSummary,
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files, earlier = _search(path, out)
+            files, earlier, hidden = _search(path, out)
             summary.earlier_outputs += earlier
             if not files:
-                summary.skipped.append(_empty_folder(path, out, earlier))
-            elif earlier:
+                summary.skipped.append(_empty_folder(path, out, earlier, hidden))
+            if files and earlier:
                 summary.notes.append(f"skipped {earlier} file(s) in {path}: outputs of an earlier predict run "
                                      f"(<stem>{'/'.join(IMAGE_OUTPUTS)} side by side, <stem>{VIDEO_OUTPUT}); "
                                      "name one as an INPUT to segment it anyway")
+            if files and hidden:
+                shown = ", ".join(str(p) for p in hidden[:3]) + (" ..." if len(hidden) > 3 else "")
+                summary.notes.append(f"skipped {len(hidden)} hidden file(s) in {path} (name or folder starting "
+                                     f"with '.'): {shown}; name one as an INPUT to segment it anyway")
             named = [(file, PurePath(file.relative_to(path).parent, file.stem)) for file in files]
         elif path.is_file():  # named by the user: segmented whatever its name
             named = [(path, PurePath(path.stem))]
@@ -107,14 +111,21 @@ def _given_twice(path: Path, earlier: Path, count: int) -> str:
     return f"{path} given twice{also}: segmented once"
 
 
-def _search(folder: Path, out: Path | None) -> tuple[list[Path], int]:
-    """Images and videos under `folder`, sorted, and how many earlier outputs were left out; none from `out`."""
+def _search(folder: Path, out: Path | None) -> tuple[list[Path], int, list[Path]]:
+    """Images and videos under `folder`, sorted, how many earlier outputs were left out, and the hidden files left out.
+
+    None from `out`. Hidden: a name or a folder below `folder` starting with '.', as `bisenet data lists` skips them.
+    """
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
     # Only when `out` is the folder or below it: an input folder inside --out (e.g. --out .) is still read.
     if out is not None and out.is_relative_to(folder.resolve()):
         files = [p for p in files if not p.resolve().is_relative_to(out)]
+    # macOS leaves an AppleDouble ._x.jpg beside each x.jpg on some drives: no image, though named like one.
+    is_hidden = [any(part.startswith(".") for part in p.relative_to(folder).parts) for p in files]
+    hidden = [p for p, dot in zip(files, is_hidden) if dot]
+    files = [p for p, dot in zip(files, is_hidden) if not dot]
     earlier = _earlier_outputs(files)
-    return [p for p in files if p not in earlier], len(earlier)
+    return [p for p in files if p not in earlier], len(earlier), hidden
 
 
 def _earlier_outputs(files: list[Path]) -> set[Path]:
@@ -133,12 +144,15 @@ def _earlier_outputs(files: list[Path]) -> set[Path]:
     return earlier
 
 
-def _empty_folder(folder: Path, out: Path | None, earlier: int = 0) -> str:
+def _empty_folder(folder: Path, out: Path | None, earlier: int = 0, hidden: list[Path] | None = None) -> str:
     """Why a folder search found nothing to segment."""
     if earlier:
         return (f"{folder}: its {earlier} image(s) and video(s) are outputs of an earlier predict run; "
                 "name one as an INPUT to segment it anyway")
-    if out is not None and _search(folder, None) != ([], 0):  # it holds some, all inside --out
+    if hidden:
+        return (f"{folder}: its only images and videos are hidden (name or folder starting with '.', such as "
+                f"{hidden[0]}); name one as an INPUT to segment it anyway")
+    if out is not None and _search(folder, None) != ([], 0, []):  # it holds some, all inside --out
         return f"{folder}: all its images and videos lie inside the output folder {out}; choose an --out outside it"
     return f"{folder}: folder holds no images or videos ({', '.join(sorted(IMAGE_EXTS))})"
 
