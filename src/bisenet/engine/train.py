@@ -224,8 +224,10 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                     outputs = net(images, upsample=False)
                 loss, parts = criterion(outputs, labels)
 
-                flags = all_reduce_max(torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device))
-                if flags[0]:
+                # One collective for both questions: any rank's loss non-finite, any rank asked to stop.
+                nonfinite, stop_asked = all_reduce_max(
+                    torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device)).tolist()
+                if nonfinite:
                     raise TrainingError(_nonfinite_message(iteration, loss, parts, amp_dtype, work_dir))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -255,8 +257,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                     net.train()
                     monitor.start(iteration)
                     # A signal that came during the evaluation stops the run now, not after another step and evaluation.
-                    flags = all_reduce_max(torch.tensor([0.0, float(stop.signal is not None)], device=device))
-                if flags[1] and not finished:  # at the last iteration the run is done: say so, not "stopped"
+                    stop_asked = all_reduce_max(torch.tensor([float(stop.signal is not None)], device=device)).item()
+                if stop_asked and not finished:  # at the last iteration the run is done: say so, not "stopped"
                     stopped_by = stop.signal or "signal on another rank"
                 if iteration % tc.checkpoint_interval == 0 or finished or stopped_by:
                     _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
