@@ -163,3 +163,40 @@ def test_windows_cover_everything() -> None:
         for s in starts:
             covered[s:s + 64] = True
         assert covered.all() and starts[-1] + 64 == size
+
+
+def _textbook_mscf_labels(model: nn.Module, x: torch.Tensor, scales, crop: int, stride: int, average: bool):
+    """The reference's mscf written out plainly: each crop's (flip-summed) softmax added in, per scale summed
+    after upsampling; `average` divides each scale's sum by its crops per pixel first (not the reference)."""
+    h, w = x.shape[-2:]
+    total = 0
+    for scale in scales:
+        size = (round(h * scale), round(w * scale))
+        xs = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        sums, counts = torch.zeros(1, 4, *size), torch.zeros(1, 1, *size)
+        for y in sorted(set(list(range(0, size[0] - crop, stride)) + [size[0] - crop])):
+            for x0 in sorted(set(list(range(0, size[1] - crop, stride)) + [size[1] - crop])):
+                tile = xs[..., y:y + crop, x0:x0 + crop]
+                with torch.no_grad():
+                    p = model(tile).softmax(1) + model(tile.flip(-1)).softmax(1).flip(-1)
+                sums[..., y:y + crop, x0:x0 + crop] += p
+                counts[..., y:y + crop, x0:x0 + crop] += 1
+        if average:
+            sums = sums / counts
+        total = total + torch.nn.functional.interpolate(sums, size=(h, w), mode="bilinear", align_corners=False)
+    return total.argmax(1)
+
+
+def test_mscf_weighs_crops_as_the_reference_sums_them() -> None:
+    # A scale whose crops overlap more counts more there (probabilities summed, not averaged per scale).
+    torch.manual_seed(3)
+    model = nn.Conv2d(3, 4, 7, padding=3).eval()
+    x = torch.randn(1, 3, 64, 96)
+    scales, crop, stride = (0.75, 1.0, 1.5), 32, 12
+    protocol = make_protocol("mscf", scales=scales, crop=(crop, crop), stride=(stride, stride), flip=True)
+    with torch.no_grad():
+        ours = infer(model, x, protocol).argmax(1)
+    reference = _textbook_mscf_labels(model, x, scales, crop, stride, average=False)
+    averaged = _textbook_mscf_labels(model, x, scales, crop, stride, average=True)
+    assert not torch.equal(reference, averaged)  # the weighting matters on this input: the test can fail
+    assert torch.equal(ours, reference)

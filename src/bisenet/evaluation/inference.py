@@ -141,8 +141,8 @@ def _windows(size: int, crop: int, stride: int) -> list[int]:
     return starts + [size - crop]
 
 
-def _sliding(model: Model, images: torch.Tensor, protocol: Protocol, flip: bool) -> torch.Tensor:
-    """Softmax probabilities averaged over overlapping crops (and their flips)."""
+def _sliding(model: Model, images: torch.Tensor, protocol: Protocol, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities summed over overlapping crops (their flips averaged), and the crops per pixel."""
     n, _, h, w = images.shape
     ch, cw = min(protocol.crop[0], _ceil32(h)), min(protocol.crop[1], _ceil32(w))
     # Images smaller than the crop are padded up to it, then cropped back at the end.
@@ -161,7 +161,7 @@ def _sliding(model: Model, images: torch.Tensor, protocol: Protocol, flip: bool)
         for i, (y, x) in enumerate(chunk):
             probs[:, :, y:y + ch, x:x + cw] += crop_probs[i * n:(i + 1) * n]
             counts[:, :, y:y + ch, x:x + cw] += 1
-    return (probs / counts)[..., :h, :w]
+    return probs[..., :h, :w], counts[..., :h, :w]
 
 
 def _flip_averaged(model: Model, images: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -176,26 +176,31 @@ def _flip_averaged(model: Model, images: torch.Tensor, flip: bool) -> torch.Tens
 
 @torch.inference_mode()
 def infer(model: Model, images: torch.Tensor, protocol: Protocol | None = None) -> torch.Tensor:
-    """Scores N x C x H x W at the input size: logits for plain ss, else averaged softmax probabilities."""
+    """Scores N x C x H x W at the input size: logits for plain ss, else softmax probabilities (a weighted mean)."""
     protocol = protocol or Protocol()
     if images.ndim != 4 or images.shape[1] != 3:
         raise BisenetError(f"expected N x 3 x H x W images, got shape {tuple(images.shape)}")
     h, w = images.shape[-2:]
     if protocol.scales == (1.0,) and not protocol.flip and protocol.crop is None:
         return forward_padded(model, images)
-    total = None
+    total, counts = None, None
     for scale in protocol.scales:
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         scaled = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         if protocol.crop is not None:
-            probs = _sliding(model, scaled, protocol, protocol.flip)
+            probs, count = _sliding(model, scaled, protocol, protocol.flip)
         else:
-            probs = _flip_averaged(model, scaled, protocol.flip)
+            probs, count = _flip_averaged(model, scaled, protocol.flip), None
         if size != (h, w):
             probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+            count = None if count is None else F.interpolate(count, size=(h, w), mode="bilinear", align_corners=False)
         total = probs if total is None else total.add_(probs)
-    # The protocol sums probabilities; dividing by the count keeps them in [0, 1], argmax unchanged.
-    return total / len(protocol.scales)
+        if count is not None:
+            counts = count if counts is None else counts.add_(count)
+    # The protocol sums probabilities, every crop's in full (a scale whose crops overlap more
+    # weighs more there, as in the reference); dividing by the sum's count per pixel keeps
+    # them in [0, 1] and the argmax unchanged.
+    return total / (counts if counts is not None else len(protocol.scales))
 
 
 def labels_from_scores(scores: torch.Tensor) -> torch.Tensor:
