@@ -2,7 +2,7 @@
 
     python bench/pack_camvid.py [--src ../shared/data/camvid] [--out .gpu/camvid] [--quality 95]
 
-Images become JPEG (quality 95: the 125 MiB of PNGs shrink to about 30 MiB); labels stay
+Images become JPEG (quality 95: the 120 MiB of PNGs shrink to about 34 MiB); labels stay
 lossless PNG; train.txt and val.txt are rewritten to match. `.gpu/` is git-ignored, so name it
 in the device call's `carry`. JPEG changes pixels slightly: score the weights that come back
 on the original PNGs here (`bisenet eval ... --data-root ../shared/data/camvid`).
@@ -49,7 +49,12 @@ def main() -> None:
     if not (args.src / "train.txt").is_file():
         raise SystemExit(f"{args.src / 'train.txt'}: not found; pass --src pointing at the CamVid folder")
     size = pack(args.src, args.out, args.quality)
-    print(f"wrote {args.out} ({size / 2**20:.1f} MiB); carry it with the device call: carry ['{args.out.parts[0]}']")
+    try:  # carry names a path inside the repository, relative to its root (this script runs from there)
+        carry = args.out.resolve().relative_to(Path.cwd().resolve()).parts[0]
+        advice = f"carry it with the device call: carry ['{carry}']"
+    except ValueError:
+        advice = "it lies outside this folder: pack it inside the repository (e.g. --out .gpu/camvid) to carry it"
+    print(f"wrote {args.out} ({size / 2**20:.1f} MiB); {advice}")
 
 
 if __name__ == "__main__":
