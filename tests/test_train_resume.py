@@ -77,6 +77,13 @@ def test_train_takes_a_config_path_and_resume_true_starts_then_continues(tmp_pat
     log = (run / "train.log").read_text()
     assert f"resumed from {run / 'last.pt'} at iteration 1" in log
     assert "--resume: train.max_iters was 1 in that run, 2 now: the warm-up + poly schedule is stretched" in log
+    # The step after the resume takes the new schedule's lr, not the old one's (its end: 0, no update).
+    from bisenet.engine.optim import lr_factor
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    step_2 = next(r for r in records if r.get("type") == "train" and r["iteration"] == 2)
+    tc = tiny_config("train.max_iters=2").train
+    assert step_2["lr"] == pytest.approx(tc.lr * lr_factor(1, tc)) and step_2["lr"] > 0
 
 
 def test_resume_auto_with_finetune_weights_fine_tunes_first_then_resumes(tmp_path):

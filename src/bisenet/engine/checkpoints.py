@@ -73,6 +73,10 @@ def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, o
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
+    # The lr of the next step, from this config's schedule: the saved one is the old schedule's,
+    # which differs when train.max_iters changed (a resumed run at its end would take a 0 lr step).
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["lr"] = group["initial_lr"] * factor(scheduler.last_epoch)
     if ckpt.get("scaler"):  # empty when the run had no fp16 scaler (bf16 or fp32): start a fresh one
         scaler.load_state_dict(ckpt["scaler"])
     if "torch" in ckpt.get("rng", {}):
