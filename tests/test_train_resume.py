@@ -19,7 +19,7 @@ from bisenet.config import save_config
 from bisenet.engine.checkpoints import restore_checkpoint
 from bisenet.engine.optim import build_optimizer, build_scheduler
 from bisenet.engine.train import train
-from bisenet.errors import CheckpointError, ConfigError
+from bisenet.errors import BisenetError, CheckpointError, ConfigError
 from test_train import ROOT, cli_args, iteration_of, tiny_config, weights_of  # tests/ is on sys.path
 
 
@@ -235,3 +235,36 @@ def test_a_relative_data_root_is_stored_absolute_so_the_run_resumes_from_anywher
     result = train(bisenet.load_config(tmp_path / "run" / "config.yaml", "train.max_iters=2"), tmp_path / "run",
                    resume="auto")
     assert result.iteration == 2
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    # A full disk surfaced as torch's "enforce fail at inline_container.cc" RuntimeError; a file-size
+    # limit fails the write the same way without a small disk to fill.
+    script = (
+        "import resource, signal, sys, torch\n"
+        "from bisenet.checkpoint import atomic_save\n"
+        "from bisenet.errors import CheckpointError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+        "try:\n"
+        f"    atomic_save({{'x': torch.zeros(1 << 20)}}, {str(tmp_path / 'last.pt')!r})\n"
+        "except CheckpointError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == (f"could not write {tmp_path / 'last.pt'}: File too large; free some space or "
+                                  "pass another --work-dir"), out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_work_dir_is_refused_before_the_first_step_and_stale_temporary_files_go(tmp_path):
+    blocked = tmp_path / "blocked"
+    (blocked / "metrics.jsonl").mkdir(parents=True)  # as a read-only mount would, the log cannot be opened
+    with pytest.raises(BisenetError, match=rf"cannot write in the work dir {re.escape(str(blocked))}: .*"
+                                           "pass a writable --work-dir"):
+        train(tiny_config("train.max_iters=1"), blocked)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".last.pt.x1y2z3.tmp").write_bytes(b"\0" * 100)  # a write cut short by kill -9
+    train(tiny_config("train.max_iters=1"), run)
+    assert not list(run.glob(".*.tmp"))

@@ -279,6 +279,11 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         publish(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as RuntimeError("enforce fail ...")
+        Path(tmp).unlink(missing_ok=True)
+        cause = exc if isinstance(exc, OSError) else exc.__context__ or exc.__cause__
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"could not write {path}: {why}; free some space or pass another --work-dir") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bisenet.errors import make_dir, write_atomic
+from bisenet.errors import BisenetError, make_dir, write_atomic
 
 
 class RunMonitor:
@@ -38,10 +38,16 @@ class RunMonitor:
         if fresh:  # TensorBoard would draw the old start's curves under the new run's
             for old in (self.work_dir / "tensorboard").glob("events.out.tfevents.*"):
                 old.unlink()
-        if not fresh:
-            _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter)
-        self._jsonl = open(self.work_dir / "metrics.jsonl", mode, buffering=1)
-        self._log_file = open(self.work_dir / "train.log", mode, buffering=1)
+        try:
+            if not fresh:
+                _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter)
+            self._jsonl = open(self.work_dir / "metrics.jsonl", mode, buffering=1)
+            self._log_file = open(self.work_dir / "train.log", mode, buffering=1)
+            for stale in self.work_dir.glob(".*.pt.*.tmp"):  # a checkpoint write cut short by kill -9
+                stale.unlink()
+        except OSError as exc:  # e.g. a read-only mount: before any step, not at the first checkpoint
+            raise BisenetError(f"cannot write in the work dir {self.work_dir}: {exc.strerror or exc}; "
+                               "pass a writable --work-dir") from None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -249,7 +249,10 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 step_seconds.append(time.perf_counter() - step_start)  # before any evaluation or checkpoint
 
                 finished = iteration == tc.max_iters
+                checkpoint_due = iteration % tc.checkpoint_interval == 0 or finished
                 if evaluating and (iteration % tc.eval_interval == 0 or finished):
+                    if checkpoint_due:  # first: an evaluation that fails must not cost the iterations since the last
+                        _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
                     last_miou = _evaluate(model, val_set, device, cfg, monitor, iteration, best_miou)
                     if best_miou is None or last_miou > best_miou:
                         best_miou = last_miou
@@ -260,7 +263,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                     stop_asked = all_reduce_max(torch.tensor([float(stop.signal is not None)], device=device)).item()
                 if stop_asked and not finished:  # at the last iteration the run is done: say so, not "stopped"
                     stopped_by = stop.signal or "signal on another rank"
-                if iteration % tc.checkpoint_interval == 0 or finished or stopped_by:
+                if checkpoint_due or stopped_by:  # again after an evaluation: with its best mIoU
                     _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
                 if stopped_by:
                     launcher = (f"torchrun --nproc_per_node {dist_info.world_size} -m bisenet" if dist_info.distributed
