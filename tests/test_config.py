@@ -124,6 +124,13 @@ def test_a_section_override_sets_its_keys_and_keeps_the_rest_of_the_section() ->
     ("data.label_map={128: -1}", "data.label_map 128: -1 must map to a class id in [0, 5)"),
     ("model.pretrained=imagenet", "model.pretrained is for bisenetv1's ResNet-18; bisenetv2 trains from scratch"),
     ("train.device=gpu", "train.device = 'gpu' is not a device; pass auto, cpu or cuda[:N]"),
+    ("train.lr=.nan", "train.lr = nan must be a finite number"),  # torch: a bare "Invalid learning rate" traceback
+    ("data.mean=[0.5, .inf, 0.5]", "data.mean[1] = inf must be a finite number"),
+    ("train.momentum=.nan", "train.momentum = nan must be a finite number"),
+    ("train.momentum=1", "train.momentum = 1.0 must be in [0, 1), e.g. 0.9"),
+    ("train.poly_power=0", "train.poly_power = 0.0 must be positive"),  # else NaN lr only once warm-up ends
+    ("train.warmup_ratio=2", "train.warmup_ratio = 2.0 must be in (0, 1]"),
+    ("train.weight_decay=-0.1", "train.weight_decay = -0.1 must be 0 or more"),
 ])
 def test_values_that_would_crash_or_mislead_later_are_refused_at_load(override, message) -> None:
     with pytest.raises(ConfigError) as info:

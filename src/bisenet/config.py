@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -291,12 +292,16 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
     if hint is float:
         if isinstance(value, str):  # PyYAML reads 1e-2 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        else:
+            number = float(value)
+        if not math.isfinite(number):  # .nan or .inf: torch's own refusal is a traceback, or the run goes NaN later
+            raise ConfigError(f"{source.at(key)}: {key} = {value} must be a finite number")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise bad

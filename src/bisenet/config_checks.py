@@ -133,6 +133,15 @@ def _check_ranges(cfg: Config, source: Source) -> None:
                           f"(BatchNorm needs 2 images), got {t.batch_size}")
     if t.lr <= 0:
         raise ConfigError(f"{source.at('train.lr')}: train.lr must be positive, got {t.lr}")
+    # Values torch refuses with a traceback, or that silently wreck the schedule.
+    for key, value, ok, meaning in (
+            ("train.momentum", t.momentum, 0 <= t.momentum < 1, "in [0, 1), e.g. 0.9"),
+            ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, "0 or more"),
+            ("train.head_lr_factor", t.head_lr_factor, t.head_lr_factor > 0, "positive (1 = the body's lr)"),
+            ("train.warmup_ratio", t.warmup_ratio, 0 < t.warmup_ratio <= 1, "in (0, 1]: the warm-up's first lr share"),
+            ("train.poly_power", t.poly_power, t.poly_power > 0, "positive, e.g. 0.9")):
+        if not ok:
+            raise ConfigError(f"{source.at(key)}: {key} = {value} must be {meaning}")
     # OHEM keeps pixels whose true-class probability is below the threshold: at 0 none qualify
     # (and -ln 0 fails); at 1 every pixel does (plain cross-entropy), above 1 it means nothing.
     if not 0 < t.ohem_thresh <= 1:
