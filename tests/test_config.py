@@ -110,6 +110,15 @@ def test_a_section_override_sets_its_keys_and_keeps_the_rest_of_the_section() ->
     assert cfg.data.label_map == {0: 1} and cfg.augment.crop_size == base.augment.crop_size  # a map is a value
     with pytest.raises(ConfigError, match=re.escape("override train={'lrr': 0.01}: unknown key 'train.lrr'")):
         load_config(CONFIG, {"train": {"lrr": 0.01}})
+    for empty in (["train="], ["train=null"], {"train": None}):  # would reset the whole section to defaults
+        with pytest.raises(ConfigError, match=re.escape("a section takes {key: value} (e.g. train={max_iters: ...})")):
+            load_config(CONFIG, empty)
+
+
+def test_a_section_left_empty_in_the_file_takes_overrides(tmp_path) -> None:
+    (tmp_path / "c.yaml").write_text("data:\n  dataset: dubai\naugment:\n")  # every augment key commented out
+    for override in ("augment={flip: false}", "augment.flip=false"):
+        assert load_config(tmp_path / "c.yaml", [override]).augment.flip is False
 
 
 @pytest.mark.parametrize(("override", "message"), [

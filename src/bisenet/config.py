@@ -176,6 +176,10 @@ def _merge_sections(parsed: dict[str, tuple[Any, str]]) -> dict[str, tuple[Any, 
     sections = {f.name for f in dataclasses.fields(Config)}
     merged: dict[str, tuple[Any, str]] = {}
     for key, (value, label) in parsed.items():
+        if key in sections and value is None:  # `--set train=` would reset the file's whole section
+            example = dataclasses.fields(typing.get_type_hints(Config)[key])[0].name
+            raise ConfigError(f"{label}: a section takes {{key: value}} (e.g. {key}={{{example}: ...}}), "
+                              f"or set one key with {key}.{example}=...")
         if key in sections and isinstance(value, dict):
             merged.update({f"{key}.{name}": (item, label) for name, item in value.items()})
         else:

@@ -74,7 +74,9 @@ def set_path(raw: dict, dotted: str, value: Any, label: str) -> None:
     node = raw
     parts = dotted.split(".")
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
+        child = node.get(part)
+        if child is None:  # absent, or a section left empty in the file (`augment:` with nothing below)
+            child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"{label}: cannot set {dotted}: '{part}' is not a section")
         node = child
