@@ -107,7 +107,7 @@ def test_json_path_that_is_a_folder_fails_before_any_work(tmp_path, capsys) -> N
     (["--images", "no/such/folder"], "image folder not found"),
     (["--device", "gpu"], "device 'gpu': not a device name; pass"),
     (["--json", "/dev/null/rows.json"], "--json /dev/null/rows.json: cannot create folder /dev/null"),
-    (["--max-images", "-1"], "--max-images -1: read at least 1 image per folder"),
+    (["--max-images", "-1"], "--max-images -1: pass a count of images per folder, or 0 for all of them"),
     (["--backend", "eager", "compile_graphs"], "the compile_graphs backend replays CUDA graphs and needs --device cuda"),
 ])
 def test_user_errors_are_one_line_with_exit_2(argv, expected, capsys) -> None:

@@ -381,3 +381,7 @@ def test_batches_group_images_by_their_size_as_decoded_exif_turn_included(tmp_pa
     Image.fromarray(np.zeros((64, 32, 3), np.uint8)).save(tmp_path / "tall.jpg")
     dataset = SimpleNamespace(samples=[(tmp_path / n, None) for n in ("plain.jpg", "turned.jpg", "tall.jpg")])
     assert size_batches(dataset, [0, 1, 2], batch_size=2) == [[0], [1, 2]]
+    plain.save(tmp_path / "plain.tif")
+    plain.save(tmp_path / "turned.tif", exif=exif)  # Pillow's TIFF size is turned already: not twice
+    dataset = SimpleNamespace(samples=[(tmp_path / n, None) for n in ("plain.tif", "turned.tif")])
+    assert size_batches(dataset, [0, 1], batch_size=2) == [[0], [1]]

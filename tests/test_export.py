@@ -100,11 +100,28 @@ def test_bad_arguments_raise_one_line_errors(model, tmp_path, kwargs, message) -
     assert list(tmp_path.iterdir()) == []
 
 
+class _BakedShape(torch.nn.Module):
+    """Adds a zero map of the traced input's size: a graph that only runs at that size."""
+
+    num_classes = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1].repeat(1, 4, 1, 1) + torch.zeros(1, 4, int(x.shape[2]), int(x.shape[3]))
+
+
+def test_a_dynamic_export_that_fails_at_the_second_size_is_not_written(tmp_path) -> None:
+    from bisenet.deploy.export import ExportCheckError
+
+    with pytest.raises(ExportCheckError, match=r"export check failed at 2x\d+x\d+: onnxruntime fails at this size"):
+        export_onnx(_BakedShape(), tmp_path / "m.onnx", 128, 128, dynamic=True, simplify=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_onnx_in_python_refuses_what_the_cli_refuses(model, tmp_path) -> None:
     # A .pt name would hold an ONNX graph; a config of another arch or class count would label the file wrongly.
     from bisenet.config import load_config, to_dict
 
-    with pytest.raises(BisenetError, match=r"name it m.onnx or m.safetensors"):
+    with pytest.raises(BisenetError, match=r"m.pt: an ONNX graph is named .onnx: name it m.onnx"):
         export_onnx(model, tmp_path / "m.pt", 64, 64)
     v1 = REPO / "configs" / "bisenetv1_cityscapes.yaml"
     for config, message in ((to_dict(load_config(v1)), "config= is for a bisenetv1 model but the model is a bisenetv2"),

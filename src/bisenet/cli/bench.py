@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", default=None, help="folder of images for int8 calibration (default: --images)")
     parser.add_argument("--config", default=None,
                         help="YAML config whose data.mean/std normalise the images (--weights of another model.arch are refused)")
-    parser.add_argument("--max-images", type=int, default=8, help="images read from each folder (default 8)")
+    parser.add_argument("--max-images", type=int, default=8, help="images read from each folder, 0 for all (default 8)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls (steps) per backend first (default 3)")
     parser.add_argument("--iters", type=int, default=10, help="timed calls (steps) per backend (default 10)")
     parser.add_argument("--threads", type=int, default=None,

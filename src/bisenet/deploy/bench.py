@@ -169,8 +169,9 @@ def run_benchmark(
     size = size or MODE_DEFAULTS[mode][0]
     batch_size = MODE_DEFAULTS[mode][1] if batch_size is None else batch_size
     check_size(*size)
-    if max_images < 1:
-        raise BisenetError(f"--max-images {max_images}: read at least 1 image per folder (max_images= in Python)")
+    if max_images < 0:
+        raise BisenetError(f"--max-images {max_images}: pass a count of images per folder, or 0 for all of them "
+                           "(max_images= in Python)")
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise BisenetError(f"batch size {batch_size}, iters {iters}, warmup {warmup}: need batch >= 1, iters >= 1, warmup >= 0")
     if mode == "train" and batch_size < 2:  # BatchNorm in train mode: else a ValueError deep inside the first step

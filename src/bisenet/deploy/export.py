@@ -101,8 +101,8 @@ def export_onnx(
     if path.is_dir():
         raise BisenetError(f"{path} is a folder; pass a file name such as {path / 'model.onnx'}")
     if path.suffix.lower() != ".onnx":  # e.g. model.pt would hold an ONNX graph that load_model then refuses
-        raise BisenetError(f"--out {path}: export writes an ONNX graph (.onnx) or eval-only weights (.safetensors); "
-                           f"name it {path.stem or 'model'}.onnx or {path.stem or 'model'}.safetensors")
+        raise BisenetError(f"{path}: an ONNX graph is named .onnx: name it {path.stem or 'model'}.onnx "
+                           "(eval-only .safetensors weights: export_weights, or bisenet export --out X.safetensors)")
     config = _fitting_config(model, config)
     if check:
         import importlib.util
@@ -337,8 +337,11 @@ def check_onnx(path: str | os.PathLike, net: nn.Module, sizes: list[tuple[int, i
         ref, ref_finite = _reference_output(net, x)
         try:
             out = session.run(None, {"input": x.numpy()})[0]
-        except Exception as exc:  # noqa: BLE001 -- reported per size, not fatal
-            results.append({"size": f"{batch}x{h}x{w}", "skipped": f"{type(exc).__name__}: {str(exc)[:160]}"})
+        except Exception as exc:  # noqa: BLE001 -- a missing kernel skips this size; anything else fails the check
+            why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+            kind = "skipped" if "NOT_IMPLEMENTED" in str(exc) else "error"
+            results.append({"size": f"{batch}x{h}x{w}",
+                            kind: why if kind == "skipped" else f"onnxruntime fails at this size ({why})"})
             continue
         row: dict[str, Any] = {"size": f"{batch}x{h}x{w}"}
         if out.shape != ref.shape:

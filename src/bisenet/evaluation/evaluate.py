@@ -52,8 +52,9 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            # OpenCV applies the EXIF turn on reading: orientations 5-8 swap the sides.
-            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            # OpenCV applies the EXIF turn on reading: orientations 5-8 swap the sides (Pillow's TIFF
+            # size already has them swapped).
+            turned = image.format != "TIFF" and image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     except (OSError, ValueError, SyntaxError):
         return (-1, -1)  # unreadable: its own batch; the dataset raises the real error
     return (height, width) if turned else (width, height)
