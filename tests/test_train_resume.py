@@ -161,8 +161,9 @@ def test_resume_with_another_process_count_warns_that_it_is_not_exact(tmp_path, 
     assert warning in capsys.readouterr().err and warning in (tmp_path / "train.log").read_text()
 
 
-@pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
-def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
+@pytest.mark.parametrize("whole_group, signum", [(False, signal.SIGTERM), (True, signal.SIGTERM), (False, signal.SIGINT)],
+                         ids=["main-process", "process-group", "ctrl-c"])
+def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group, signum):
     # A cluster scheduler signals the whole process group, data workers included.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = cli_args(tmp_path, "train.max_iters=10000", "train.checkpoint_interval=10000", "train.workers=1")
@@ -173,14 +174,17 @@ def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group):
             break
     sent = time.monotonic()
     if whole_group:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signum)
     else:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
     output = proc.communicate(timeout=60)[0]
     assert time.monotonic() - sent < 20
-    assert proc.returncode == 143, output
-    assert "stopped by SIGTERM at iteration" in output
-    stopped_at = int(output.split("stopped by SIGTERM at iteration ")[1].split(";")[0])
+    name = signal.Signals(signum).name
+    assert proc.returncode == (143 if signum == signal.SIGTERM else 130), output
+    assert f"stopped by {name} at iteration" in output
+    # Ctrl-C says at once what comes, since a person is waiting (a scheduler's SIGTERM is not)
+    assert ("SIGINT: stopping after this step and writing last.pt" in output) == (signum == signal.SIGINT)
+    stopped_at = int(output.split(f"stopped by {name} at iteration ")[1].split(";")[0])
     assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == stopped_at
     # The advice names the run's own config.yaml, and that command continues the run.
     advice = f"Continue with: bisenet train {tmp_path / 'config.yaml'} --work-dir {tmp_path} --resume"

@@ -9,7 +9,9 @@ their own last-bit noise).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -355,6 +357,9 @@ class _StopRequest:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.signal = signal.Signals(signum).name
+        if self.signal == "SIGINT" and os.environ.get("RANK", "0") == "0":  # a person is waiting: say what comes
+            print("\nSIGINT: stopping after this step and writing last.pt (Ctrl-C again: stop at once, without it)",
+                  file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_StopRequest]:
