@@ -144,8 +144,10 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads), check_values=False)  # the dataset did
 
     start_iter, best_miou, saved_world, finetune_messages, saved_iters = 0, None, None, [], None
+    pending_log: dict = {}  # the resumed run's loss sums not yet logged (see _save)
     if resume_ckpt is not None:
         saved_iters = ((resume_ckpt.get("config") or {}).get("train") or {}).get("max_iters")
+        pending_log = resume_ckpt.get("pending_log") or {}
         start_iter, best_miou, saved_world = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler,
                                                                 device, ckpt=resume_ckpt)
         del resume_ckpt
@@ -203,8 +205,16 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     iteration = start_iter
     net.train()
     monitor.start(start_iter)
-    sums: dict[str, torch.Tensor] = {}  # per-head loss sums since the last log line
-    last_logged = start_iter  # the iteration of that line
+    # Per-head loss sums since the last log line and its iteration; a resumed run takes the
+    # checkpoint's, so that it logs the same records as a run never stopped.
+    sums: dict[str, torch.Tensor] = {name: torch.tensor(total / dist_info.world_size, device=device)
+                                      for name, total in pending_log.get("sums", {}).items()}
+    last_logged = int(pending_log.get("last_logged", start_iter))
+
+    def save(name: str) -> None:
+        _save(work_dir / name, dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou,
+              {"sums": dict(zip(sums, all_reduce_sum(torch.stack(list(sums.values()))).tolist())) if sums else {},
+               "last_logged": last_logged})
     step_seconds: list[float] = []  # each iteration's own time (data wait to logging), for seconds_per_iter
     with stop.installed():
         batches = iter(loader)
@@ -242,7 +252,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 for name, value in zip(["loss"] + names, [loss] + parts):
                     # Summed on the device: a float() per loss would make the host wait for each step.
                     sums[name] = sums.get(name, 0.0) + value.detach().float()
-                if iteration % tc.log_interval == 0 or iteration == tc.max_iters or iteration == start_iter + 1:
+                if iteration % tc.log_interval == 0 or iteration == tc.max_iters or iteration == 1:
                     span = iteration - last_logged  # the iterations summed in `sums`
                     # The mean over all processes' images, not rank 0's (every rank reaches this line at once).
                     means = all_reduce_sum(torch.stack(list(sums.values()))) / (span * dist_info.world_size)
@@ -254,11 +264,11 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 checkpoint_due = iteration % tc.checkpoint_interval == 0 or finished
                 if evaluating and (iteration % tc.eval_interval == 0 or finished):
                     if checkpoint_due:  # first: an evaluation that fails must not cost the iterations since the last
-                        _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
+                        save("last.pt")
                     last_miou = _evaluate(model, val_set, device, cfg, monitor, iteration, best_miou)
                     if best_miou is None or last_miou > best_miou:
                         best_miou = last_miou
-                        _save(work_dir / "best.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
+                        save("best.pt")
                     net.train()
                     monitor.start(iteration)
                     # A signal that came during the evaluation stops the run now, not after another step and evaluation.
@@ -266,7 +276,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 if stop_asked and not finished:  # at the last iteration the run is done: say so, not "stopped"
                     stopped_by = stop.signal or "signal on another rank"
                 if checkpoint_due or stopped_by:  # again after an evaluation: with its best mIoU
-                    _save(work_dir / "last.pt", dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou)
+                    save("last.pt")
                 if stopped_by:
                     launcher = (f"torchrun --nproc_per_node {dist_info.world_size} -m bisenet" if dist_info.distributed
                                 else "bisenet")  # the same processes continue the same data order
@@ -286,11 +296,14 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
 
 
 def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
-          iteration: int, best_miou: float | None) -> None:
-    """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk."""
+          iteration: int, best_miou: float | None, pending_log: dict) -> None:
+    """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk.
+
+    `pending_log` holds the loss sums (over all ranks) of the iterations since the last log line.
+    """
     if dist_info.is_main:
-        atomic_save(checkpoint_state(cfg, model, optimizer, scheduler, scaler, iteration, best_miou,
-                                     dist_info.world_size), path)
+        state = checkpoint_state(cfg, model, optimizer, scheduler, scaler, iteration, best_miou, dist_info.world_size)
+        atomic_save({**state, "pending_log": pending_log}, path)
     barrier()
 
 
