@@ -137,7 +137,7 @@ def test_a_section_left_empty_in_the_file_takes_overrides(tmp_path) -> None:
     ("data.mean=[0.5, .inf, 0.5]", "data.mean[1] = inf must be a finite number"),
     ("train.momentum=.nan", "train.momentum = nan must be a finite number"),
     ("train.momentum=1", "train.momentum = 1.0 must be in [0, 1), e.g. 0.9"),
-    ("train.poly_power=0", "train.poly_power = 0.0 must be positive"),  # else NaN lr only once warm-up ends
+    ("train.poly_power=-1", "train.poly_power = -1.0 must be 0 or more"),  # else a complex lr once warm-up ends
     ("train.warmup_ratio=2", "train.warmup_ratio = 2.0 must be in (0, 1]"),
     ("train.weight_decay=-0.1", "train.weight_decay = -0.1 must be 0 or more"),
 ])

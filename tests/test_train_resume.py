@@ -274,6 +274,6 @@ def test_an_unwritable_work_dir_is_refused_before_the_first_step_and_stale_tempo
         train(tiny_config("train.max_iters=1"), blocked)
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".last.pt.x1y2z3.tmp").write_bytes(b"\0" * 100)  # a write cut short by kill -9
+    (run / ".last.pt.x1y2z3w4.tmp").write_bytes(b"\0" * 100)  # a write cut short by kill -9
     train(tiny_config("train.max_iters=1"), run)
     assert not list(run.glob(".*.tmp"))

@@ -139,7 +139,7 @@ def _check_ranges(cfg: Config, source: Source) -> None:
             ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, "0 or more"),
             ("train.head_lr_factor", t.head_lr_factor, t.head_lr_factor > 0, "positive (1 = the body's lr)"),
             ("train.warmup_ratio", t.warmup_ratio, 0 < t.warmup_ratio <= 1, "in (0, 1]: the warm-up's first lr share"),
-            ("train.poly_power", t.poly_power, t.poly_power > 0, "positive, e.g. 0.9")):
+            ("train.poly_power", t.poly_power, t.poly_power >= 0, "0 or more, e.g. 0.9 (0: a constant lr after warm-up)")):
         if not ok:
             raise ConfigError(f"{source.at(key)}: {key} = {value} must be {meaning}")
     # OHEM keeps pixels whose true-class probability is below the threshold: at 0 none qualify

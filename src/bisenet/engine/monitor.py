@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,10 @@ class RunMonitor:
                 _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter)
             self._jsonl = open(self.work_dir / "metrics.jsonl", mode, buffering=1)
             self._log_file = open(self.work_dir / "train.log", mode, buffering=1)
-            for stale in self.work_dir.glob(".*.pt.*.tmp"):  # a checkpoint write cut short by kill -9
-                stale.unlink()
+            for name in ("last", "best"):  # a checkpoint write cut short by kill -9 (atomic_save's mkstemp names)
+                for stale in self.work_dir.glob(f".{name}.pt.????????.tmp"):
+                    stale.unlink()
+            tempfile.TemporaryFile(dir=self.work_dir).close()  # checkpoints are written here too
         except OSError as exc:  # e.g. a read-only mount: before any step, not at the first checkpoint
             raise BisenetError(f"cannot write in the work dir {self.work_dir}: {exc.strerror or exc}; "
                                "pass a writable --work-dir") from None

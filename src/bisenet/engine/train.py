@@ -207,14 +207,15 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     monitor.start(start_iter)
     # Per-head loss sums since the last log line and its iteration; a resumed run takes the
     # checkpoint's, so that it logs the same records as a run never stopped.
-    sums: dict[str, torch.Tensor] = {name: torch.tensor(total / dist_info.world_size, device=device)
-                                      for name, total in pending_log.get("sums", {}).items()}
+    sums: dict[str, torch.Tensor] = {name: torch.tensor(per_rank, device=device)
+                                      for name, per_rank in pending_log.get("sums", {}).items()}
     last_logged = int(pending_log.get("last_logged", start_iter))
 
     def save(name: str) -> None:
         _save(work_dir / name, dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou,
-              {"sums": dict(zip(sums, all_reduce_sum(torch.stack(list(sums.values()))).tolist())) if sums else {},
-               "last_logged": last_logged})
+              # the mean over ranks: what each rank of a resumed run (of any process count) starts from
+              {"sums": dict(zip(sums, (all_reduce_sum(torch.stack(list(sums.values()))) / dist_info.world_size).tolist()))
+               if sums else {}, "last_logged": last_logged})
     step_seconds: list[float] = []  # each iteration's own time (data wait to logging), for seconds_per_iter
     with stop.installed():
         batches = iter(loader)
@@ -299,7 +300,7 @@ def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimi
           iteration: int, best_miou: float | None, pending_log: dict) -> None:
     """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk.
 
-    `pending_log` holds the loss sums (over all ranks) of the iterations since the last log line.
+    `pending_log` holds the loss sums (the mean over ranks) of the iterations since the last log line.
     """
     if dist_info.is_main:
         state = checkpoint_state(cfg, model, optimizer, scheduler, scaler, iteration, best_miou, dist_info.world_size)
@@ -367,12 +368,15 @@ class _StopRequest:
         self.signal: str | None = None
 
     def _handle(self, signum, frame) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+        # A second Ctrl-C stops at once; torchrun forwards a second Ctrl-C to its workers as SIGTERM.
+        if self.signal is not None and (signum == signal.SIGINT or under_torchrun):
+            raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
         if self.signal == "SIGINT" and os.environ.get("RANK", "0") == "0":  # a person is waiting: say what comes
-            print("\nSIGINT: stopping after this step and writing last.pt (Ctrl-C again: stop at once, without it)",
-                  file=sys.stderr, flush=True)
+            limit = " (torchrun kills the workers after its --shutdown-timeout, 30 s by default)" if under_torchrun else ""
+            print(f"\nSIGINT: stopping after this step and writing last.pt{limit}; Ctrl-C again: stop at once, "
+                  "without it", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[_StopRequest]:

@@ -52,9 +52,10 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            # OpenCV applies the EXIF turn on reading: orientations 5-8 swap the sides (Pillow's TIFF
-            # size already has them swapped).
-            turned = image.format != "TIFF" and image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            if image.format == "TIFF":  # the stored size: newer Pillow reports a TIFF's size turned already
+                width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)
+            # OpenCV applies the EXIF turn on reading: orientations 5-8 swap the sides.
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
     except (OSError, ValueError, SyntaxError):
         return (-1, -1)  # unreadable: its own batch; the dataset raises the real error
     return (height, width) if turned else (width, height)
