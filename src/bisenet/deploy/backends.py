@@ -212,8 +212,7 @@ def build_int8_compile(model: nn.Module, device: torch.device, calibration: Any 
     """PyTorch int8 (torchao pt2e, x86 oneDNN VNNI) + torch.compile, the float parts in bf16; CPU only."""
     from bisenet.deploy.quantize import quantize_pt2e
 
-    if device.type != "cpu":
-        raise BisenetError(f"the int8_compile backend runs on the CPU only, not {device}; on a GPU use compile (fp16) or int8 (onnxruntime)")
+    check_available("int8_compile", device)
     batches = _calibration_batches(calibration, size, mean, std, limit, "int8_compile")
     quantized = quantize_pt2e(model.to(device), batches)
     # dynamic=False: oneDNN's int8 weight prepacking needs concrete shapes, so each new input

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bisenet.deploy.backends import Backend, _calibration_batches, _export_temp
+from bisenet.deploy.backends import Backend, _calibration_batches, _export_temp, check_available
 from bisenet.errors import BisenetError
 from bisenet.evaluation.inference import labels_from_scores
 from bisenet.models.layers import check_input_size
@@ -71,15 +71,12 @@ def _compile(core: Any, model: Any, precision: str | None) -> Any:
     return core.compile_model(model, "CPU", config)
 
 
-def _check_cpu(device: torch.device, backend: str) -> None:
-    if device.type != "cpu":
-        raise BisenetError(f"the {backend} backend runs on the CPU only, not {device}; on a GPU use compile or onnxruntime")
 
 
 def build_openvino(model: nn.Module, device: torch.device, precision: str | None = None,
                    export_size: tuple[int, int] = (256, 256), **opts: Any) -> OpenVinoBackend:
     """OpenVINO on the CPU, bf16 inference precision where the CPU supports it (precision='f32' forces fp32)."""
-    _check_cpu(device, "openvino")
+    check_available("openvino", device)
     ov = _import_openvino("openvino")
     folder, path = _export_temp(model, export_size)
     core = ov.Core()
@@ -116,7 +113,7 @@ def build_int8_openvino(model: nn.Module, device: torch.device, calibration: Any
     calibration pixels; otherwise `openvino_float_modules`. The backend's
     `calibration_agreement` says what the kept one measured.
     """
-    _check_cpu(device, "int8_openvino")
+    check_available("int8_openvino", device)
     ov = _import_openvino("int8_openvino", nncf=True)
     import nncf
 
