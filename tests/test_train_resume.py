@@ -45,7 +45,8 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     ref, res = weights_of(reference / "last.pt"), weights_of(killed / "last.pt")
     assert ref.keys() == res.keys()
     assert all(torch.equal(ref[k], res[k]) for k in ref), "resumed run differs from the uninterrupted one"
-    assert f"resumed from {killed / 'last.pt'} at iteration {saved}" in (killed / "train.log").read_text()
+    replayed = " (iteration 3 logged by that run after its checkpoint: run again" if saved == 2 else ""
+    assert f"resumed from {killed / 'last.pt'} at iteration {saved}{replayed}" in (killed / "train.log").read_text()
     # The iterations the killed run logged past its checkpoint are dropped, not logged twice, and the
     # loss sums not yet logged at the checkpoint travel in it: the same records, the same means.
     def records(run):
@@ -277,3 +278,56 @@ def test_an_unwritable_work_dir_is_refused_before_the_first_step_and_stale_tempo
     (run / ".last.pt.x1y2z3w4.tmp").write_bytes(b"\0" * 100)  # a write cut short by kill -9
     train(tiny_config("train.max_iters=1"), run)
     assert not list(run.glob(".*.tmp"))
+
+
+def _val_list_with_one_unchecked_bad_label(folder):
+    """Nine 64x64 val pairs; the one the start-up sample skips (index 4) has label value 200 (5 classes)."""
+    import cv2
+
+    dubai = ROOT / "examples" / "dubai" / "train"
+    image = cv2.imread(str(dubai / "images" / "tile1_image_part_001.jpg"))[:64, :64]
+    label = cv2.imread(str(dubai / "labels" / "tile1_image_part_001.png"), cv2.IMREAD_UNCHANGED)[:64, :64]
+    folder.mkdir()
+    for i in range(9):
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+        cv2.imwrite(str(folder / f"{i}_label.png"), label)
+    cv2.imwrite(str(folder / "4_label.png"), label * 0 + 200)
+    (folder / "val.txt").write_text("".join(f"{folder}/{i}.png,{folder}/{i}_label.png\n" for i in range(9)))
+    return label
+
+
+def test_a_final_evaluation_that_failed_runs_when_the_run_resumes(tmp_path):
+    # last.pt is written before the evaluation due at the same iteration; a resume must not skip that evaluation.
+    val = tmp_path / "val"
+    good_label = _val_list_with_one_unchecked_bad_label(val)
+    overrides = ["train.max_iters=2", "train.eval_interval=2", f"data.val_list={val / 'val.txt'}"]
+    run = tmp_path / "run"
+    with pytest.raises(BisenetError, match="4_label.png"):
+        train(tiny_config(*overrides), run)
+    saved = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    assert (saved["iteration"], saved["evaluated"]) == (2, None) and not (run / "best.pt").exists()
+
+    import cv2
+    cv2.imwrite(str(val / "4_label.png"), good_label)
+    result = train(tiny_config(*overrides), run, resume="auto")  # also: the failed run freed its work dir
+    assert result.iteration == 2 and result.last_miou is not None and result.best_miou == result.last_miou
+    assert "the evaluation at iteration 2 did not finish before that run stopped: running it now" in \
+        (run / "train.log").read_text()
+    assert torch.load(run / "last.pt", map_location="cpu", weights_only=True)["evaluated"] == 2
+    assert torch.load(run / "best.pt", map_location="cpu", weights_only=True)["best_miou"] == result.best_miou
+    assert train(tiny_config(*overrides), run, resume="auto").last_miou is None  # done now: nothing runs twice
+    assert "nothing to do: the run is already at iteration 2 of 2" in (run / "train.log").read_text()
+
+
+def test_a_second_run_into_a_work_dir_in_use_is_refused_and_touches_nothing(tmp_path):
+    from bisenet.engine.monitor import RunMonitor
+
+    train(tiny_config("train.max_iters=1"), tmp_path)
+    logged = (tmp_path / "metrics.jsonl").read_text()
+    with RunMonitor(tmp_path, 1, fresh=False, resume_iter=1, tensorboard=False):  # a run still going there
+        with pytest.raises(BisenetError, match=rf"{re.escape(str(tmp_path))} is in use by another training run "
+                                               rf"\(pid {os.getpid()} on .*\): wait for it to end, or pass another"):
+            train(tiny_config("train.max_iters=2"), tmp_path, resume="auto")
+    assert (tmp_path / "metrics.jsonl").read_text() == logged
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 1
+    assert train(tiny_config("train.max_iters=2"), tmp_path, resume="auto").iteration == 2  # free again

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
 import sys
 import tempfile
 import time
@@ -24,6 +26,8 @@ class RunMonitor:
 
         `resume_iter`: a resumed run's checkpoint iteration; records past it (written before a kill -9)
         are dropped from metrics.jsonl and TensorBoard, so each iteration appears once.
+        Rank 0 holds the work dir's lock until `close()` or the end of a `with` block: a second run
+        started into the same work dir is refused instead of mixing its checkpoints and logs with this one's.
         """
         self.work_dir = Path(work_dir)
         self.max_iters = max_iters
@@ -31,17 +35,20 @@ class RunMonitor:
         self.writer = None
         self._last_time = time.perf_counter()
         self._last_iter: int | None = None
-        self._log_file = None
+        self._log_file = self._jsonl = self._lock = None
+        # The iterations a resumed run does again: logged by the stopped run after its last checkpoint.
+        self.replayed: tuple[int, int] | None = None
         if not enabled:
             return
         make_dir(self.work_dir, "train.work_dir (--work-dir)")
         mode = "w" if fresh else "a"  # a resumed run continues its own logs
-        if fresh:  # TensorBoard would draw the old start's curves under the new run's
-            for old in (self.work_dir / "tensorboard").glob("events.out.tfevents.*"):
-                old.unlink()
         try:
+            self._lock = _lock_work_dir(self.work_dir)  # before any file of the run is touched
+            if fresh:  # TensorBoard would draw the old start's curves under the new run's
+                for old in (self.work_dir / "tensorboard").glob("events.out.tfevents.*"):
+                    old.unlink()
             if not fresh:
-                _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter)
+                self.replayed = _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter)
             self._jsonl = open(self.work_dir / "metrics.jsonl", mode, buffering=1)
             self._log_file = open(self.work_dir / "train.log", mode, buffering=1)
             for name in ("last", "best"):  # a checkpoint write cut short by kill -9 (atomic_save's mkstemp names)
@@ -49,6 +56,7 @@ class RunMonitor:
                     stale.unlink()
             tempfile.TemporaryFile(dir=self.work_dir).close()  # checkpoints are written here too
         except OSError as exc:  # e.g. a read-only mount: before any step, not at the first checkpoint
+            self.release()
             raise BisenetError(f"cannot write in the work dir {self.work_dir}: {exc.strerror or exc}; "
                                "pass a writable --work-dir") from None
         if tensorboard:
@@ -134,27 +142,65 @@ class RunMonitor:
             self.writer.add_image(f"val_pred/{i}", np.concatenate([image, mask], axis=1), iteration, dataformats="HWC")
 
     def close(self) -> Path | None:
-        """Flush logs and draw the loss and mIoU curves into curves.png."""
+        """Flush logs, release the work dir and draw the loss and mIoU curves into curves.png."""
         if not self.enabled:
             return None
-        if self.writer:
-            self.writer.close()
-        self._jsonl.close()
-        self._log_file.close()
+        self.release()
         return plot_curves(self.work_dir / "metrics.jsonl", self.work_dir / "curves.png")
 
+    def release(self) -> None:
+        """Close the log files and let another run use the work dir (also after a failed run)."""
+        for handle in (self.writer, self._jsonl, self._log_file, self._lock):
+            if handle is not None:
+                handle.close()  # closing the lock file drops its flock
+        self.writer = self._jsonl = self._log_file = self._lock = None
 
-def _drop_records_after(metrics_path: Path, iteration: int) -> None:
+    def __enter__(self) -> RunMonitor:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+LOCK_NAME = ".bisenet-train.lock"
+
+
+def _lock_work_dir(work_dir: Path):
+    """Take the work dir's lock (an open file) or raise BisenetError naming the run that holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; runs are not guarded there
+        return None
+    handle = open(work_dir / LOCK_NAME, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise BisenetError(f"{work_dir} is in use by another training run ({holder}; lock {work_dir / LOCK_NAME}): "
+                           "wait for it to end, or pass another --work-dir") from None
+    except OSError:  # a filesystem without flock: run unguarded rather than not at all
+        return handle
+    handle.truncate(0)  # the kernel drops the lock when the process dies: this text only names the holder
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n")
+    handle.flush()
+    return handle
+
+
+def _drop_records_after(metrics_path: Path, iteration: int) -> tuple[int, int] | None:
     """Rewrite metrics.jsonl without records past `iteration` (a resumed run logs those again), nor a
-    line the kill cut short (the next record would be appended to it)."""
+    line the kill cut short (the next record would be appended to it); returns the dropped iterations' span."""
     if not metrics_path.is_file():
-        return
+        return None
     lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
     kept = [line for line in lines if line.endswith("\n") and (_iteration(line) or 0) <= iteration]
     if kept != lines:
         tmp = metrics_path.with_name(metrics_path.name + ".tmp")
         tmp.write_text("".join(kept), encoding="utf-8")
         tmp.replace(metrics_path)
+    dropped = [i for i in map(_iteration, lines) if i is not None and i > iteration]
+    return (iteration + 1, max(dropped)) if dropped else None
 
 
 def _iteration(line: str) -> int | None:

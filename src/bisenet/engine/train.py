@@ -82,12 +82,14 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
     resume, finetune_from = start_arguments(resume, finetune_from)
     dist_info = init_distributed(cfg.train.device)
     try:
-        return _train(cfg, Path(work_dir), dist_info, resume, finetune_from)
+        with contextlib.ExitStack() as on_exit:  # closes the run's logs and frees its work dir, also on failure
+            return _train(cfg, Path(work_dir), dist_info, resume, finetune_from, on_exit)
     finally:
         cleanup()
 
 
-def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_from) -> TrainResult:
+def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_from,
+           on_exit: contextlib.ExitStack) -> TrainResult:
     tc, device = cfg.train, dist_info.device
     # The network's stride, checked before the work dir is made (the data pipeline takes any crop).
     try:
@@ -145,22 +147,31 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
 
     start_iter, best_miou, saved_world, finetune_messages, saved_iters = 0, None, None, [], None
     pending_log: dict = {}  # the resumed run's loss sums not yet logged (see _save)
+    evaluated_iter = None  # the iteration of the last evaluation that finished (see _save)
     if resume_ckpt is not None:
         saved_iters = ((resume_ckpt.get("config") or {}).get("train") or {}).get("max_iters")
         pending_log = resume_ckpt.get("pending_log") or {}
+        # Checkpoints from before this field was saved count as evaluated: never an evaluation twice.
+        evaluated_iter = resume_ckpt.get("evaluated", resume_ckpt["iteration"])
         start_iter, best_miou, saved_world = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler,
                                                                 device, ckpt=resume_ckpt)
         del resume_ckpt
     elif finetune_state is not None:
         finetune_messages = load_finetune_weights(model, finetune_state, finetune_from)
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
-    monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, fresh=not resume_path, resume_iter=start_iter)
+    monitor = on_exit.enter_context(RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main,
+                                               fresh=not resume_path, resume_iter=start_iter))
     if nothing_to_resume:
         monitor.print(f"--resume: {work_dir} holds no last.pt yet; starting a new run")
     if finetune_state is not None:
         monitor.print(f"fine-tuning from {finetune_from}: its weights, a new schedule")
     if resume_path:
-        monitor.print(f"resumed from {resume_path} at iteration {start_iter}")
+        replayed = ""
+        if monitor.replayed:  # logged by the stopped run after its checkpoint: train.log keeps those lines
+            first, last = monitor.replayed
+            span = f"iteration {first}" if first == last else f"iterations {first}-{last}"
+            replayed = f" ({span} logged by that run after its checkpoint: run again; train.log keeps the old lines above)"
+        monitor.print(f"resumed from {resume_path} at iteration {start_iter}{replayed}")
         if saved_world is not None and saved_world != dist_info.world_size:
             monitor.warn(f"--resume: that run used {saved_world} process(es), this one {dist_info.world_size}: "
                          f"{tc.batch_size * dist_info.world_size} instead of {tc.batch_size * saved_world} images per "
@@ -172,7 +183,12 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                          "a run planned that long from the start")
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
-    if start_iter >= tc.max_iters:
+    # An evaluation due at the checkpoint's iteration that did not finish (last.pt is written before it) runs first.
+    eval_missed = (evaluating and resume_path is not None and start_iter > 0 and evaluated_iter != start_iter
+                   and (start_iter % tc.eval_interval == 0 or start_iter == saved_iters))
+    if eval_missed:
+        monitor.print(f"the evaluation at iteration {start_iter} did not finish before that run stopped: running it now")
+    elif start_iter >= tc.max_iters:
         monitor.print(f"nothing to do: the run is already at iteration {start_iter} of {tc.max_iters}")
     if dist_info.is_main:
         save_config(cfg, work_dir / "config.yaml")
@@ -215,11 +231,24 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         _save(work_dir / name, dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou,
               # the mean over ranks: what each rank of a resumed run (of any process count) starts from
               {"sums": dict(zip(sums, (all_reduce_sum(torch.stack(list(sums.values()))) / dist_info.world_size).tolist()))
-               if sums else {}, "last_logged": last_logged})
+               if sums else {}, "last_logged": last_logged}, evaluated_iter)
+
+    def evaluate() -> None:  # val mIoU at `iteration`; best.pt when it is the best so far
+        nonlocal last_miou, best_miou, evaluated_iter
+        last_miou = _evaluate(model, val_set, device, cfg, monitor, iteration, best_miou)
+        evaluated_iter = iteration
+        if best_miou is None or last_miou > best_miou:
+            best_miou = last_miou
+            save("best.pt")
+        net.train()
+        monitor.start(iteration)
     step_seconds: list[float] = []  # each iteration's own time (data wait to logging), for seconds_per_iter
     with stop.installed():
-        batches = iter(loader)
         try:
+            if eval_missed:
+                evaluate()
+                save("last.pt")  # with the evaluation done: a later resume does not run it again
+            batches = iter(loader)
             while iteration < tc.max_iters:
                 step_start = time.perf_counter()
                 try:
@@ -266,12 +295,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                 if evaluating and (iteration % tc.eval_interval == 0 or finished):
                     if checkpoint_due:  # first: an evaluation that fails must not cost the iterations since the last
                         save("last.pt")
-                    last_miou = _evaluate(model, val_set, device, cfg, monitor, iteration, best_miou)
-                    if best_miou is None or last_miou > best_miou:
-                        best_miou = last_miou
-                        save("best.pt")
-                    net.train()
-                    monitor.start(iteration)
+                    evaluate()
                     # A signal that came during the evaluation stops the run now, not after another step and evaluation.
                     stop_asked = all_reduce_max(torch.tensor([float(stop.signal is not None)], device=device)).item()
                 if stop_asked and not finished:  # at the last iteration the run is done: say so, not "stopped"
@@ -289,7 +313,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
             raise
         steady = sorted(step_seconds[1:])  # the first pays start-up costs (workers, allocator, kernels)
         seconds_per_iter = steady[len(steady) // 2] if steady else None
-        del batches
+        del batches  # its workers end here
     curves = monitor.close()
     if dist_info.is_main and curves:
         print(f"curves: {curves}")
@@ -297,14 +321,15 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
 
 
 def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
-          iteration: int, best_miou: float | None, pending_log: dict) -> None:
+          iteration: int, best_miou: float | None, pending_log: dict, evaluated_iter: int | None) -> None:
     """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk.
 
-    `pending_log` holds the loss sums (the mean over ranks) of the iterations since the last log line.
+    `pending_log` holds the loss sums (the mean over ranks) of the iterations since the last log line;
+    `evaluated_iter` the iteration of the last evaluation that finished (a resume redoes one due but missed).
     """
     if dist_info.is_main:
         state = checkpoint_state(cfg, model, optimizer, scheduler, scaler, iteration, best_miou, dist_info.world_size)
-        atomic_save({**state, "pending_log": pending_log}, path)
+        atomic_save({**state, "pending_log": pending_log, "evaluated": evaluated_iter}, path)
     barrier()
 
 
