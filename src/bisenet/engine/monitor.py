@@ -47,7 +47,7 @@ class RunMonitor:
             if fresh:  # TensorBoard would draw the old start's curves under the new run's
                 for old in (self.work_dir / "tensorboard").glob("events.out.tfevents.*"):
                     old.unlink()
-            if not fresh:
+            else:
                 self.replayed = _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter)
             self._jsonl = open(self.work_dir / "metrics.jsonl", mode, buffering=1)
             self._log_file = open(self.work_dir / "train.log", mode, buffering=1)
