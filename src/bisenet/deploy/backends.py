@@ -101,18 +101,18 @@ def _warn_if_bf16_is_slow() -> None:
              "use the fold_bn, onnxruntime or openvino backend")
 
 
-def build_eager(model: nn.Module, device: torch.device, **opts: Any) -> Backend:
+def build_eager(model: nn.Module, device: torch.device) -> Backend:
     """fp32 PyTorch, as is: the reference every other backend is compared with."""
     return TorchBackend("eager", model.to(device).eval(), device)
 
 
-def build_amp(model: nn.Module, device: torch.device, dtype: str | None = None, **opts: Any) -> Backend:
+def build_amp(model: nn.Module, device: torch.device, dtype: str | None = None) -> Backend:
     """channels_last + autocast (bf16 on CPU, fp16 on CUDA) on a copy of the model."""
     net = copy.deepcopy(model).to(device).eval().to(memory_format=torch.channels_last)
     return TorchBackend("amp", net, device, channels_last=True, autocast=_amp_dtype(device, dtype))
 
 
-def build_fold_bn(model: nn.Module, device: torch.device, **opts: Any) -> Backend:
+def build_fold_bn(model: nn.Module, device: torch.device) -> Backend:
     """fp32 with every conv -> BN pair folded into one conv, channels_last (a copy of the model)."""
     from bisenet.deploy.fold import fold_batchnorm
 
@@ -121,8 +121,8 @@ def build_fold_bn(model: nn.Module, device: torch.device, **opts: Any) -> Backen
     return TorchBackend("fold_bn", net, device, channels_last=True)
 
 
-def build_compile(model: nn.Module, device: torch.device, dtype: str | None = None, mode: str | None = None,
-                  **opts: Any) -> Backend:
+def build_compile(model: nn.Module, device: torch.device, dtype: str | None = None,
+                  mode: str | None = None) -> Backend:
     """torch.compile (inductor, frozen weights) of the BN-folded channels_last model in bf16 (CPU) / fp16 (CUDA).
 
     The weights themselves are cast (not autocast): no per-call weight casts, and about 15%
@@ -139,7 +139,7 @@ def build_compile(model: nn.Module, device: torch.device, dtype: str | None = No
     return TorchBackend("compile", compiled, device, channels_last=True, input_dtype=cast)
 
 
-def build_compile_graphs(model: nn.Module, device: torch.device, dtype: str | None = None, **opts: Any) -> Backend:
+def build_compile_graphs(model: nn.Module, device: torch.device, dtype: str | None = None) -> Backend:
     """`compile` whose forward replays a CUDA graph (inductor's mode="reduce-overhead"); CUDA only.
 
     At batch 1 a real-time model's kernels are short, so launching them costs a share of the
@@ -166,8 +166,7 @@ def _export_temp(model: nn.Module, size: tuple[int, int]) -> tuple[tempfile.Temp
     return folder, path
 
 
-def build_onnxruntime(model: nn.Module, device: torch.device, export_size: tuple[int, int] = (256, 256),
-                      **opts: Any) -> Backend:
+def build_onnxruntime(model: nn.Module, device: torch.device, export_size: tuple[int, int] = (256, 256)) -> Backend:
     """onnxruntime (CUDA EP where present, else CPU EP) on a temporary dynamic-shape ONNX export."""
     folder, path = _export_temp(model, export_size)
     return OnnxBackend("onnxruntime", path, device, keep=folder)
@@ -191,7 +190,7 @@ def _calibration_batches(calibration: Any, size: tuple[int, int] | None, mean: S
 
 def build_int8(model: nn.Module, device: torch.device, calibration: Any = None, size: tuple[int, int] | None = None,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None, limit: int = 8,
-               keep_fp32: Sequence[str] = (), **opts: Any) -> Backend:
+               keep_fp32: Sequence[str] = ()) -> Backend:
     """onnxruntime static int8 (QDQ) calibrated on a folder of images or a list of normalised images."""
     from bisenet.deploy.quantize import onnx_float_nodes, quantize_onnx
 
@@ -208,7 +207,7 @@ def build_int8(model: nn.Module, device: torch.device, calibration: Any = None, 
 
 def build_int8_compile(model: nn.Module, device: torch.device, calibration: Any = None,
                        size: tuple[int, int] | None = None, mean: Sequence[float] | None = None,
-                       std: Sequence[float] | None = None, limit: int = 8, **opts: Any) -> Backend:
+                       std: Sequence[float] | None = None, limit: int = 8) -> Backend:
     """PyTorch int8 (torchao pt2e, x86 oneDNN VNNI) + torch.compile, the float parts in bf16; CPU only."""
     from bisenet.deploy.quantize import quantize_pt2e
 

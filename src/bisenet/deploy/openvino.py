@@ -74,7 +74,7 @@ def _compile(core: Any, model: Any, precision: str | None) -> Any:
 
 
 def build_openvino(model: nn.Module, device: torch.device, precision: str | None = None,
-                   export_size: tuple[int, int] = (256, 256), **opts: Any) -> OpenVinoBackend:
+                   export_size: tuple[int, int] = (256, 256)) -> OpenVinoBackend:
     """OpenVINO on the CPU, bf16 inference precision where the CPU supports it (precision='f32' forces fp32)."""
     check_available("openvino", device)
     ov = _import_openvino("openvino")
@@ -104,8 +104,7 @@ def float_node_names(node_names: Sequence[str], modules: Sequence[str]) -> list[
 def build_int8_openvino(model: nn.Module, device: torch.device, calibration: Any = None,
                         size: tuple[int, int] | None = None, mean: Sequence[float] | None = None,
                         std: Sequence[float] | None = None, limit: int = 8,
-                        keep_float: Sequence[str] | None = None, min_agreement: float = 0.99,
-                        **opts: Any) -> OpenVinoBackend:
+                        keep_float: Sequence[str] | None = None, min_agreement: float = 0.99) -> OpenVinoBackend:
     """OpenVINO int8 (NNCF static quantisation of the convolutions), calibrated on images; CPU only.
 
     Without `keep_float`, the model's `openvino_float_modules_fast` (fewer modules in float) is
