@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -95,6 +97,18 @@ def test_repeated_set_flags_add_up_instead_of_the_last_one_winning() -> None:
                                       "--set", "augment.crop_size=[64,64]"])
     assert [str(o) for o in overrides_from_args(args)][-3:] == ["train.batch_size=2", "train.eval_interval=0",
                                                                  "augment.crop_size=[64,64]"]
+
+
+@pytest.mark.parametrize("root", ["/data/run #2", "2024", "on", "/data/x: y"])
+def test_train_flags_take_strings_as_they_are_not_as_yaml(root) -> None:
+    # --data-root went through YAML: "#" started a comment, "2024" and "on" became an int and a bool.
+    from bisenet.cli import build_parser
+    from bisenet.cli.train import overrides_from_args
+    from bisenet.config import load_config
+
+    args = build_parser().parse_args(["train", "c.yaml", "--data-root", root, "--device", "cpu", "--lr", "1e-5"])
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "bisenetv2_dubai.yaml", overrides_from_args(args))
+    assert (cfg.data.root, cfg.train.device, cfg.train.lr) == (root, "cpu", 1e-5)
 
 
 def test_every_flag_of_every_command_has_help() -> None:

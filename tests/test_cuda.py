@@ -108,3 +108,21 @@ def test_bench_on_cuda_reports_cuda_memory() -> None:
     assert [r["backend"] for r in rows] == ["eager", "amp"]
     for row in rows:
         assert row["median_ms"] > 0 and row["peak_cuda_mb"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="two GPUs needed: NCCL refuses two ranks on one GPU")
+def test_torchrun_eval_on_two_gpus_matches_one(model, tmp_path) -> None:
+    # Each rank joined the group on cuda:LOCAL_RANK, then re-resolved that name and refused it as an explicit index.
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.pt"
+    torch.save(model.state_dict(), path)
+    common = [str(CONFIG), "--weights", str(path), "--data-root", str(EXAMPLE), "--list", "val.txt", "--device", "auto"]
+    one = bisenet.evaluate(CONFIG, path, device="cuda", data_root=EXAMPLE, list_file=EXAMPLE / "val.txt", progress=False)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "bisenet", "eval", *common, "--json", str(tmp_path / "two.json")],
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["images"] == one["images"] and abs(two["mIoU"] - one["mIoU"]) < 0.005

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +26,7 @@ FLAG_KEYS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The train command's flags."""
     parser.add_argument("config", help="YAML config, e.g. configs/bisenetv2_dubai.yaml")
     parser.add_argument("--work-dir", help="where checkpoints and logs go (default runs/<config name>)")
     parser.add_argument("--max-iters", type=int, help="training iterations (steps), the schedule's length")
@@ -46,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
     """The config overrides the flags ask for, `--set` last so it wins; each error names the flag it came from."""
-    overrides = [Override(f"{key}={value}", f"--{flag.replace('_', '-')} {value}") for flag, key in FLAG_KEYS.items()
+    # Strings go in quoted: a path like "run #2", "2024" or "on" must not be read as YAML (a comment, int, bool).
+    overrides = [Override(f"{key}={json.dumps(value) if isinstance(value, str) else value}",
+                          f"--{flag.replace('_', '-')} {value}") for flag, key in FLAG_KEYS.items()
                  if (value := getattr(args, flag, None)) is not None]
     if getattr(args, "crop_size", None):
         h, w = parse_size(args.crop_size, "--crop-size")
@@ -55,6 +59,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the config the flags describe; the exit code (143/130 when stopped by SIGTERM/Ctrl-C)."""
     from bisenet.engine.train import train
 
     cfg = load_config(args.config, overrides_from_args(args))

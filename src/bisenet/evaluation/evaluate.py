@@ -308,7 +308,9 @@ def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, 
     from bisenet.data import build_dataset, validate_split
     from bisenet.engine.distributed import resolve_device
 
-    device = resolve_device(str(device))
+    if not (isinstance(device, torch.device) and device.index is not None):  # a joined rank's device stays as it is
+        # 'cuda' (or 'auto') in a process group means this rank's GPU, as in training
+        device = resolve_device(str(device), int(os.environ.get("LOCAL_RANK", "0")))
     ec = cfg.eval
     mode = mode or ec.mode
     if crop is None:
