@@ -41,11 +41,14 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     saved = torch.load(killed / "last.pt", map_location="cpu", weights_only=True)["iteration"]
     assert saved in (2, 4)
+    # iteration 3's record, if the kill let it reach metrics.jsonl, came after the checkpoint at 2
+    logged = (killed / "metrics.jsonl").read_text()
+    logged_past = saved == 2 and '"iteration": 3,' in logged and logged.endswith("\n")  # whole, not cut by the kill
     assert cli_main([*cli_args(killed, "train.log_interval=3"), "--resume"]) == 0
     ref, res = weights_of(reference / "last.pt"), weights_of(killed / "last.pt")
     assert ref.keys() == res.keys()
     assert all(torch.equal(ref[k], res[k]) for k in ref), "resumed run differs from the uninterrupted one"
-    replayed = " (iteration 3 logged by that run after its checkpoint: run again" if saved == 2 else ""
+    replayed = " (iteration 3 logged by that run after its checkpoint: run again" if logged_past else ""
     assert f"resumed from {killed / 'last.pt'} at iteration {saved}{replayed}" in (killed / "train.log").read_text()
     # The iterations the killed run logged past its checkpoint are dropped, not logged twice, and the
     # loss sums not yet logged at the checkpoint travel in it: the same records, the same means.
@@ -165,6 +168,16 @@ def test_resume_with_another_process_count_warns_that_it_is_not_exact(tmp_path, 
     train(tiny_config("train.max_iters=2"), tmp_path, resume="auto")
     warning = "--resume: that run used 2 process(es), this one 1: 2 instead of 4 images per step"
     assert warning in capsys.readouterr().err and warning in (tmp_path / "train.log").read_text()
+
+
+def test_resume_with_another_seed_or_batch_size_warns_that_it_is_not_exact(tmp_path, capsys):
+    # Both move the data stream (the sampler's position is iteration x images per step); nothing said so.
+    train(tiny_config("train.max_iters=1"), tmp_path)
+    capsys.readouterr()
+    train(tiny_config("train.max_iters=2", "train.seed=5", "train.batch_size=3"), tmp_path, resume="auto")
+    err = capsys.readouterr().err
+    assert "--resume: train.batch_size was 2 in that run, 3 now: another number of images per step" in err
+    assert "--resume: train.seed was 0 in that run, 5 now: the data order, augmentation and dropout" in err
 
 
 @pytest.mark.parametrize("whole_group, signum", [(False, signal.SIGTERM), (True, signal.SIGTERM), (False, signal.SIGINT)],
@@ -317,6 +330,13 @@ def test_a_final_evaluation_that_failed_runs_when_the_run_resumes(tmp_path):
     assert torch.load(run / "best.pt", map_location="cpu", weights_only=True)["best_miou"] == result.best_miou
     assert train(tiny_config(*overrides), run, resume="auto").last_miou is None  # done now: nothing runs twice
     assert "nothing to do: the run is already at iteration 2 of 2" in (run / "train.log").read_text()
+
+    # Killed after the evaluation was logged but before last.pt recorded it: evaluated again, logged once.
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    torch.save({**ckpt, "evaluated": None}, run / "last.pt")
+    assert train(tiny_config(*overrides), run, resume="auto").last_miou == result.last_miou
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["type"] == "eval"] == [2]
 
 
 def test_a_second_run_into_a_work_dir_in_use_is_refused_and_touches_nothing(tmp_path):

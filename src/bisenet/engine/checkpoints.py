@@ -29,7 +29,7 @@ def checkpoint_state(cfg: Config, model: nn.Module, optimizer: torch.optim.Optim
         "iteration": iteration,
         # Data order and augmentation are pure functions of (seed, epoch, index), and
         # dropout is re-seeded from (seed, iteration, rank) every step: the seed is the state.
-        "rng": {"seed": cfg.train.seed, "torch": torch.get_rng_state()},
+        "rng": {"seed": cfg.train.seed},
         "config": to_dict(cfg),
         "arch": cfg.model.arch,
         "num_classes": cfg.num_classes,
@@ -79,8 +79,6 @@ def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, o
         group["lr"] = group["initial_lr"] * factor(scheduler.last_epoch)
     if ckpt.get("scaler"):  # empty when the run had no fp16 scaler (bf16 or fp32): start a fresh one
         scaler.load_state_dict(ckpt["scaler"])
-    if "torch" in ckpt.get("rng", {}):
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
     return int(ckpt["iteration"]), ckpt.get("best_miou"), ckpt.get("world_size")
 
 

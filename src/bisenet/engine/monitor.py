@@ -21,11 +21,12 @@ class RunMonitor:
     """Logs training and evaluation figures. Only rank 0 makes one with `enabled=True`."""
 
     def __init__(self, work_dir: Path, max_iters: int, enabled: bool = True, tensorboard: bool = True,
-                 fresh: bool = False, resume_iter: int = 0) -> None:
+                 fresh: bool = False, resume_iter: int = 0, eval_again: bool = False) -> None:
         """`fresh`: a new run, whose logs replace those of an earlier start that died before its first checkpoint.
 
         `resume_iter`: a resumed run's checkpoint iteration; records past it (written before a kill -9)
-        are dropped from metrics.jsonl and TensorBoard, so each iteration appears once.
+        are dropped from metrics.jsonl and TensorBoard, so each iteration appears once; with `eval_again`
+        (the resume redoes the evaluation at resume_iter) its earlier record goes from metrics.jsonl too.
         Rank 0 holds the work dir's lock until `close()` or the end of a `with` block: a second run
         started into the same work dir is refused instead of mixing its checkpoints and logs with this one's.
         """
@@ -48,7 +49,7 @@ class RunMonitor:
                 for old in (self.work_dir / "tensorboard").glob("events.out.tfevents.*"):
                     old.unlink()
             else:
-                self.replayed = _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter)
+                self.replayed = _drop_records_after(self.work_dir / "metrics.jsonl", resume_iter, eval_again)
             self._jsonl = open(self.work_dir / "metrics.jsonl", mode, buffering=1)
             self._log_file = open(self.work_dir / "train.log", mode, buffering=1)
             for name in ("last", "best"):  # a checkpoint write cut short by kill -9 (atomic_save's mkstemp names)
@@ -188,13 +189,19 @@ def _lock_work_dir(work_dir: Path):
     return handle
 
 
-def _drop_records_after(metrics_path: Path, iteration: int) -> tuple[int, int] | None:
+def _drop_records_after(metrics_path: Path, iteration: int, eval_again: bool = False) -> tuple[int, int] | None:
     """Rewrite metrics.jsonl without records past `iteration` (a resumed run logs those again), nor a
-    line the kill cut short (the next record would be appended to it); returns the dropped iterations' span."""
+    line the kill cut short (the next record would be appended to it), nor with `eval_again` the evaluation
+    at `iteration`; returns the span of iterations past `iteration` that were dropped."""
     if not metrics_path.is_file():
         return None
     lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [line for line in lines if line.endswith("\n") and (_iteration(line) or 0) <= iteration]
+
+    def keep(line: str) -> bool:
+        at = _iteration(line) or 0
+        return line.endswith("\n") and (at < iteration or at == iteration and not (eval_again and _is_eval(line)))
+
+    kept = [line for line in lines if keep(line)]
     if kept != lines:
         tmp = metrics_path.with_name(metrics_path.name + ".tmp")
         tmp.write_text("".join(kept), encoding="utf-8")
@@ -210,6 +217,14 @@ def _iteration(line: str) -> int | None:
         return int(record["iteration"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _is_eval(line: str) -> bool:
+    """Whether a metrics.jsonl line is an evaluation record."""
+    try:
+        return json.loads(line).get("type") == "eval"
+    except (ValueError, AttributeError):
+        return False
 
 
 def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
@@ -244,7 +259,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
 
 
 def warn(message: str) -> None:
-    """A warning on stderr, once per call site, on rank 0 only."""
+    """A warning on stderr, on rank 0 only (before the run's monitor exists: it is not in train.log)."""
     from bisenet.engine.distributed import is_main_process
 
     if is_main_process():

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from bisenet.config import Config, load_config, save_config
+from bisenet.config import Config, TrainConfig, load_config, save_config
 from bisenet.data import build_dataset, validate_split
 from bisenet.data.dataset import ignore_stop_signals, with_absolute_data_paths
 from bisenet.data.device_augment import DeviceBatches
@@ -145,11 +145,11 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads), check_values=False)  # the dataset did
 
-    start_iter, best_miou, saved_world, finetune_messages, saved_iters = 0, None, None, [], None
+    start_iter, best_miou, saved_world, finetune_messages, saved_train = 0, None, None, [], {}
     pending_log: dict = {}  # the resumed run's loss sums not yet logged (see _save)
     evaluated_iter = None  # the iteration of the last evaluation that finished (see _save)
     if resume_ckpt is not None:
-        saved_iters = ((resume_ckpt.get("config") or {}).get("train") or {}).get("max_iters")
+        saved_train = (resume_ckpt.get("config") or {}).get("train") or {}
         pending_log = resume_ckpt.get("pending_log") or {}
         # Checkpoints from before this field was saved count as evaluated: never an evaluation twice.
         evaluated_iter = resume_ckpt.get("evaluated", resume_ckpt["iteration"])
@@ -158,9 +158,12 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         del resume_ckpt
     elif finetune_state is not None:
         finetune_messages = load_finetune_weights(model, finetune_state, finetune_from)
+    # An evaluation due at the checkpoint's iteration that did not finish (last.pt is written before it) runs first.
+    eval_missed = (evaluating and resume_path is not None and start_iter > 0 and evaluated_iter != start_iter
+                   and (start_iter % tc.eval_interval == 0 or start_iter == saved_train.get("max_iters")))
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
     monitor = on_exit.enter_context(RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main,
-                                               fresh=not resume_path, resume_iter=start_iter))
+                                               fresh=not resume_path, resume_iter=start_iter, eval_again=eval_missed))
     if nothing_to_resume:
         monitor.print(f"--resume: {work_dir} holds no last.pt yet; starting a new run")
     if finetune_state is not None:
@@ -172,20 +175,10 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
             span = f"iteration {first}" if first == last else f"iterations {first}-{last}"
             replayed = f" ({span} logged by that run after its checkpoint: run again; train.log keeps the old lines above)"
         monitor.print(f"resumed from {resume_path} at iteration {start_iter}{replayed}")
-        if saved_world is not None and saved_world != dist_info.world_size:
-            monitor.warn(f"--resume: that run used {saved_world} process(es), this one {dist_info.world_size}: "
-                         f"{tc.batch_size * dist_info.world_size} instead of {tc.batch_size * saved_world} images per "
-                         "step and another data order, so it is not an exact continuation (launch it as before: "
-                         f"torchrun --nproc_per_node {saved_world} -m bisenet train ...)")
-        if saved_iters is not None and saved_iters != tc.max_iters:  # extending a run is fine, but say what it costs
-            monitor.warn(f"--resume: train.max_iters was {saved_iters} in that run, {tc.max_iters} now: the warm-up "
-                         "+ poly schedule is stretched to the new length from here on, so the result differs from "
-                         "a run planned that long from the start")
+        for message in _resume_differences(saved_train, saved_world, tc, dist_info.world_size):
+            monitor.warn(message)
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
-    # An evaluation due at the checkpoint's iteration that did not finish (last.pt is written before it) runs first.
-    eval_missed = (evaluating and resume_path is not None and start_iter > 0 and evaluated_iter != start_iter
-                   and (start_iter % tc.eval_interval == 0 or start_iter == saved_iters))
     if eval_missed:
         monitor.print(f"the evaluation at iteration {start_iter} did not finish before that run stopped: running it now")
     elif start_iter >= tc.max_iters:
@@ -198,7 +191,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
                                start_iter, tc.max_iters)
     if cfg.data.cache == "device":  # the decoded split on the device, augmented there: no workers
         if device.type == "cpu":
-            warn("data.cache: device on a CPU augments 2.7x slower than the OpenCV loader; use data.cache: memory")
+            monitor.warn("data.cache: device on a CPU augments 2.7x slower than the OpenCV loader; use data.cache: memory")
         loader = DeviceBatches(train_set, sampler, tc.batch_size, device)
     else:
         loader = DataLoader(
@@ -318,6 +311,29 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     if dist_info.is_main and curves:
         print(f"curves: {curves}")
     return TrainResult(work_dir, iteration, best_miou, last_miou, stopped_by, seconds_per_iter)
+
+
+def _resume_differences(saved_train: dict, saved_world: int | None, tc: TrainConfig, world_size: int) -> list[str]:
+    """Warnings for a resume whose settings make it other than an exact continuation of the saved run."""
+    messages = []
+    saved_batch = saved_train.get("batch_size", tc.batch_size)
+    if saved_world is not None and saved_world != world_size:
+        messages.append(f"--resume: that run used {saved_world} process(es), this one {world_size}: "
+                        f"{tc.batch_size * world_size} instead of {saved_batch * saved_world} images per step and "
+                        "another data order, so it is not an exact continuation (launch it as before: "
+                        f"torchrun --nproc_per_node {saved_world} -m bisenet train ...)")
+    if saved_batch != tc.batch_size:  # the sampler's position is iteration x images per step
+        messages.append(f"--resume: train.batch_size was {saved_batch} in that run, {tc.batch_size} now: another "
+                        "number of images per step and another data order, so it is not an exact continuation")
+    if saved_train.get("seed", tc.seed) != tc.seed:
+        messages.append(f"--resume: train.seed was {saved_train['seed']} in that run, {tc.seed} now: the data order, "
+                        "augmentation and dropout follow the new seed from here on, so it is not an exact continuation")
+    saved_iters = saved_train.get("max_iters", tc.max_iters)
+    if saved_iters != tc.max_iters:  # extending a run is fine, but say what it costs
+        messages.append(f"--resume: train.max_iters was {saved_iters} in that run, {tc.max_iters} now: the warm-up "
+                        "+ poly schedule is stretched to the new length from here on, so the result differs from "
+                        "a run planned that long from the start")
+    return messages
 
 
 def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
