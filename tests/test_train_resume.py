@@ -16,7 +16,7 @@ import torch
 import bisenet
 from bisenet.cli import main as cli_main
 from bisenet.config import save_config
-from bisenet.engine.checkpoints import restore_checkpoint
+from bisenet.engine.resume import read_resume_checkpoint, restore_checkpoint
 from bisenet.engine.optim import build_optimizer, build_scheduler
 from bisenet.engine.train import train
 from bisenet.errors import BisenetError, CheckpointError, ConfigError
@@ -146,7 +146,8 @@ def test_resume_with_a_scaler_from_a_run_without_one(tmp_path):
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)
     scaler = torch.amp.GradScaler("cpu", enabled=True)
-    assert restore_checkpoint(tmp_path / "last.pt", cfg, model, optimizer, scheduler, scaler, torch.device("cpu"))[0] == 2
+    assert restore_checkpoint(read_resume_checkpoint(tmp_path / "last.pt", cfg), model, optimizer, scheduler,
+                              scaler).iteration == 2
     assert scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
 
 

@@ -70,6 +70,14 @@ class RunMonitor:
             except ImportError:
                 self.print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
 
+    def replayed_note(self) -> str:
+        """For the resume line: the iterations the stopped run logged past its checkpoint, which run again."""
+        if not self.replayed:
+            return ""
+        first, last = self.replayed
+        span = f"iteration {first}" if first == last else f"iterations {first}-{last}"
+        return f" ({span} logged by that run after its checkpoint: run again; train.log keeps the old lines above)"
+
     def print(self, message: str) -> None:
         """A line on the console and in train.log."""
         if not self.enabled:

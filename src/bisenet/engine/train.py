@@ -9,11 +9,7 @@ their own last-bit noise).
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +19,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from bisenet.config import Config, TrainConfig, load_config, save_config
+from bisenet.config import Config, load_config, save_config
 from bisenet.data import build_dataset, validate_split
 from bisenet.data.dataset import ignore_stop_signals, with_absolute_data_paths
 from bisenet.data.device_augment import DeviceBatches
-from bisenet.engine.checkpoints import (checkpoint_state, load_finetune_weights, read_finetune_weights,
-                                       read_resume_checkpoint, restore_checkpoint, start_arguments)
+from bisenet.engine.resume import (ResumePoint, checkpoint_state, load_finetune_weights, read_finetune_weights,
+                                  read_resume_checkpoint, restore_checkpoint, resume_differences, resume_source,
+                                  start_arguments)
 from bisenet.engine.distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, cleanup, init_distributed
 from bisenet.engine.monitor import RunMonitor, warn
 from bisenet.engine.optim import build_optimizer, build_scheduler
 from bisenet.engine.precision import amp_dtype_for, amp_name, channels_last_name, use_channels_last
 from bisenet.engine.sampler import IterationSampler
+from bisenet.engine.stop import StopRequest
 from bisenet.checkpoint import atomic_save
-from bisenet.errors import BisenetError, ConfigError, DataError
+from bisenet.errors import BisenetError, ConfigError
 from bisenet.losses import build_loss
 from bisenet.models import build_model
 from bisenet.models.layers import check_size
@@ -88,7 +86,7 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
         cleanup()
 
 
-def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_from,
+def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path | None, finetune_from: str | Path | None,
            on_exit: contextlib.ExitStack) -> TrainResult:
     tc, device = cfg.train, dist_info.device
     # The network's stride, checked before the work dir is made (the data pipeline takes any crop).
@@ -96,19 +94,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
         check_size(*cfg.augment.crop_size)
     except BisenetError as exc:
         raise ConfigError(f"augment.crop_size: {exc} (training crops enter the network as they are)") from None
-    # "auto" resumes the work dir's last.pt if it has one, else starts afresh: a requeued job can always pass it.
-    has_last = (work_dir / "last.pt").is_file()
-    if dist_info.world_size > 1:  # every rank must decide alike, or some resume while others start afresh
-        seen = all_reduce_max(torch.tensor([float(has_last), float(not has_last)], device=device))
-        if seen.sum() > 1:
-            raise ConfigError(f"{work_dir / 'last.pt'}: some processes see it and others do not; put --work-dir on "
-                              "storage that every node shares (checkpoints are written by rank 0 only)")
-    nothing_to_resume = resume == "auto" and not has_last
-    resume_path = None if nothing_to_resume else work_dir / "last.pt" if resume == "auto" else resume
-    if not resume_path and has_last:  # before the monitor opens the run's logs
-        raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume (resume='auto' in "
-                          "Python) to continue it, or choose another --work-dir (work_dir) (a new run would overwrite "
-                          "it and mix the two logs)")
+    resume_path, nothing_to_resume = resume_source(work_dir, resume, dist_info)
     amp_dtype = amp_dtype_for(tc.amp, device)
 
     # Data: check the lists before anything heavy, so a broken file fails in seconds; a few
@@ -121,110 +107,65 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     val_set = build_dataset(cfg, "val") if evaluating else None
     finetune_state = read_finetune_weights(finetune_from, cfg.model.arch) if finetune_from and not resume_path else None
     resume_ckpt = read_resume_checkpoint(resume_path, cfg, device) if resume_path else None
-    if resume_ckpt is not None and int(resume_ckpt["iteration"]) > tc.max_iters:
-        raise ConfigError(f"--resume {resume_path}: that run is at iteration {resume_ckpt['iteration']}, past "
-                          f"train.max_iters {tc.max_iters}; raise --max-iters (train.max_iters) to continue it, or use "
-                          "--finetune-from (finetune_from=) to start a new schedule from its weights")
 
-    torch.manual_seed(tc.seed)  # the same initial weights on every rank
-    model = build_model(cfg.model.arch, cfg.num_classes, pretrained=cfg.model.pretrained)
-    if cfg.model.sync_bn and dist_info.distributed:
-        if device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            warn("model.sync_bn needs CUDA; using per-process BatchNorm on CPU")
-    channels_last = use_channels_last(tc.channels_last, amp_dtype, device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest kernels are chosen once
-    else:
-        keep_freed_memory()  # no page faults on every step's activations: fp32 steps 20% faster here
-    model.to(device=device, memory_format=memory_format)
+    model, memory_format, channels_last = _build_model(cfg, dist_info, amp_dtype)
     optimizer = build_optimizer(model, tc)
     scheduler = build_scheduler(optimizer, tc)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = build_loss(tc, cfg.data.ignore_index, num_aux=len(model.aux_heads), check_values=False)  # the dataset did
 
-    start_iter, best_miou, saved_world, finetune_messages, saved_train = 0, None, None, [], {}
-    pending_log: dict = {}  # the resumed run's loss sums not yet logged (see _save)
-    evaluated_iter = None  # the iteration of the last evaluation that finished (see _save)
+    start, finetune_messages = ResumePoint(), []
     if resume_ckpt is not None:
-        saved_train = (resume_ckpt.get("config") or {}).get("train") or {}
-        pending_log = resume_ckpt.get("pending_log") or {}
-        # Checkpoints from before this field was saved count as evaluated: never an evaluation twice.
-        evaluated_iter = resume_ckpt.get("evaluated", resume_ckpt["iteration"])
-        start_iter, best_miou, saved_world = restore_checkpoint(resume_path, cfg, model, optimizer, scheduler, scaler,
-                                                                device, ckpt=resume_ckpt)
+        start = restore_checkpoint(resume_ckpt, model, optimizer, scheduler, scaler)
         del resume_ckpt
     elif finetune_state is not None:
         finetune_messages = load_finetune_weights(model, finetune_state, finetune_from)
-    # An evaluation due at the checkpoint's iteration that did not finish (last.pt is written before it) runs first.
-    eval_missed = (evaluating and resume_path is not None and start_iter > 0 and evaluated_iter != start_iter
-                   and (start_iter % tc.eval_interval == 0 or start_iter == saved_train.get("max_iters")))
+    eval_missed = evaluating and resume_path is not None and start.missed_evaluation(tc.eval_interval)
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
     monitor = on_exit.enter_context(RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main,
-                                               fresh=not resume_path, resume_iter=start_iter, eval_again=eval_missed))
+                                               fresh=not resume_path, resume_iter=start.iteration,
+                                               eval_again=eval_missed))
     if nothing_to_resume:
         monitor.print(f"--resume: {work_dir} holds no last.pt yet; starting a new run")
     if finetune_state is not None:
         monitor.print(f"fine-tuning from {finetune_from}: its weights, a new schedule")
     if resume_path:
-        replayed = ""
-        if monitor.replayed:  # logged by the stopped run after its checkpoint: train.log keeps those lines
-            first, last = monitor.replayed
-            span = f"iteration {first}" if first == last else f"iterations {first}-{last}"
-            replayed = f" ({span} logged by that run after its checkpoint: run again; train.log keeps the old lines above)"
-        monitor.print(f"resumed from {resume_path} at iteration {start_iter}{replayed}")
-        for message in _resume_differences(saved_train, saved_world, tc, dist_info.world_size):
+        monitor.print(f"resumed from {resume_path} at iteration {start.iteration}{monitor.replayed_note()}")
+        for message in resume_differences(start, tc, dist_info.world_size):
             monitor.warn(message)
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
     if eval_missed:
-        monitor.print(f"the evaluation at iteration {start_iter} did not finish before that run stopped: running it now")
-    elif start_iter >= tc.max_iters:
-        monitor.print(f"nothing to do: the run is already at iteration {start_iter} of {tc.max_iters}")
+        monitor.print(f"the evaluation at iteration {start.iteration} did not finish before that run stopped: "
+                      "running it now")
+    elif start.iteration >= tc.max_iters:
+        monitor.print(f"nothing to do: the run is already at iteration {start.iteration} of {tc.max_iters}")
     if dist_info.is_main:
         save_config(cfg, work_dir / "config.yaml")
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_info.distributed else model
-
-    sampler = IterationSampler(len(train_set), tc.batch_size, tc.seed, dist_info.rank, dist_info.world_size,
-                               start_iter, tc.max_iters)
-    if cfg.data.cache == "device":  # the decoded split on the device, augmented there: no workers
-        if device.type == "cpu":
-            monitor.warn("data.cache: device on a CPU augments 2.7x slower than the OpenCV loader; use data.cache: memory")
-        loader = DeviceBatches(train_set, sampler, tc.batch_size, device)
-    else:
-        loader = DataLoader(
-            train_set, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.workers,
-            pin_memory=device.type == "cuda", drop_last=False,
-            # A private generator: creating the loader must not consume the global RNG.
-            generator=torch.Generator().manual_seed(tc.seed),
-            persistent_workers=False, prefetch_factor=4 if tc.workers > 0 else None,
-            worker_init_fn=ignore_stop_signals,
-        )
+    loader = _train_loader(train_set, cfg, dist_info, start.iteration, monitor)
     images_per_step = tc.batch_size * dist_info.world_size
     monitor.print(
         f"training {cfg.model.arch} on {len(train_set)} images ({cfg.data.dataset}), {cfg.num_classes} classes | "
         f"device {device} x {dist_info.world_size} process(es) | batch size {tc.batch_size} per process = "
-        f"{images_per_step} images per step | amp {amp_name(tc.amp, amp_dtype)} | channels_last {channels_last_name(tc.channels_last, channels_last)} | iterations {start_iter} -> {tc.max_iters}"
+        f"{images_per_step} images per step | amp {amp_name(tc.amp, amp_dtype)} | channels_last {channels_last_name(tc.channels_last, channels_last)} | iterations {start.iteration} -> {tc.max_iters}"
     )
 
-    last_miou, stopped_by = None, None
-    stop = _StopRequest()
-    iteration = start_iter
+    last_miou, best_miou, evaluated_iter, stopped_by = None, start.best_miou, start.evaluated, None
+    stop = StopRequest()
+    iteration = start.iteration
     net.train()
-    monitor.start(start_iter)
+    monitor.start(start.iteration)
     # Per-head loss sums since the last log line and its iteration; a resumed run takes the
     # checkpoint's, so that it logs the same records as a run never stopped.
     sums: dict[str, torch.Tensor] = {name: torch.tensor(per_rank, device=device)
-                                      for name, per_rank in pending_log.get("sums", {}).items()}
-    last_logged = int(pending_log.get("last_logged", start_iter))
+                                      for name, per_rank in start.pending_log.get("sums", {}).items()}
+    last_logged = int(start.pending_log.get("last_logged", start.iteration))
 
     def save(name: str) -> None:
-        _save(work_dir / name, dist_info, cfg, model, optimizer, scheduler, scaler, iteration, best_miou,
-              # the mean over ranks: what each rank of a resumed run (of any process count) starts from
-              {"sums": dict(zip(sums, (all_reduce_sum(torch.stack(list(sums.values()))) / dist_info.world_size).tolist()))
-               if sums else {}, "last_logged": last_logged}, evaluated_iter)
+        pending_log = {"sums": _mean_over_ranks(sums, dist_info.world_size), "last_logged": last_logged}
+        _save(work_dir / name, dist_info, cfg, model, optimizer, scheduler, scaler, iteration=iteration,
+              best_miou=best_miou, pending_log=pending_log, evaluated_iter=evaluated_iter)
 
     def evaluate() -> None:  # val mIoU at `iteration`; best.pt when it is the best so far
         nonlocal last_miou, best_miou, evaluated_iter
@@ -244,10 +185,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
             batches = iter(loader)
             while iteration < tc.max_iters:
                 step_start = time.perf_counter()
-                try:
-                    images, labels = next(batches)
-                except DataError as exc:  # raised in a worker: keep the one-line message
-                    raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
+                images, labels = next(batches)  # a bad sample raises SampleError, one line even from a worker
                 iteration += 1
                 # Dropout masks depend only on (seed, iteration, rank): exact resume needs no RNG state.
                 torch.manual_seed(tc.seed * 1_000_003 + iteration * 7919 + dist_info.rank)
@@ -313,31 +251,56 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume, finetune_fr
     return TrainResult(work_dir, iteration, best_miou, last_miou, stopped_by, seconds_per_iter)
 
 
-def _resume_differences(saved_train: dict, saved_world: int | None, tc: TrainConfig, world_size: int) -> list[str]:
-    """Warnings for a resume whose settings make it other than an exact continuation of the saved run."""
-    messages = []
-    saved_batch = saved_train.get("batch_size", tc.batch_size)
-    if saved_world is not None and saved_world != world_size:
-        messages.append(f"--resume: that run used {saved_world} process(es), this one {world_size}: "
-                        f"{tc.batch_size * world_size} instead of {saved_batch * saved_world} images per step and "
-                        "another data order, so it is not an exact continuation (launch it as before: "
-                        f"torchrun --nproc_per_node {saved_world} -m bisenet train ...)")
-    if saved_batch != tc.batch_size:  # the sampler's position is iteration x images per step
-        messages.append(f"--resume: train.batch_size was {saved_batch} in that run, {tc.batch_size} now: another "
-                        "number of images per step and another data order, so it is not an exact continuation")
-    if saved_train.get("seed", tc.seed) != tc.seed:
-        messages.append(f"--resume: train.seed was {saved_train['seed']} in that run, {tc.seed} now: the data order, "
-                        "augmentation and dropout follow the new seed from here on, so it is not an exact continuation")
-    saved_iters = saved_train.get("max_iters", tc.max_iters)
-    if saved_iters != tc.max_iters:  # extending a run is fine, but say what it costs
-        messages.append(f"--resume: train.max_iters was {saved_iters} in that run, {tc.max_iters} now: the warm-up "
-                        "+ poly schedule is stretched to the new length from here on, so the result differs from "
-                        "a run planned that long from the start")
-    return messages
+def _build_model(cfg: Config, dist_info: DistInfo, amp_dtype: torch.dtype | None
+                 ) -> tuple[nn.Module, torch.memory_format, bool]:
+    """The network on its device: the same initial weights on every rank, SyncBN and channels_last as configured."""
+    device = dist_info.device
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model.arch, cfg.num_classes, pretrained=cfg.model.pretrained)
+    if cfg.model.sync_bn and dist_info.distributed:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            warn("model.sync_bn needs CUDA; using per-process BatchNorm on CPU")
+    channels_last = use_channels_last(cfg.train.channels_last, amp_dtype, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: the fastest kernels are chosen once
+    else:
+        keep_freed_memory()  # no page faults on every step's activations: fp32 steps 20% faster here
+    model.to(device=device, memory_format=memory_format)
+    return model, memory_format, channels_last
 
 
-def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer, scheduler, scaler,
-          iteration: int, best_miou: float | None, pending_log: dict, evaluated_iter: int | None) -> None:
+def _train_loader(train_set, cfg: Config, dist_info: DistInfo, start_iter: int, monitor: RunMonitor):
+    """Batches of this rank's share of every step from `start_iter` on (the order is a function of the seed)."""
+    tc, device = cfg.train, dist_info.device
+    sampler = IterationSampler(len(train_set), tc.batch_size, tc.seed, dist_info.rank, dist_info.world_size,
+                               start_iter, tc.max_iters)
+    if cfg.data.cache == "device":  # the decoded split on the device, augmented there: no workers
+        if device.type == "cpu":
+            monitor.warn("data.cache: device on a CPU augments 2.7x slower than the OpenCV loader; use data.cache: memory")
+        return DeviceBatches(train_set, sampler, tc.batch_size, device)
+    return DataLoader(
+        train_set, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.workers,
+        pin_memory=device.type == "cuda", drop_last=False,
+        # A private generator: creating the loader must not consume the global RNG.
+        generator=torch.Generator().manual_seed(tc.seed),
+        persistent_workers=False, prefetch_factor=4 if tc.workers > 0 else None,
+        worker_init_fn=ignore_stop_signals,
+    )
+
+
+def _mean_over_ranks(sums: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
+    """Each loss sum's mean over the ranks: what every rank of a resumed run (of any process count) starts from."""
+    if not sums:
+        return {}
+    return dict(zip(sums, (all_reduce_sum(torch.stack(list(sums.values()))) / world_size).tolist()))
+
+
+def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, *, iteration: int,
+          best_miou: float | None, pending_log: dict, evaluated_iter: int | None) -> None:
     """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk.
 
     `pending_log` holds the loss sums (the mean over ranks) of the iterations since the last log line;
@@ -400,36 +363,3 @@ def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: list[torch.Ten
         hint += ", try --amp bf16 or none (fp16 overflow)"
     return (f"loss became {float(loss.detach())} at iteration {iteration} ({heads}); the last good checkpoint is "
             f"{work_dir / 'last.pt'} if one was written. Try: {hint}, and check the labels with `bisenet data check`")
-
-
-class _StopRequest:
-    """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-
-    def _handle(self, signum, frame) -> None:
-        under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
-        # A second Ctrl-C stops at once; torchrun forwards a second Ctrl-C to its workers as SIGTERM.
-        if self.signal is not None and (signum == signal.SIGINT or under_torchrun):
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
-        if self.signal == "SIGINT" and os.environ.get("RANK", "0") == "0":  # a person is waiting: say what comes
-            limit = " (torchrun kills the workers after its --shutdown-timeout, 30 s by default)" if under_torchrun else ""
-            print(f"\nSIGINT: stopping after this step and writing last.pt{limit}; Ctrl-C again: stop at once, "
-                  "without it", file=sys.stderr, flush=True)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_StopRequest]:
-        """Route SIGTERM/SIGINT to the flag while the block runs, then restore the previous handlers."""
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-            for s in previous:
-                signal.signal(s, self._handle)
-        try:
-            yield self
-        finally:
-            with contextlib.suppress(ValueError):
-                for s, handler in previous.items():
-                    signal.signal(s, handler)
-

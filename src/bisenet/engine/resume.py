@@ -1,15 +1,20 @@
-"""Training checkpoints: one dict holding everything a run needs to continue exactly."""
+"""Resuming and fine-tuning: the checkpoint dict a run continues from, and the checks that it fits.
+
+(`bisenet.checkpoint` reads and writes weight files of any kind; this module is about training runs.)
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from bisenet.checkpoint import infer_arch, read_weights
-from bisenet.config import Config, to_dict
+from bisenet.config import Config, TrainConfig, to_dict
+from bisenet.engine.distributed import DistInfo, all_reduce_max
 from bisenet.errors import CheckpointError, ConfigError
 
 # Settings the optimizer and schedule state carry: a resumed run keeps the checkpoint's
@@ -38,6 +43,41 @@ def checkpoint_state(cfg: Config, model: nn.Module, optimizer: torch.optim.Optim
     }
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run continues from; the defaults are a new run's."""
+
+    iteration: int = 0
+    best_miou: float | None = None
+    world_size: int | None = None  # the saved run's process count
+    saved_train: dict = field(default_factory=dict)  # the saved run's train config
+    pending_log: dict = field(default_factory=dict)  # its loss sums not yet logged (see train._save)
+    evaluated: int | None = None  # the iteration of its last evaluation that finished
+
+    def missed_evaluation(self, eval_interval: int) -> bool:
+        """True when an evaluation was due at this iteration but did not finish (last.pt is written before it)."""
+        due = self.iteration % eval_interval == 0 or self.iteration == self.saved_train.get("max_iters")
+        return eval_interval > 0 and self.iteration > 0 and self.evaluated != self.iteration and due
+
+
+def resume_source(work_dir: Path, resume: str | Path | None, dist_info: DistInfo) -> tuple[Path | None, bool]:
+    """(the checkpoint to resume or None, whether 'auto' found none); refuses a new run over an old one."""
+    # "auto" resumes the work dir's last.pt if it has one, else starts afresh: a requeued job can always pass it.
+    has_last = (work_dir / "last.pt").is_file()
+    if dist_info.world_size > 1:  # every rank must decide alike, or some resume while others start afresh
+        seen = all_reduce_max(torch.tensor([float(has_last), float(not has_last)], device=dist_info.device))
+        if seen.sum() > 1:
+            raise ConfigError(f"{work_dir / 'last.pt'}: some processes see it and others do not; put --work-dir on "
+                              "storage that every node shares (checkpoints are written by rank 0 only)")
+    if resume == "auto":
+        return (work_dir / "last.pt", False) if has_last else (None, True)
+    if resume is None and has_last:  # before the monitor opens the run's logs
+        raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume (resume='auto' in "
+                          "Python) to continue it, or choose another --work-dir (work_dir) (a new run would overwrite "
+                          "it and mix the two logs)")
+    return (Path(resume) if resume is not None else None), False
+
+
 def read_resume_checkpoint(path: str | os.PathLike, cfg: Config, device: torch.device | str = "cpu") -> dict:
     """Read a training checkpoint to resume and check it fits `cfg` (before the run's work dir is made)."""
     path = Path(path)
@@ -58,18 +98,16 @@ def read_resume_checkpoint(path: str | os.PathLike, cfg: Config, device: torch.d
             f"asks for {cfg.model.arch} with {cfg.num_classes}; use the run's own config ({path.parent / 'config.yaml'})"
         )
     _refuse_optimizer_changes(path, ckpt.get("config"), cfg)
+    if int(ckpt["iteration"]) > cfg.train.max_iters:
+        raise ConfigError(f"--resume {path}: that run is at iteration {ckpt['iteration']}, past train.max_iters "
+                          f"{cfg.train.max_iters}; raise --max-iters (train.max_iters) to continue it, or use "
+                          "--finetune-from (finetune_from=) to start a new schedule from its weights")
     return ckpt
 
 
-def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
-                       scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-                       device: torch.device, ckpt: dict | None = None) -> tuple[int, float | None, int | None]:
-    """Load a training checkpoint (or `ckpt`, what read_resume_checkpoint returned) into the live objects.
-
-    Returns (iteration, best mIoU, the run's process count or None).
-    """
-    if ckpt is None:
-        ckpt = read_resume_checkpoint(path, cfg, device)
+def restore_checkpoint(ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> ResumePoint:
+    """Load what read_resume_checkpoint returned into the live objects; where the run continues from."""
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -79,7 +117,36 @@ def restore_checkpoint(path: str | os.PathLike, cfg: Config, model: nn.Module, o
         group["lr"] = group["initial_lr"] * factor(scheduler.last_epoch)
     if ckpt.get("scaler"):  # empty when the run had no fp16 scaler (bf16 or fp32): start a fresh one
         scaler.load_state_dict(ckpt["scaler"])
-    return int(ckpt["iteration"]), ckpt.get("best_miou"), ckpt.get("world_size")
+    iteration = int(ckpt["iteration"])
+    return ResumePoint(iteration, ckpt.get("best_miou"), ckpt.get("world_size"),
+                       saved_train=(ckpt.get("config") or {}).get("train") or {},
+                       pending_log=ckpt.get("pending_log") or {},
+                       # checkpoints from before this field count as evaluated: never an evaluation twice
+                       evaluated=ckpt.get("evaluated", iteration))
+
+
+def resume_differences(start: ResumePoint, tc: TrainConfig, world_size: int) -> list[str]:
+    """Warnings for a resume whose settings make it other than an exact continuation of the saved run."""
+    messages = []
+    saved_batch = start.saved_train.get("batch_size", tc.batch_size)
+    if start.world_size is not None and start.world_size != world_size:
+        messages.append(f"--resume: that run used {start.world_size} process(es), this one {world_size}: "
+                        f"{tc.batch_size * world_size} instead of {saved_batch * start.world_size} images per step "
+                        "and another data order, so it is not an exact continuation (launch it as before: "
+                        f"torchrun --nproc_per_node {start.world_size} -m bisenet train ...)")
+    if saved_batch != tc.batch_size:  # the sampler's position is iteration x images per step
+        messages.append(f"--resume: train.batch_size was {saved_batch} in that run, {tc.batch_size} now: another "
+                        "number of images per step and another data order, so it is not an exact continuation")
+    if start.saved_train.get("seed", tc.seed) != tc.seed:
+        messages.append(f"--resume: train.seed was {start.saved_train['seed']} in that run, {tc.seed} now: the data "
+                        "order, augmentation and dropout follow the new seed from here on, so it is not an exact "
+                        "continuation")
+    saved_iters = start.saved_train.get("max_iters", tc.max_iters)
+    if saved_iters != tc.max_iters:  # extending a run is fine, but say what it costs
+        messages.append(f"--resume: train.max_iters was {saved_iters} in that run, {tc.max_iters} now: the warm-up "
+                        "+ poly schedule is stretched to the new length from here on, so the result differs from "
+                        "a run planned that long from the start")
+    return messages
 
 
 def _refuse_optimizer_changes(path: Path, saved: dict | None, cfg: Config) -> None:
