@@ -152,6 +152,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     )
 
     last_miou, best_miou, evaluated_iter, stopped_by = None, start.best_miou, start.evaluated, None
+    head_names = ["main", *model.aux_heads]  # the loss parts' order; logged under the model's own module names
     stop = StopRequest()
     iteration = start.iteration
     net.train()
@@ -201,7 +202,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
                 nonfinite, stop_asked = all_reduce_max(
                     torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device)).tolist()
                 if nonfinite:
-                    raise TrainingError(_nonfinite_message(iteration, loss, parts, amp_dtype, work_dir))
+                    raise TrainingError(_nonfinite_message(iteration, loss, dict(zip(head_names, parts)), amp_dtype,
+                                                           work_dir))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 step_lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"]  # the lr this step used
@@ -209,8 +211,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
                 scaler.update()
                 scheduler.step()
 
-                names = ["main"] + [f"aux{i}" for i in range(1, len(parts))]
-                for name, value in zip(["loss"] + names, [loss] + parts):
+                for name, value in zip(["loss", *head_names], [loss, *parts]):
                     # Summed on the device: a float() per loss would make the host wait for each step.
                     sums[name] = sums.get(name, 0.0) + value.detach().float()
                 if iteration % tc.log_interval == 0 or iteration == tc.max_iters or iteration == 1:
@@ -355,9 +356,9 @@ def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Conf
     monitor.log_masks(iteration, images, masks)
 
 
-def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: list[torch.Tensor], amp_dtype: torch.dtype | None,
-                       work_dir: Path) -> str:
-    heads = ", ".join(f"{'main' if i == 0 else f'aux{i}'}={float(p.detach()):.4g}" for i, p in enumerate(parts))
+def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: dict[str, torch.Tensor],
+                       amp_dtype: torch.dtype | None, work_dir: Path) -> str:
+    heads = ", ".join(f"{name}={float(part.detach()):.4g}" for name, part in parts.items())
     hint = "lower train.lr (or raise train.warmup_iters)"
     if amp_dtype == torch.float16:  # also when 'auto' chose fp16
         hint += ", try --amp bf16 or none (fp16 overflow)"
