@@ -153,6 +153,14 @@ def test_values_at_the_edge_of_the_ranges_load() -> None:
     assert cfg.train.ohem_thresh == 1 and cfg.data.label_map == {0: 0, 255: 4, 7: 255, -1: 255}
 
 
+def test_false_on_an_optional_setting_means_none_but_true_is_still_refused() -> None:
+    # `model.pretrained: false` is how people write "no pretrained weights"; it was "not a valid string".
+    cfg = load_config(CONFIG, ["model.pretrained=false", "eval.crop_size=false"])
+    assert cfg.model.pretrained is None and cfg.eval.crop_size is None
+    with pytest.raises(ConfigError, match="model.pretrained = True is not a valid string"):
+        load_config(CONFIG, ["model.pretrained=true"])
+
+
 def test_another_class_count_on_a_named_dataset_says_to_set_dataset_custom() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(CONFIG, ["data.num_classes=6"])

@@ -271,8 +271,8 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
     args = typing.get_args(hint)
     bad = ConfigError(f"{source.at(key)}: {key} = {value!r} is not a valid {_type_name(hint)}")
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or value is False and bool not in args):
+            return None  # `pretrained: false` reads as "none", as people write it
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:  # `X | None`: X's own message names the item that failed, e.g. data.palette[0]
             return _coerce(inner[0], value, source, key)
