@@ -157,6 +157,5 @@ def train_sample(
         keep = np.zeros((ch, cw), dtype=bool)
         keep[rows, cols] = True
         out[:, ~keep] = tables[:, :1]
-        lab = lab.copy() if lab is label else lab
         lab[~keep] = ignore_index
     return out, np.ascontiguousarray(lab)

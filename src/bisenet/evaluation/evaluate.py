@@ -237,9 +237,10 @@ def evaluate(
         backend_options = {**(backend_options or {}), **_calibration_options(cfg, calibration, calibration_images,
                                                                                 data_root, crop)}
     with _torchrun_group(device) as run_device:
-        return _evaluate(cfg, weights_or_model, mode, split, data_root, list_file, scales, scale, crop, stride, flip,
-                         batch_size, run_device, backend, save_pred_dir, cityscapes_ids, json_path, workers, progress,
-                         backend_options)
+        return _evaluate(cfg, weights_or_model, mode=mode, split=split, data_root=data_root, list_file=list_file,
+                         scales=scales, scale=scale, crop=crop, stride=stride, flip=flip, batch_size=batch_size,
+                         device=run_device, backend=backend, save_pred_dir=save_pred_dir, cityscapes_ids=cityscapes_ids,
+                         json_path=json_path, workers=workers, progress=progress, backend_options=backend_options)
 
 
 def _check_arguments(mode: str, scales: list[float] | None, scale: float | None, crop: tuple[int, int] | None,
@@ -299,7 +300,7 @@ def _torchrun_group(device: str | torch.device) -> Iterator[str | torch.device]:
         yield device
 
 
-def _evaluate(cfg: Config, weights_or_model: Any, mode: str | None, split: str, data_root: Any, list_file: Any,
+def _evaluate(cfg: Config, weights_or_model: Any, *, mode: str | None, split: str, data_root: Any, list_file: Any,
               scales: list[float] | None, scale: float | None, crop: tuple[int, int] | None, stride: tuple[int, int] | None,
               flip: bool | None, batch_size: int | None, device: str | torch.device, backend: str,
               save_pred_dir: Any, cityscapes_ids: bool, json_path: Any, workers: int | None, progress: bool,
