@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The eval command's flags."""
     parser.add_argument("config", nargs="?", help="YAML config (optional when the checkpoint stores one, or with --pred-dir)")
     parser.add_argument("--weights", help="published state_dict, our checkpoint, or .safetensors")
     parser.add_argument("--mode", choices=EVAL_MODES, help="ss whole image, ssc sliding crops, msf multi-scale + flip, mscf both")
@@ -71,6 +72,7 @@ def _scales(values: list[str] | None) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate (or score saved predictions) as the flags say; print the table; the exit code."""
     import os
 
     from bisenet.evaluation import format_table

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The predict command's flags."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, folders (searched recursively) or videos")
     parser.add_argument("--weights", required=True, help="published state_dict, our checkpoint, or .safetensors")
     parser.add_argument("--config", help="YAML config for class names, palette and mean/std (default: the checkpoint's); "

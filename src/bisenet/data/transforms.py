@@ -90,7 +90,8 @@ def eval_sample(
     return to_chw(image_bgr, tables), np.ascontiguousarray(map_label(label, lut))
 
 
-def crop_axis(src_len: int, scaled_len: int, crop_len: int, offset: int, flipped: bool):
+def crop_axis(src_len: int, scaled_len: int, crop_len: int, offset: int,
+              flipped: bool) -> tuple[float, float, tuple[int, int], tuple[int, int]]:
     """Affine source coordinate a * x + b for crop index x, the source span and valid crop span."""
     f = src_len / scaled_len
     if flipped:
