@@ -46,7 +46,7 @@ class CheckReport:
 
 
 def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes: int, ignore_index: int,
-               dataset: DatasetInfo | None):
+               dataset: DatasetInfo | None, label_map: dict[int, int] | None):
     """Problems of one pair plus its statistics (None when unreadable)."""
     problems, image, label = [], None, None
     for what, reader in (("image", read_image), ("label", read_label)):
@@ -62,7 +62,7 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
             label = array
     if image is not None and label is not None and image.shape[:2] != label.shape[:2]:
         problems.append(f"{where}: {size_mismatch(entry.image, image.shape, entry.label, label.shape)}")
-    train_ids = uses_train_ids(entry.label)
+    train_ids = uses_train_ids(entry.label, label_map)
     label_lut = None if train_ids else lut
     hist = None
     if label is not None:
@@ -96,7 +96,7 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
     unmapped[[raw for raw in (label_map or {}) if 0 <= raw < 256] + [ignore_index]] = False  # ignore stays ignore
 
     def work(entry: ListEntry):
-        return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index, dataset)
+        return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index, dataset, label_map)
 
     first_line: dict[tuple[Path, Path], int] = {}
     for entry in pairs.entries:

@@ -62,9 +62,14 @@ def spread_indices(total: int, count: int) -> list[int]:
     return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int)).tolist()
 
 
-def uses_train_ids(label_path: Path) -> bool:
-    """True for Cityscapes `*_labelTrainIds.png` files, which already hold train ids."""
-    return label_path.name.lower().endswith("trainids.png")
+def uses_train_ids(label_path: Path, label_map: dict[int, int] | None) -> bool:
+    """True for a Cityscapes `*_labelTrainIds.png` read under the Cityscapes labelIds map: it holds train ids already.
+
+    Any other label map is the user's own (say, 19 train ids into 7 categories): it applies to every file.
+    """
+    from bisenet.data.catalog import DATASETS
+
+    return label_map == DATASETS["cityscapes"].label_map and label_path.name.lower().endswith("trainids.png")
 
 
 class SegmentationDataset(Dataset):
@@ -107,7 +112,7 @@ class SegmentationDataset(Dataset):
         self._tables = normalise_tables(mean, std)
         lut = build_lut(label_map, ignore_index)
         # Cityscapes lists may point at *_labelTrainIds.png: those skip the labelIds map.
-        self._luts = [None if uses_train_ids(label) else lut for _, label in self.samples]
+        self._luts = [None if uses_train_ids(label, label_map) else lut for _, label in self.samples]
         self._checked: set[int] = set()  # per process: labels already verified in full
         _single_threaded_opencv()
 

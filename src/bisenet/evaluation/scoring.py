@@ -33,7 +33,8 @@ def read_mask(path: str | Path, what: str = "label") -> np.ndarray:
 
 
 def _pair_histogram(pred_path: Path, gt_path: Path, num_classes: int, lut: np.ndarray | None,
-                    ignore_index: int, preset: DatasetInfo | None = None) -> tuple[bool, np.ndarray]:
+                    ignore_index: int, preset: DatasetInfo | None = None,
+                    label_map: dict[int, int] | None = None) -> tuple[bool, np.ndarray]:
     """(label holds train ids, 256 x 256 joint histogram of raw GT and prediction values) of one pair."""
     from bisenet.data.dataset import uses_train_ids
 
@@ -48,7 +49,7 @@ def _pair_histogram(pred_path: Path, gt_path: Path, num_classes: int, lut: np.nd
         hist = cv2.calcHist([gt, pred], [0, 1], None, [256, 256], [0, 256, 0, 256]).astype(np.int64).ravel()
     else:
         hist = np.bincount(((gt.astype(np.uint16) << 8) | pred).ravel(), minlength=65536)
-    train_ids = uses_train_ids(gt_path)  # as `data check` and training: *_labelTrainIds.png skip the label map
+    train_ids = uses_train_ids(gt_path, label_map)  # as `data check` and training: *_labelTrainIds.png skip the label map
     _check_values(hist, pred_path, gt_path, num_classes, None if train_ids else lut, ignore_index,
                   None if train_ids else preset)
     return train_ids, hist
@@ -150,7 +151,7 @@ def score_predictions(
     preset = preset_labels(dataset, label_map) if dataset else None  # its raw ids, as data check holds labels to
     hists = {False: np.zeros(65536, dtype=np.int64), True: np.zeros(65536, dtype=np.int64)}  # by "holds train ids"
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for train_ids, part in pool.map(lambda job: _pair_histogram(*job, num_classes, lut, ignore_index, preset), jobs):
+        for train_ids, part in pool.map(lambda job: _pair_histogram(*job, num_classes, lut, ignore_index, preset, label_map), jobs):
             hists[train_ids] += part
     confusion = sum(fold_histogram(hist, num_classes, None if train_ids else lut, ignore_index)
                     for train_ids, hist in hists.items())
