@@ -162,7 +162,7 @@ def test_check_all_problems_in_order_plus_list_errors(broken, capsys):
     assert code == 1 and "empty.txt: list is empty" in out
     code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "nope.txt", "--num-classes", "2")
     assert code == 2 and "list file" in out and "not found" in out and out.count("\n") == 1
-    assert f"looked for {Path.cwd() / 'nope.txt'} and {root / 'nope.txt'}); check the --list path" in out
+    assert f"looked for {root / 'nope.txt'} and {Path.cwd() / 'nope.txt'}); check the --list path" in out
     assert "data.train_list" not in out  # the list came from --list, not from a config
     code, out = run_cli(capsys, "data", "check", "--root", str(root), "--list", "all.txt")
     assert code == 2 and "--num-classes N is required" in out
@@ -326,3 +326,28 @@ def test_check_notes_repeated_lines(tmp_path, capsys):
     (tmp_path / "l.txt").write_text("img/a.png,lab/a.png\nimg/b.png,lab/b.png\n")
     code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "2")
     assert code == 0 and "note:" not in out
+
+
+def test_check_and_show_read_the_list_under_root_over_a_same_named_one_in_the_cwd_and_say_so(tmp_path, capsys,
+                                                                                              monkeypatch):
+    root = tmp_path / "R"
+    (root / "imgs").mkdir(parents=True)
+    (root / "masks").mkdir()
+    cv2.imwrite(str(root / "imgs" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(root / "masks" / "a.png"), np.zeros((8, 8), np.uint8))
+    (root / "train.txt").write_text("imgs/a.png,masks/a.png\n")
+    (tmp_path / "train.txt").write_text("imgs/b.png,masks/b.png\n")  # another dataset's list, in the cwd
+    (tmp_path / "c.yaml").write_text(f"data:\n  num_classes: 2\n  root: {root}\n")
+    monkeypatch.chdir(tmp_path)
+    note = (f"note: --list train.txt names both {Path('R') / 'train.txt'} and train.txt in the current directory: "
+            f"reading {Path('R') / 'train.txt'}, the one under the data root (pass an absolute path for the other)")
+    code, out = run_cli(capsys, "data", "check", "--root", "R", "--list", "train.txt", "--num-classes", "2")
+    assert code == 0 and out.splitlines()[:3] == [note, f"{Path('R') / 'train.txt'}:", "1 pair, no problems"]
+    code, out = run_cli(capsys, "data", "show", "c.yaml", "--data-root", "R", "--list", "train.txt", "--width", "32",
+                        "--out", "s.png")
+    assert code == 0 and out.splitlines()[0] == note
+    (root / "train.txt").unlink()  # only the cwd's: read, and named as found
+    code, out = run_cli(capsys, "data", "check", "--root", "R", "--list", "train.txt", "--num-classes", "2")
+    assert code == 1 and out.startswith(f"train.txt line 1: image {Path('R') / 'imgs' / 'b.png'} not found")
+    code, out = run_cli(capsys, "data", "check", "--list", "train.txt", "--num-classes", "2")  # root . : one file
+    assert code == 1 and "note:" not in out

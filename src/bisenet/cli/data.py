@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            description="Read every image/label pair; print one line per problem (exit 1) or a "
                                        "summary with class shares and the RGB mean/std for a config.")
     check.add_argument("--root", type=Path, help="data root the list paths are relative to (default: . or the config's)")
-    check.add_argument("--list", type=Path, help="list file (relative to the cwd or ROOT)")
+    check.add_argument("--list", type=Path, help="list file (relative to ROOT, else to the cwd)")
     check.add_argument("--config", help="take root, list, classes, ignore index and label map from this YAML")
     check.add_argument("--split", choices=["train", "val", "test"], default="train",
                        help="with --config: the split whose list to check (default train)")
@@ -179,6 +179,8 @@ def _check(args: argparse.Namespace) -> int:
     if not num_classes <= ignore_index <= 255:  # the rule data.ignore_index follows in a config
         raise DataError(f"--ignore-index {ignore_index} must lie in [num classes, 255] (num classes = {num_classes}); "
                         "255 is the usual choice")
+    for note in pairs.notes:
+        print(note)
     report = check_pairs(pairs, num_classes, ignore_index, label_map, workers=args.workers, dataset=dataset)
     if report.problems:
         for line in report.problems:

@@ -97,6 +97,7 @@ class SegmentationDataset(Dataset):
         if pairs.problems:
             raise DataError(_join(pairs.problems))
         self.list_file = pairs.path
+        self.list_notes = list(pairs.notes)  # e.g. which of two same-named lists was read: for the caller to print
         self.root = pairs.root
         self.lines = [e.line for e in pairs.entries]
         self.samples: list[tuple[Path, Path]] = [(e.image, e.label) for e in pairs.entries]

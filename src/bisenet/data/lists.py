@@ -28,6 +28,7 @@ class PairList:
     root: Path
     entries: list[ListEntry] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth a line but no problem, e.g. which of two lists was read
 
     def where(self, line: int) -> str:
         """'LIST line N' prefix used by every message about this list."""
@@ -57,15 +58,22 @@ def resolve_list_path(list_file: str | Path, root: Path, prefer_cwd: bool = Fals
 
 
 def read_given_list(list_file: str | Path, root: str | Path, flag: str = "--list") -> PairList:
-    """read_list on a list named by a command-line flag: tried from the cwd, then the root; a miss names both."""
+    """read_list on a list named by a command-line flag: tried under the root, then from the cwd; a miss names both."""
     root = Path(root)
-    candidates = list_candidates(list_file, root, prefer_cwd=True)
+    # Root first, as for a config's lists: the list's paths are relative to the root, so a same-named
+    # list in the cwd is more likely another dataset's than this one's.
+    candidates = list_candidates(list_file, root)
     found = next((c for c in candidates if c.is_file()), None)
     if found is None and root.is_dir() and not any(c.exists() for c in candidates):
         looked = " and ".join(os.path.abspath(c) for c in dict.fromkeys(candidates))
         raise DataError(f"list file {list_file} not found (looked for {looked}); check the {flag} path "
                         "or create the list with `bisenet data lists`")
-    return read_list(found or candidates[0], root)
+    pairs = read_list(found or candidates[0], root)
+    other = candidates[-1]
+    if found is not None and found != other and other.is_file() and not os.path.samefile(found, other):
+        pairs.notes.append(f"note: {flag} {list_file} names both {found} and {other} in the current directory: "
+                           f"reading {found}, the one under the data root (pass an absolute path for the other)")
+    return pairs
 
 
 def parse_line(text: str) -> tuple[str, str] | None:

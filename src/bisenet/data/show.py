@@ -58,6 +58,8 @@ def show_samples(
     if epoch < 0:
         raise DataError(f"--epoch {epoch}: epochs count from 0")
     dataset = build_dataset(cfg, split, data_root, list_file)
+    for note in dataset.list_notes if log is not None else ():
+        log(note)
     if count > len(dataset) and log is not None:  # else the picture silently has fewer rows than asked for
         log(f"{dataset.list_file} has {plural(len(dataset), 'pair')}; showing {len(dataset)}, not --count {count}")
     palette = palette_for(cfg.data.palette, cfg.num_classes)
