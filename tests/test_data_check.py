@@ -351,3 +351,14 @@ def test_check_and_show_read_the_list_under_root_over_a_same_named_one_in_the_cw
     assert code == 1 and out.startswith(f"train.txt line 1: image {Path('R') / 'imgs' / 'b.png'} not found")
     code, out = run_cli(capsys, "data", "check", "--list", "train.txt", "--num-classes", "2")  # root . : one file
     assert code == 1 and "note:" not in out
+
+
+def test_check_says_a_lines_columns_look_swapped_when_its_label_is_a_photo_and_its_image_a_mask(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8), np.uint8))
+    (tmp_path / "swapped.txt").write_text("a.png,a.jpg\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "swapped.txt", "--num-classes", "2")
+    assert code == 1 and out.splitlines()[0] == (
+        f"{tmp_path / 'swapped.txt'} line 1: label {tmp_path / 'a.jpg'} is a colour JPEG, a photo, and image "
+        f"{tmp_path / 'a.png'} a single-channel mask: the list's columns look swapped; each line is 'image,label', "
+        "so put the photo first (for `bisenet data lists pairs`: the photo folder is --images, the mask folder --labels)")

@@ -232,7 +232,8 @@ def test_lists_pairs_names_the_subfolder_rule_and_warns_when_folders_look_swappe
     _touch_png(tmp_path / "masks" / "y.png")
     args = ("data", "lists", "pairs", str(tmp_path), "--out", "train.txt")
     code, out = run_cli(capsys, *args, "--images", "masks", "--labels", "photos")
-    assert code == 0 and "pairs: --images and --labels look swapped: the labels are photos (e.g. y.jpg" in out
+    assert code == 1 and "pairs: --images and --labels look swapped: the labels are photos (e.g. y.jpg" in out
+    assert out.rstrip().endswith("as --labels; nothing written") and not (tmp_path / "train.txt").exists()
     code, out = run_cli(capsys, *args, "--images", "photos", "--labels", "masks")
     assert code == 0 and "swapped" not in out
 

@@ -114,6 +114,9 @@ def _lists(args: argparse.Namespace) -> int:
         pairing = pair_folders(_under(args.root, args.images), _under(args.root, args.labels))
         for line in describe_unmatched(pairing, "pairs"):
             print(line)
+        if pairing.swapped:  # every label would fail `data check` as a colour file
+            print(f"pairs: {pairing.swapped}; nothing written")
+            return 1
         if not pairing.pairs:
             raise DataError(f"no image in {args.images} has a label at the same path inside {args.labels} (without the "
                             "extension, or plus one suffix such as _mask); see the lines above")

@@ -12,8 +12,8 @@ import numpy as np
 
 from bisenet.data.catalog import DatasetInfo, build_lut, invalid_counts
 from bisenet.data.dataset import uses_train_ids
-from bisenet.data.decode import FileProblem, is_jpeg, label_value_fix, read_image, read_label, size_mismatch
-from bisenet.data.lists import ListEntry, PairList, not_found_fix, plural
+from bisenet.data.decode import FileProblem, is_jpeg, label_value_fix, pair_problem, read_image, read_label, size_mismatch
+from bisenet.data.lists import ListEntry, PairList, plural
 
 
 @dataclass
@@ -53,8 +53,7 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
         try:
             array = reader(entry.image if what == "image" else entry.label)
         except FileProblem as exc:
-            fix = f"; {not_found_fix(entry, entry.image if what == 'image' else entry.label)}" if exc.kind == "missing" else ""
-            problems.append(f"{where}: {exc}{fix}")
+            problems.append(f"{where}: {pair_problem(exc, entry, what)}")
             continue
         if what == "image":
             image = array

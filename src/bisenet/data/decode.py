@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from bisenet.data.lists import ListEntry, not_found_fix
+
 COLOUR_MASK_FIX = (
     "labels must be single-channel class ids: map each palette colour to its id "
     "(e.g. ids = lut[r*65536 + g*256 + b]) and save an 8-bit grayscale PNG"
@@ -20,6 +22,8 @@ COLOUR_MASK_FIX = (
 JPEG_FIX = ("it is a JPEG, whose lossy compression invents values at class edges: save the labels as lossless PNG "
             "from the original masks (if those values are real classes, fix data.num_classes / data.label_map)")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MASK_MODES = ("1", "L", "P", "LA", "PA", "I", "I;16", "I;16B", "I;16L")  # Pillow modes of single-channel files
+PHOTO_MODES = ("RGB", "RGBA", "CMYK")
 # BMP, GIF, TIFF and BigTIFF: formats that may hold a palette, which OpenCV expands to BGR colours.
 PALETTE_SIGNATURES = (b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -131,6 +135,38 @@ def _palette_indices(data: bytes, path: Path) -> np.ndarray | None:
             raise FileProblem(kind, f"label {path} is {'truncated (file ends early)' if kind == 'truncated' else 'corrupt'}"
                                     f" ({image.format} with a palette); re-copy or re-download it") from None
     return ids[..., 0] if ids.ndim == 3 else ids  # palette + alpha: the indices
+
+
+def swapped_kind(image_path: Path, label_path: Path) -> str:
+    """'JPEG' or 'colour' when a pair's label looks like a photo and its image like a mask (swapped), else ''."""
+    try:
+        with Image.open(image_path) as image, Image.open(label_path) as label:  # headers only
+            # Colour labels only: a grayscale JPEG is a lossy mask (data check notes it), e.g. beside X-ray PNGs.
+            if label.mode not in PHOTO_MODES or image.mode not in MASK_MODES or image.format == "JPEG":
+                return ""
+            return "JPEG" if label.format == "JPEG" else "colour"
+    except (OSError, ValueError, SyntaxError):
+        return ""
+
+
+def swapped_columns(image_path: Path, label_path: Path) -> str:
+    """Why a list line looks like 'label,image' (its label a photo, its image a mask), '' when it does not."""
+    kind = swapped_kind(image_path, label_path)
+    if not kind:
+        return ""
+    photo = "a colour JPEG" if kind == "JPEG" else "a colour image"
+    return (f"label {label_path} is {photo}, a photo, and image {image_path} a single-channel mask: the list's "
+            "columns look swapped; each line is 'image,label', so put the photo first (for `bisenet data lists "
+            "pairs`: the photo folder is --images, the mask folder --labels)")
+
+
+def pair_problem(exc: FileProblem, entry: ListEntry, what: str) -> str:
+    """The reason and fix for the unreadable `what` ('image' or 'label') of a list line, as every tool words it."""
+    if exc.kind == "missing":
+        return f"{exc}; {not_found_fix(entry, entry.image if what == 'image' else entry.label)}"
+    if exc.kind == "not single-channel" and what == "label":
+        return swapped_columns(entry.image, entry.label) or str(exc)
+    return str(exc)
 
 
 def is_jpeg(path: Path) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bisenet.data.decode import MASK_MODES, swapped_kind
 from bisenet.data.lists import existing_lines, format_list
 from bisenet.errors import DataError, check_output_file, write_text_atomic
 
@@ -25,6 +26,7 @@ class Pairing:
     duplicate_images: list[Path] = field(default_factory=list)  # same name as a paired image, other extension
     hidden: list[Path] = field(default_factory=list)  # dot-files (macOS ._x.jpg, .DS_Store...), never paired
     notes: list[str] = field(default_factory=list)  # how names were matched, or how to rename them to match
+    swapped: str = ""  # why --images and --labels look swapped: such a list is refused
 
 
 @dataclass
@@ -83,9 +85,7 @@ def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
     else:
         pairing = _pair_two_folders(images_dir, labels_dir, hidden)
     pairing.hidden = hidden
-    swapped = _looks_swapped(pairing.pairs)
-    if swapped:
-        pairing.notes.append(swapped)
+    pairing.swapped = _looks_swapped(pairing.pairs)
     return pairing
 
 
@@ -135,7 +135,6 @@ def _suffix_note(suffix: str, image: Path, label: Path) -> str:
             f"(e.g. {image.name} <-> {label.name})")
 
 
-MASK_MODES = ("1", "L", "P", "LA", "PA", "I", "I;16", "I;16B", "I;16L")  # Pillow modes of single-channel files
 
 
 ONE_FOLDER_RULE = ("in one folder, pairs needs every label named <image name><suffix> (e.g. a.jpg, a_mask.png); rename "
@@ -246,21 +245,12 @@ def _describe_suffix(suffix: str, keys: list[str], by_key: dict[str, list[Path]]
 
 
 def _looks_swapped(pairs: list[tuple[Path, Path]]) -> str:
-    """A warning when the 'labels' look like photos (colour) and the 'images' like masks; '' otherwise."""
+    """Why the 'labels' look like photos (colour) and the 'images' like masks; '' otherwise."""
     if not pairs:
         return ""
-    kinds = []
-    for i in sorted({0, len(pairs) // 2, len(pairs) - 1}):  # a few pairs; Image.open reads the header only
-        try:
-            with Image.open(pairs[i][0]) as image, Image.open(pairs[i][1]) as label:
-                # Colour only: a grayscale JPEG is a lossy mask (data check notes it), e.g. beside X-ray or SAR PNGs.
-                colour = label.mode in ("RGB", "RGBA", "CMYK")
-                photo = ("JPEG" if label.format == "JPEG" else "colour") if colour else ""
-                if not photo or image.mode not in MASK_MODES or image.format == "JPEG":
-                    return ""
-                kinds.append(photo)
-        except (OSError, ValueError, SyntaxError):
-            return ""
+    kinds = [swapped_kind(*pairs[i]) for i in sorted({0, len(pairs) // 2, len(pairs) - 1})]  # a few pairs
+    if not all(kinds):  # one pair that is not swapped: not clearly swapped
+        return ""
     image, label = pairs[0]
     return (f"--images and --labels look swapped: the labels are photos (e.g. {label.name}, {kinds[0]}) and the "
             f"images single-channel masks (e.g. {image.name}); pass the photo folder as --images and the mask folder "
