@@ -276,7 +276,7 @@ def test_scale_flags_that_the_mode_uses_still_run(tiny, model) -> None:
     # The refusals above must not catch what each mode does use; and an explicit scale is the one scored at.
     cfg = load_config(CONFIG, {"data.root": str(tiny), "data.val_list": "val.txt"})
     half = evaluate(cfg, model, mode="ss", scale=0.5, device="cpu", workers=0, progress=False)
-    assert half["protocol"] == "ss scales 0.5"
+    assert half["protocol"] == "ss scale 0.5"
     sliding = evaluate(cfg, model, mode="mscf", scales=[0.75, 1.0], crop=(32, 32), stride=(32, 32), device="cpu",
                        workers=0, progress=False)
     assert sliding["protocol"] == "mscf scales 0.75,1 crop 32x32 stride 32x32 flip"

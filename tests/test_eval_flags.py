@@ -71,6 +71,12 @@ def test_msf_on_a_config_with_eval_scale_says_it_is_not_their_base(tiny, model, 
     assert _notes(capsys.readouterr().err) == []
 
 
+def test_an_empty_scales_list_in_python_is_refused_not_replaced_by_the_configs(tiny, model) -> None:
+    cfg = load_config(CONFIG, {"data.root": str(tiny), "data.val_list": "val.txt"})
+    with pytest.raises(BisenetError, match=r"scales=\[\]: give at least one scale"):
+        evaluate(cfg, model, mode="msf", scales=[], device="cpu", workers=0, progress=False)
+
+
 def test_cityscapes_ids_on_another_dataset_is_refused(tiny, tmp_path, capsys) -> None:
     # CamVid's label map is the identity: --cityscapes-ids wrote its train ids under that name, silently.
     weights = tmp_path / "camvid.pth"

@@ -130,7 +130,7 @@ def test_single_scale_at_another_scale_resizes_the_input() -> None:
             return super().forward(x)
 
     protocol = make_protocol("ss", scale=2.0)
-    assert protocol.scales == (2.0,) and protocol.describe() == "ss scales 2"
+    assert protocol.scales == (2.0,) and protocol.describe() == "ss scale 2"
     x = smooth_images(1, 64, 96)
     out = infer(Recorder(), x, protocol)
     assert seen == [(128, 192)] and out.shape == x.shape  # run at 2x, scored at the label's size

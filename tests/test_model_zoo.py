@@ -35,7 +35,7 @@ def test_shipped_camvid_weights_keep_their_score_on_a_val_sample(tmp_path) -> No
     sample = tmp_path / "sample.txt"
     sample.write_text("\n".join(pairs) + "\n")
     result = evaluate(sample, tmp_path / "sample.json")
-    assert result["images"] == 8 and result["protocol"] == "ss scales 2"
+    assert result["images"] == 8 and result["protocol"] == "ss scale 2"
     assert result["mIoU"] * 100 == pytest.approx(SAMPLE_MIOU, abs=0.05)
 
 
@@ -44,5 +44,5 @@ def test_shipped_camvid_weights_keep_their_score_on_a_val_sample(tmp_path) -> No
 @pytest.mark.skipif(not RUN_SLOW, reason="the full CamVid val set takes minutes; set BISENET_SLOW_TESTS=1")
 def test_shipped_camvid_weights_reproduce_the_model_zoo_number(tmp_path) -> None:
     result = evaluate(CAMVID / "val.txt", tmp_path / "camvid.json")
-    assert result["images"] == 101 and result["mode"] == "ss" and result["protocol"] == "ss scales 2"
+    assert result["images"] == 101 and result["mode"] == "ss" and result["protocol"] == "ss scale 2"
     assert result["mIoU"] * 100 == pytest.approx(ZOO_MIOU, abs=0.05)

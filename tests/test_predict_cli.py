@@ -293,9 +293,9 @@ def test_scale_resizes_inputs_first_and_shows_on_the_start_line(weights, photos,
     out = tmp_path / "o"
     args = ["predict", "--weights", str(weights), str(photos), "--out", str(out), "--device", "cpu", "--quiet"]
     assert main(args) == 0
-    assert "; ss scales 1 on cpu" in capsys.readouterr().out.splitlines()[0]  # scale 1 said too
+    assert "; ss scale 1 on cpu" in capsys.readouterr().out.splitlines()[0]  # scale 1 said too
     assert main([*args, "--scale", "0.5"]) == 0
-    assert "; ss scales 0.5 on cpu" in capsys.readouterr().out.splitlines()[0]
+    assert "; ss scale 0.5 on cpu" in capsys.readouterr().out.splitlines()[0]
     for photo in photos.iterdir():  # outputs keep the input size
         assert cv2.imread(str(out / f"{photo.stem}_label.png")).shape[:2] == cv2.imread(str(photo)).shape[:2]
     assert Segmenter.from_checkpoint(weights, scale=2).protocol.scales == (2.0,)
@@ -315,7 +315,7 @@ def test_weights_without_config_are_told_the_scale_their_bundled_config_scores_a
     args = ["predict", "--weights", str(bare), str(photos), "--out", str(tmp_path / "o"), "--device", "cpu", "--quiet"]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "camvid preset (11 classes); ss scales 1 on cpu" in captured.out.splitlines()[0]
+    assert "camvid preset (11 classes); ss scale 1 on cpu" in captured.out.splitlines()[0]
     config = REPO / "configs" / "bisenetv2_camvid.yaml"
     named = os.path.relpath(config) if config.is_relative_to(Path.cwd()) else str(config)  # as eval's hint shows it
     assert [line for line in captured.err.splitlines() if line.startswith("note:")] == [
@@ -323,7 +323,7 @@ def test_weights_without_config_are_told_the_scale_their_bundled_config_scores_a
     for given in (["--scale", "2"], ["--config", str(config)]):
         assert main([*args, *given]) == 0  # as scored: nothing to say
         captured = capsys.readouterr()
-        assert "note:" not in captured.err and "ss scales 2 on cpu" in captured.out.splitlines()[0]
+        assert "note:" not in captured.err and "ss scale 2 on cpu" in captured.out.splitlines()[0]
 
 
 def test_a_bad_overlay_is_refused_before_the_weights_load(photos, tmp_path, capsys) -> None:

@@ -65,7 +65,7 @@ def _protocol_text(protocol: Protocol) -> str:
     """The protocol as eval prints it, with the single-scale modes' scale said even when it is 1."""
     text = protocol.describe()
     if protocol.mode in ("ss", "ssc") and protocol.scales == (1.0,):
-        text = text.replace(protocol.mode, f"{protocol.mode} scales 1", 1)
+        text = text.replace(protocol.mode, f"{protocol.mode} scale 1", 1)
     return text
 
 

@@ -250,6 +250,8 @@ def _check_arguments(mode: str, scales: list[float] | None, scale: float | None,
         check_scale(scale, mode)
     if batch_size is not None:
         check_batch_size(batch_size)
+    if scales is not None and len(scales) == 0:  # `scales or the config's` would run the config's six silently
+        raise BisenetError("scales=[]: give at least one scale, e.g. [0.75, 1, 1.25], or None for eval.scales")
     if calibration_images < 1:
         raise BisenetError(f"--calibration-images {calibration_images}: must be at least 1 (images int8 is calibrated on)")
     if mode not in MODES:  # make_protocol names the valid modes

@@ -37,11 +37,13 @@ class Protocol:
     crop_batch: int = 4  # crops per forward pass
 
     def describe(self) -> str:
-        """One line such as 'msf scales 0.5,1 flip' (msf/mscf always say their scales and flip or no flip)."""
+        """One line such as 'ss scale 2' or 'msf scales 0.5,1 flip' (msf/mscf always say their scales and flip or no flip)."""
         multi_scale = self.mode in ("msf", "mscf")
         text = self.mode
-        if multi_scale or len(self.scales) > 1 or self.scales[0] != 1.0:
+        if multi_scale or len(self.scales) > 1:
             text += " scales " + ",".join(f"{s:g}" for s in self.scales)
+        elif self.scales[0] != 1.0:
+            text += f" scale {self.scales[0]:g}"
         if self.crop:
             text += f" crop {self.crop[0]}x{self.crop[1]} stride {self.stride[0]}x{self.stride[1]}"
         return text + (" flip" if self.flip else " no flip" if multi_scale else "")
