@@ -112,7 +112,8 @@ def broken(tmp_path):
     add("truncated")
     data = (tmp_path / "img" / "truncated.png").read_bytes()
     (tmp_path / "img" / "truncated.png").write_bytes(data[:-20])
-    add("rgb", label=np.zeros((6, 8, 3), np.uint8))
+    add("rgb", label=np.dstack([good_label, good_label, good_label + 128]))
+    add("gray3", label=np.dstack([good_label] * 3))  # a grayscale mask saved as RGB
     add("range", label=np.array([[0, 1, 7, 9, 255, 0, 0, 0]] * 6, np.uint8))
     add("size", label=np.zeros((5, 8), np.uint8))
     return tmp_path, pairs
@@ -122,6 +123,8 @@ def broken(tmp_path):
     ("missing", r"line 1: label .*missing.png not found; regenerate it with `bisenet data lists`"),
     ("truncated", r"line 1: image .*truncated.png is truncated"),
     ("rgb", r"line 1: label .*rgb.png has 3 channels .*map each palette colour to its id"),
+    ("gray3", r"line 1: label .*gray3.png has 3 channels, but its 3 colour channels are equal: save it as a "
+              r"single-channel \(grayscale\) PNG$"),
     ("range", r"line 1: label .*range.png has values 7, 9 outside \[0, 2\) that are not the ignore index 255"),
     ("size", r"line 1: image .*size.png is 8x6 but label .*size.png is 8x5 \(WxH\)"),
 ])

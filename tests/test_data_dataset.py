@@ -278,7 +278,7 @@ def test_palette_bmp_gif_tiff_labels_read_as_their_indices(tmp_path, fmt, ext, o
     if fmt == "GIF":  # GIF has no colour mode: Pillow saves RGB as a palette too
         return
     # Colour (RGB) ones in these formats are still refused as colour masks.
-    Image.fromarray(np.dstack([ids] * 3), mode="RGB").save(label, fmt)
+    Image.fromarray(np.dstack([ids, ids * 0, ids]), mode="RGB").save(label, fmt)
     with pytest.raises(DataError, match=r"list.txt line 1: label .* has 3 channels \(a colour mask\)"):
         build_dataset(custom_cfg(tmp_path, num_classes=4), "val")[0]
 

@@ -174,7 +174,7 @@ def test_bad_samples_raise_one_line_data_errors(tmp_path):
     good = np.zeros((8, 8), np.uint8)
     write_case(tmp_path, good, "ok")
     write_case(tmp_path, good, "rgb")
-    cv2.imwrite(str(tmp_path / "lab" / "rgb.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "lab" / "rgb.png"), np.dstack([np.zeros((8, 8), np.uint8)] * 2 + [np.ones((8, 8), np.uint8)]))
     write_case(tmp_path, good, "small")
     cv2.imwrite(str(tmp_path / "lab" / "small.png"), np.zeros((4, 8), np.uint8))
     write_case(tmp_path, good, "gone")

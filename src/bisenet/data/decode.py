@@ -185,6 +185,10 @@ def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
         label = label[:, :, 0]
     if label.ndim != 2:
         channels = label.shape[2]
+        colour = label[:, :, :3]
+        if (colour == colour[:, :, :1]).all():  # a grayscale mask saved as RGB: its values are the class ids already
+            raise FileProblem("not single-channel", f"label {path} has {channels} channels, but its 3 colour channels "
+                                                    f"are equal: save it as a single-channel (grayscale) PNG")
         raise FileProblem(
             "not single-channel",
             f"label {path} has {channels} channels (a colour mask); {COLOUR_MASK_FIX}",
