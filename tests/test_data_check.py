@@ -365,3 +365,20 @@ def test_check_says_a_lines_columns_look_swapped_when_its_label_is_a_photo_and_i
         f"{tmp_path / 'swapped.txt'} line 1: label {tmp_path / 'a.jpg'} is a colour JPEG, a photo, and image "
         f"{tmp_path / 'a.png'} a single-channel mask: the list's columns look swapped; each line is 'image,label', "
         "so put the photo first (for `bisenet data lists pairs`: the photo folder is --images, the mask folder --labels)")
+
+
+@pytest.mark.parametrize("kind, label", [("instanceIds", np.array([[7, 26001]] * 2, np.uint16)),
+                                         ("color", np.full((2, 2, 4), (128, 64, 128, 255), np.uint8))])
+def test_check_points_cityscapes_instance_and_colour_files_at_the_label_ids(tmp_path, capsys, kind, label):
+    name = "aachen_000000_000019"
+    cv2.imwrite(str(tmp_path / f"{name}_leftImg8bit.png"), np.zeros((2, 2, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / f"{name}_gtFine_{kind}.png"), label)
+    (tmp_path / "train.txt").write_text(f"{name}_leftImg8bit.png,{name}_gtFine_{kind}.png\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", "train.txt",
+                        "--dataset", "cityscapes")
+    holds = "instance ids (class id x 1000 + instance number)" if kind == "instanceIds" else "colours for viewing"
+    assert code == 1 and out.splitlines()[0] == (
+        f"{tmp_path / 'train.txt'} line 1: label {tmp_path / f'{name}_gtFine_{kind}.png'} is a Cityscapes file of "
+        f"{holds}, not class ids: point the list at the *_gtFine_labelIds.png files (here {name}_gtFine_labelIds.png), "
+        "or at *_gtFine_labelTrainIds.png after `bisenet data convert cityscapes ROOT`; `bisenet data lists "
+        "cityscapes ROOT` writes such lists")

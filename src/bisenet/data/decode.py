@@ -164,9 +164,30 @@ def pair_problem(exc: FileProblem, entry: ListEntry, what: str) -> str:
     """The reason and fix for the unreadable `what` ('image' or 'label') of a list line, as every tool words it."""
     if exc.kind == "missing":
         return f"{exc}; {not_found_fix(entry, entry.image if what == 'image' else entry.label)}"
+    if what == "label" and exc.kind != "missing":
+        other_file = cityscapes_other_file(entry.label)
+        if other_file:
+            return other_file
     if exc.kind == "not single-channel" and what == "label":
         return swapped_columns(entry.image, entry.label) or str(exc)
     return str(exc)
+
+
+CITYSCAPES_OTHER_FILES = {"_instanceids.png": "instance ids (class id x 1000 + instance number)",
+                          "_color.png": "colours for viewing", "_polygons.json": "polygons"}
+
+
+def cityscapes_other_file(path: Path) -> str:
+    """Why a Cityscapes gtFine/gtCoarse file other than the class ids cannot be a label, '' for any other file."""
+    name = path.name.lower()
+    for end, holds in CITYSCAPES_OTHER_FILES.items():
+        kind = "_gtFine" if name.endswith("_gtfine" + end) else "_gtCoarse" if name.endswith("_gtcoarse" + end) else ""
+        if kind:
+            ids = path.name[: len(path.name) - len(kind + end)] + kind + "_labelIds.png"
+            return (f"label {path} is a Cityscapes file of {holds}, not class ids: point the list at the "
+                    f"*{kind}_labelIds.png files (here {ids}), or at *{kind}_labelTrainIds.png after `bisenet data "
+                    "convert cityscapes ROOT`; `bisenet data lists cityscapes ROOT` writes such lists")
+    return ""
 
 
 def is_jpeg(path: Path) -> bool:
