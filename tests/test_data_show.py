@@ -123,3 +123,19 @@ def test_show_captions_too_long_for_the_width_end_in_an_ellipsis_not_a_cut_lette
     assert shown.startswith("list.txt line 1: M") and shown.endswith("...")
     assert cv2.getTextSize(shown, FONT, CAPTION_SCALE, 1)[0][0] <= bar.shape[1] - 8
     assert fit_text("short", 200, CAPTION_SCALE) == "short"
+
+
+def test_show_words_a_bad_pair_as_data_check_does(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "lab" / "a.png"), np.zeros((8, 8), np.uint8))
+    (tmp_path / "c.yaml").write_text("data:\n  num_classes: 2\n")
+    (tmp_path / "header.txt").write_text("image,label\nimg/a.png,lab/a.png\n")
+    (tmp_path / "missing.txt").write_text("img/a.png,lab/gone.png\n")
+    for name, fix in (("header.txt", "that looks like a header line: delete it (list files have no header)"),
+                      ("missing.txt", "regenerate it with `bisenet data lists` or fix the paths")):
+        code, check = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", name, "--num-classes", "2")
+        code, show = run_cli(capsys, "data", "show", str(tmp_path / "c.yaml"), "--data-root", str(tmp_path), "--list",
+                             name, "--width", "32", "--count", "1", "--out", str(tmp_path / "s.png"))
+        assert code == 2 and show == f"bisenet data show: error: {check.splitlines()[0]}\n" and show.endswith(f"; {fix}\n")

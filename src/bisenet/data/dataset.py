@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 from bisenet.config import AugmentConfig, Config, load_config
 from bisenet.data.cache import DecodedCache
 from bisenet.data.catalog import DatasetInfo, build_lut, invalid_values, preset_labels
-from bisenet.data.decode import FileProblem, label_value_fix, size_mismatch
-from bisenet.data.lists import PairList, missing_files, read_given_list, read_list, resolve_list_path
+from bisenet.data.decode import FileProblem, label_value_fix, pair_problem, size_mismatch
+from bisenet.data.lists import ListEntry, PairList, missing_files, read_given_list, read_list, resolve_list_path
 from bisenet.data.transforms import CropParams, eval_sample, normalise_tables, sample_params, train_sample
 from bisenet.errors import DataError
 
@@ -174,11 +174,15 @@ class SegmentationDataset(Dataset):
         """Decoded image and raw label, verified (size, values) whenever the label is read from its file."""
         image_path, label_path = self.samples[index]
         where = f"{self.list_file} line {self.lines[index]}"
+        entry = ListEntry(self.lines[index], image_path, label_path)
         try:
             image = self.cache.image(image_path)
+        except FileProblem as exc:  # worded as `data check` words it: one message code for every tool
+            raise SampleError(f"{where}: {pair_problem(exc, entry, 'image')}") from None
+        try:
             label, fresh = self.cache.label_decoded(label_path)
         except FileProblem as exc:
-            raise SampleError(f"{where}: {exc}") from None
+            raise SampleError(f"{where}: {pair_problem(exc, entry, 'label')}") from None
         mismatch = size_mismatch(image_path, image.shape, label_path, label.shape)  # as `data check` words it
         if mismatch:
             raise SampleError(f"{where}: {mismatch}")
