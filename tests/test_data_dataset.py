@@ -244,7 +244,8 @@ def test_worker_errors_stay_one_line_data_errors(tmp_path):
     ds = build_dataset(custom_cfg(tmp_path), "val")
     with pytest.raises(DataError) as info:
         list(DataLoader(ds, num_workers=1))
-    assert str(info.value) == f"{list_file} line 2: image {tmp_path / 'img' / 'none.png'} not found"
+    assert str(info.value) == (f"{list_file} line 2: image {tmp_path / 'img' / 'none.png'} not found; regenerate it "
+                               "with `bisenet data lists` or fix the paths")
 
 
 @pytest.mark.skipif(os.sep != "/", reason="backslashes are separators on Windows already")
