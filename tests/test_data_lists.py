@@ -290,3 +290,20 @@ def test_lists_pairs_grayscale_jpeg_labels_of_grayscale_images_do_not_look_swapp
                         "--out", "train.txt")
     assert code == 0 and (tmp_path / "train.txt").read_text() == "scans/y.png,masks/y.jpg\n"
     assert "swapped" not in out
+
+
+def test_lists_pairs_names_empty_folders_and_a_missing_root(tmp_path, capsys, monkeypatch):
+    (tmp_path / "E" / "a").mkdir(parents=True)
+    (tmp_path / "E" / "b").mkdir()
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path / "E"), "--images", "a", "--labels", "b",
+                        "--out", "t.txt")
+    assert code == 2 and out.count("\n") == 1 and "see the lines above" not in out
+    assert f"--images {tmp_path / 'E' / 'a'} and --labels {tmp_path / 'E' / 'b'} hold no image files (.jpg" in out
+    _touch_png(tmp_path / "imgs" / "x.png", 3)  # folders of those names in the cwd, none in the missing root
+    _touch_png(tmp_path / "masks" / "x.png")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(capsys, "data", "lists", "pairs", "nonexist", "--images", "imgs", "--labels", "masks",
+                        "--out", "y.txt")
+    assert code == 2 and out == ("bisenet data lists: error: ROOT nonexist is not a directory; pass the dataset "
+                                 "folder (the list's paths are relative to it)\n")
+    assert not (tmp_path / "nonexist").exists()

@@ -103,22 +103,34 @@ def _under(root: Path, path: Path) -> Path:
 
 
 def _lists(args: argparse.Namespace) -> int:
-    from bisenet.data.layouts import describe_unmatched, pair_folders, write_dataset_lists
+    from bisenet.data.layouts import IMAGE_EXTS, describe_unmatched, pair_folders, write_dataset_lists
     from bisenet.data.lists import existing_lines, write_list
 
     if args.layout == "pairs":
         if args.images is None or args.labels is None or args.out is None:
             raise DataError("lists pairs needs --images DIR --labels DIR --out LIST")
+        if not args.root.is_dir():  # else --images/--labels found in the cwd would pair into a list under no root
+            raise DataError(f"ROOT {args.root} is not a directory; pass the dataset folder (the list's paths are "
+                            "relative to it)")
         out = args.out if args.out.is_absolute() else args.root / args.out
         check_output_file(out, "--out", "train.txt")  # before pairing the folders
-        pairing = pair_folders(_under(args.root, args.images), _under(args.root, args.labels))
-        for line in describe_unmatched(pairing, "pairs"):
+        images, labels = _under(args.root, args.images), _under(args.root, args.labels)
+        pairing = pair_folders(images, labels)
+        unmatched = describe_unmatched(pairing, "pairs")
+        for line in unmatched:
             print(line)
         if pairing.swapped:  # every label would fail `data check` as a colour file
             print(f"pairs: {pairing.swapped}; nothing written")
             return 1
         if not pairing.pairs:
-            raise DataError(f"no image in {args.images} has a label at the same path inside {args.labels} (without the "
+            empty = [f"{flag} {folder}" for flag, folder, files in
+                     (("--images", images, pairing.lonely_images), ("--labels", labels, pairing.lonely_labels))
+                     if not files]
+            if empty:  # nothing to pair: "see the lines above" would point at nothing
+                many = "hold" if len(empty) > 1 else "holds"
+                raise DataError(f"{' and '.join(empty)} {many} no image files ({', '.join(IMAGE_EXTS)}, in subfolders "
+                                "too); pass the folders that hold the files")
+            raise DataError(f"no image in {images} has a label at the same path inside {labels} (without the "
                             "extension, or plus one suffix such as _mask); see the lines above")
         old = existing_lines(out)
         print(_wrote(out, write_list(out, pairing.pairs, args.root), old))
