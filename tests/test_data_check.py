@@ -382,3 +382,34 @@ def test_check_points_cityscapes_instance_and_colour_files_at_the_label_ids(tmp_
         f"{holds}, not class ids: point the list at the *_gtFine_labelIds.png files (here {name}_gtFine_labelIds.png), "
         "or at *_gtFine_labelTrainIds.png after `bisenet data convert cityscapes ROOT`; `bisenet data lists "
         "cityscapes ROOT` writes such lists")
+
+
+def test_check_refuses_flags_it_would_ignore_and_notes_flags_that_replace_the_configs(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "m.png"), np.zeros((4, 4), np.uint8))
+    (tmp_path / "train.txt").write_text("a.png,m.png\n")
+    (tmp_path / "c.yaml").write_text(f"data:\n  num_classes: 5\n  root: {tmp_path}\n  train_list: train.txt\n")
+    plain = ("data", "check", "--root", str(tmp_path), "--list", "train.txt", "--num-classes", "5")
+    for argv, message in (
+            ((*plain, "--split", "val"), "bisenet data check: error: --split val picks the list of a --config's "
+                                         "data.val_list; without --config, name the list with --list"),
+            ((*plain, "--workers", "0"), "bisenet data check: error: --workers 0: need at least 1 (files read in "
+                                         "parallel; 1 reads them one by one)"),
+            (("data", "convert", "cityscapes", str(tmp_path), "--workers", "-1"),
+             "bisenet data convert: error: --workers -1: need at least 1 (files read in parallel; 1 reads them one "
+             "by one)"),
+            (("data", "check", "--config", str(tmp_path / "c.yaml"), "--dataset", "cityscapes"),
+             "bisenet data check: error: --dataset cityscapes with --config: the config's data.dataset (custom) says "
+             "how labels are read; drop --dataset or change data.dataset in the config")):
+        code, out = run_cli(capsys, *argv)
+        assert code == 2 and out == message + "\n"
+    config = ("data", "check", "--config", str(tmp_path / "c.yaml"))
+    code, out = run_cli(capsys, *config, "--num-classes", "7", "--ignore-index", "200")
+    assert code == 0 and out.splitlines()[:2] == [
+        f"note: --num-classes 7 replaces {tmp_path / 'c.yaml'}'s data.num_classes 5 for this check (training uses "
+        "the config's; to train with it, change data.num_classes there)",
+        f"note: --ignore-index 200 replaces {tmp_path / 'c.yaml'}'s data.ignore_index 255 for this check (training "
+        "uses the config's; to train with it, change data.ignore_index there)"]
+    assert "    6 " in out  # 7 classes checked
+    code, out = run_cli(capsys, *config, "--num-classes", "5", "--ignore-index", "255")  # the config's own: no note
+    assert code == 0 and "note:" not in out

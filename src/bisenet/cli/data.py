@@ -43,11 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--root", type=Path, help="data root the list paths are relative to (default: . or the config's)")
     check.add_argument("--list", type=Path, help="list file (relative to ROOT, else to the cwd)")
     check.add_argument("--config", help="take root, list, classes, ignore index and label map from this YAML")
-    check.add_argument("--split", choices=["train", "val", "test"], default="train",
+    check.add_argument("--split", choices=["train", "val", "test"],
                        help="with --config: the split whose list to check (default train)")
-    check.add_argument("--num-classes", type=int, help="classes (default: the --dataset's)")
-    check.add_argument("--ignore-index", type=int, default=255,
-                       help="label value that marks unlabelled pixels (default 255; with --config: data.ignore_index)")
+    check.add_argument("--num-classes", type=int,
+                       help="classes (default: the --dataset's; with --config: data.num_classes, which this replaces)")
+    check.add_argument("--ignore-index", type=int,
+                       help="label value that marks unlabelled pixels (default 255; with --config: data.ignore_index, "
+                            "which this replaces)")
     check.add_argument("--dataset", help="read labels as this dataset's ids: its label map, classes and valid "
                                          "values (e.g. cityscapes for labelIds)")
     check.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
@@ -88,11 +90,18 @@ def _show(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from bisenet.data.convert import convert_cityscapes
 
+    _check_workers(args.workers)
     report = convert_cityscapes(args.root, workers=args.workers, force=args.force)
     for line in report.failures:
         print(line)
     print(f"converted {report.converted}, up to date {report.skipped}, failed {len(report.failures)}")
     return 1 if report.failures else 0
+
+
+def _check_workers(workers: int) -> None:
+    """Refuse a --workers below 1 (a pool of 0 threads reads nothing; it used to be taken as 1 silently)."""
+    if workers < 1:
+        raise DataError(f"--workers {workers}: need at least 1 (files read in parallel; 1 reads them one by one)")
 
 
 def _under(root: Path, path: Path) -> Path:
@@ -158,15 +167,25 @@ def _check(args: argparse.Namespace) -> int:
     from bisenet.data.lists import plural, read_given_list
     from bisenet.errors import nearest
 
-    names, label_map, map_name = None, None, None
+    _check_workers(args.workers)
+    names, label_map, map_name, notes = None, None, None, []
     if args.config is not None:
         from bisenet.config import load_config
         from bisenet.data.dataset import split_pairs
 
         cfg = load_config(args.config)
-        pairs = split_pairs(cfg, args.split, args.root, args.list)  # a missing --list is blamed on --list
-        num_classes = args.num_classes if args.num_classes is not None else cfg.num_classes
-        ignore_index = cfg.data.ignore_index
+        if args.dataset is not None and args.dataset != cfg.data.dataset:  # it was silently ignored
+            raise DataError(f"--dataset {args.dataset} with --config: the config's data.dataset ({cfg.data.dataset}) "
+                            "says how labels are read; drop --dataset or change data.dataset in the config")
+        pairs = split_pairs(cfg, args.split or "train", args.root, args.list)  # a missing --list is blamed on --list
+        num_classes, ignore_index = cfg.num_classes, cfg.data.ignore_index
+        for flag, given, key, value in (("--num-classes", args.num_classes, "data.num_classes", num_classes),
+                                        ("--ignore-index", args.ignore_index, "data.ignore_index", ignore_index)):
+            if given is not None and given != value:  # checking with other settings than training would use: say so
+                notes.append(f"note: {flag} {given} replaces {args.config}'s {key} {value} for this check "
+                             f"(training uses the config's; to train with it, change {key} there)")
+        num_classes = args.num_classes if args.num_classes is not None else num_classes
+        ignore_index = args.ignore_index if args.ignore_index is not None else ignore_index
         label_map, names = cfg.data.label_map, cfg.data.class_names
         dataset = preset_labels(cfg.data.dataset, label_map)
         preset = DATASETS.get(cfg.data.dataset)
@@ -175,6 +194,9 @@ def _check(args: argparse.Namespace) -> int:
     else:
         if args.list is None:
             raise DataError("--list LIST is required (or --config CFG [--split val])")
+        if args.split is not None:  # it picks a config's list: without one it would be silently ignored
+            raise DataError(f"--split {args.split} picks the list of a --config's data.{args.split}_list; without "
+                            "--config, name the list with --list")
         info = None
         if args.dataset is not None and args.dataset != "custom":
             info = DATASETS.get(args.dataset)
@@ -186,7 +208,7 @@ def _check(args: argparse.Namespace) -> int:
         num_classes = args.num_classes if args.num_classes is not None else (info.num_classes if info else None)
         if num_classes is None:
             raise DataError("--num-classes N is required (or --dataset NAME to use that dataset's classes)")
-        ignore_index = args.ignore_index
+        ignore_index = args.ignore_index if args.ignore_index is not None else 255
         root = args.root if args.root is not None else Path(".")
         pairs = read_given_list(args.list, root, "--list")
     if not 1 <= num_classes <= 255:  # 8-bit labels: ids 0..254 leave 255 for the ignore index
@@ -194,7 +216,7 @@ def _check(args: argparse.Namespace) -> int:
     if not num_classes <= ignore_index <= 255:  # the rule data.ignore_index follows in a config
         raise DataError(f"--ignore-index {ignore_index} must lie in [num classes, 255] (num classes = {num_classes}); "
                         "255 is the usual choice")
-    for note in pairs.notes:
+    for note in pairs.notes + notes:
         print(note)
     report = check_pairs(pairs, num_classes, ignore_index, label_map, workers=args.workers, dataset=dataset)
     if report.problems:
