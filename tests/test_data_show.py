@@ -139,3 +139,14 @@ def test_show_words_a_bad_pair_as_data_check_does(tmp_path, capsys):
         code, show = run_cli(capsys, "data", "show", str(tmp_path / "c.yaml"), "--data-root", str(tmp_path), "--list",
                              name, "--width", "32", "--count", "1", "--out", str(tmp_path / "s.png"))
         assert code == 2 and show == f"bisenet data show: error: {check.splitlines()[0]}\n" and show.endswith(f"; {fix}\n")
+
+
+def test_show_augment_refuses_a_crop_train_refuses_in_trains_words(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  num_classes: 5\naugment:\n  crop_size: [250, 300]\n")
+    code, out = run_cli(capsys, "data", "show", str(config), "--data-root", str(DUBAI), "--augment",
+                        "--out", str(tmp_path / "s.png"))
+    assert code == 2 and out == ("bisenet data show: error: augment.crop_size: size 250x300: height and width must be "
+                                 "positive multiples of 32; use 256x320 (training crops enter the network as they "
+                                 "are)\n")
+    assert not (tmp_path / "s.png").exists()
