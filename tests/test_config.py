@@ -41,6 +41,15 @@ def test_yaml_merge_keys_still_load_and_may_be_overridden(tmp_path) -> None:
     assert load_config(path).data.label_map == {1: 0, 2: 1, 3: 2}
 
 
+def test_an_unquoted_hex_colour_in_a_flow_list_says_that_hash_starts_a_comment(tmp_path) -> None:
+    path = tmp_path / "hex.yaml"
+    path.write_text("data:\n  num_classes: 2\n  palette: [#3C1098, #8429F6]\ntrain:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}: line 3 is not valid YAML: '#' starts a YAML comment, which cuts "
+                               "'palette: [#3C1098' short; quote the colour ('#3C1098') or write it as [R, G, B]")
+
+
 def test_an_unquoted_hex_colour_says_that_hash_starts_a_comment(tmp_path) -> None:
     path = tmp_path / "hex.yaml"
     path.write_text("data:\n  dataset: custom\n  num_classes: 2\n  palette:\n    - #3C1098\n    - [1, 2, 3]\n")

@@ -129,6 +129,20 @@ class Config:
         return self.data.num_classes
 
 
+HEX_IN_FLOW = re.compile(r"[\[,]\s*(#[0-9A-Fa-f]{3,8})\b")  # [#3C1098, ...: the comment cuts the list short
+
+
+def _hex_in_flow(text: str, last_line: int | None) -> str:
+    """Why a YAML error is an unquoted hex colour in a [...] list (up to the error's line), '' when it is not."""
+    for number, line in enumerate(text.splitlines()[:last_line], start=1):
+        found = HEX_IN_FLOW.search(line)
+        if found:
+            return (f"line {number} is not valid YAML: '#' starts a YAML comment, which cuts "
+                    f"{line[:found.end()].strip()!r} short; quote the colour ('{found.group(1)}') or write it as "
+                    "[R, G, B]")
+    return ""
+
+
 def load_config(
     config: str | Path | Config | dict | None = None,
     overrides: list[str] | str | dict[str, Any] | None = None,
@@ -147,7 +161,8 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found; pass a YAML file such as configs/bisenetv2_dubai.yaml")
         try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+            text = path.read_text(encoding="utf-8")
+            raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not a YAML text file; pass a config such as configs/bisenetv2_dubai.yaml") from None
         except yaml.YAMLError as exc:
@@ -156,6 +171,9 @@ def load_config(
             problem = str(getattr(exc, "problem", exc))
             if problem.startswith("duplicate key"):
                 raise ConfigError(f"{path}:{where}: {problem}") from None
+            hex_comment = _hex_in_flow(text, mark.line + 1 if mark else None)
+            if hex_comment:
+                raise ConfigError(f"{path}: {hex_comment}") from None
             raise ConfigError(f"{path}:{where} is not valid YAML ({problem})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (model, data, ...), got {type(raw).__name__}")
