@@ -149,7 +149,8 @@ def test_a_section_left_empty_in_the_file_takes_overrides(tmp_path) -> None:
     ("train.poly_power=-1", "train.poly_power = -1.0 must be 0 or more"),  # else a complex lr once warm-up ends
     ("train.warmup_ratio=2", "train.warmup_ratio = 2.0 must be in (0, 1]"),
     ("train.weight_decay=-0.1", "train.weight_decay = -0.1 must be 0 or more"),
-    ("eval.crop_size=[50, 70]", "eval.crop_size = 50x70 must be multiples of 32 (the network's stride), e.g. 64x64"),
+    ("eval.crop_size=[50, 70]", "eval.crop_size = 50x70 must be multiples of 32 (the network's stride; crops enter it "
+                                "as they are): use 64x96"),
 ])
 def test_values_that_would_crash_or_mislead_later_are_refused_at_load(override, message) -> None:
     with pytest.raises(ConfigError) as info:

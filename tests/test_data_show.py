@@ -141,12 +141,12 @@ def test_show_words_a_bad_pair_as_data_check_does(tmp_path, capsys):
         assert code == 2 and show == f"bisenet data show: error: {check.splitlines()[0]}\n" and show.endswith(f"; {fix}\n")
 
 
-def test_show_augment_refuses_a_crop_train_refuses_in_trains_words(tmp_path, capsys):
+def test_show_refuses_a_crop_train_refuses_in_trains_words(tmp_path, capsys):
+    # The config check at load: data show drew crops that `bisenet train` then refused.
     config = tmp_path / "c.yaml"
     config.write_text("data:\n  num_classes: 5\naugment:\n  crop_size: [250, 300]\n")
     code, out = run_cli(capsys, "data", "show", str(config), "--data-root", str(DUBAI), "--augment",
                         "--out", str(tmp_path / "s.png"))
-    assert code == 2 and out == ("bisenet data show: error: augment.crop_size: size 250x300: height and width must be "
-                                 "positive multiples of 32; use 256x320 (training crops enter the network as they "
-                                 "are)\n")
+    assert code == 2 and out == (f"bisenet data show: error: {config}: augment.crop_size = 250x300 must be "
+                                 "multiples of 32 (the network's stride; crops enter it as they are): use 256x320\n")
     assert not (tmp_path / "s.png").exists()

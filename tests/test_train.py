@@ -220,8 +220,8 @@ def test_values_that_would_fail_mid_run_are_refused_at_load(override, message):
 
 
 def test_training_crop_off_the_stride_fails_before_the_work_dir_is_made(tmp_path):
-    with pytest.raises(ConfigError, match=re.escape("augment.crop_size: size 100x100: height and width must be "
-                                                    "positive multiples of 32; use 128x128")):
+    with pytest.raises(ConfigError, match=re.escape("augment.crop_size = 100x100 must be multiples of 32 (the network's "
+                                                    "stride; crops enter it as they are): use 128x128")):
         train(tiny_config("augment.crop_size=[100,100]"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

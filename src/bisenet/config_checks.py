@@ -156,11 +156,12 @@ def _check_ranges(cfg: Config, source: Source) -> None:
     for key, size in (("augment.crop_size", cfg.augment.crop_size), ("eval.crop_size", cfg.eval.crop_size)):
         if size is not None and min(size) <= 0:
             raise ConfigError(f"{source.at(key)}: {key} = {size[0]}x{size[1]} must be positive")
-    crop = cfg.eval.crop_size  # sliding windows enter the network as they are: a run would only fail at `eval`
-    if crop is not None and (crop[0] % 32 or crop[1] % 32):
-        fitted = "x".join(str(max(32, round(side / 32) * 32)) for side in crop)
-        raise ConfigError(f"{source.at('eval.crop_size')}: eval.crop_size = {crop[0]}x{crop[1]} must be multiples of "
-                          f"32 (the network's stride), e.g. {fitted}")
+        # Training crops and sliding windows enter the network as they are: checked here, not when a run
+        # (or a later `bisenet eval --mode ssc`, or `data show --augment`) meets them.
+        if size is not None and (size[0] % 32 or size[1] % 32):
+            fitted = "x".join(str(-(-side // 32) * 32) for side in size)
+            raise ConfigError(f"{source.at(key)}: {key} = {size[0]}x{size[1]} must be multiples of 32 (the "
+                              f"network's stride; crops enter it as they are): use {fitted}")
     if not 0 < cfg.eval.scale <= 8:
         raise ConfigError(f"{source.at('eval.scale')}: eval.scale = {cfg.eval.scale} must lie in (0, 8]; "
                           "1.0 scores images at their own size")

@@ -20,8 +20,7 @@ from bisenet.data.colour import colorize, overlay
 from bisenet.data.dataset import SegmentationDataset, build_dataset, spread_indices
 from bisenet.data.lists import plural
 from bisenet.data.transforms import map_label
-from bisenet.errors import BisenetError, ConfigError, DataError, write_atomic
-from bisenet.models.layers import check_size
+from bisenet.errors import DataError, write_atomic
 
 MAX_COUNT, MAX_WIDTH = 100, 2048  # a picture a screen shows, not gigabytes of pixels
 IGNORE_TILE = 8  # ignore pixels drawn as a grey checkerboard: no class colour (black included) looks like it
@@ -58,11 +57,6 @@ def show_samples(
         raise DataError(f"--epoch {epoch} needs --augment (it picks which epoch's random augmentation to draw)")
     if epoch < 0:
         raise DataError(f"--epoch {epoch}: epochs count from 0")
-    if augment:  # else it draws crops `bisenet train` refuses; worded as train words it (engine/train.py)
-        try:
-            check_size(*cfg.augment.crop_size)
-        except BisenetError as exc:
-            raise ConfigError(f"augment.crop_size: {exc} (training crops enter the network as they are)") from None
     dataset = build_dataset(cfg, split, data_root, list_file)
     for note in dataset.list_notes if log is not None else ():
         log(note)

@@ -33,10 +33,9 @@ from bisenet.engine.precision import amp_dtype_for, amp_name, channels_last_name
 from bisenet.engine.sampler import IterationSampler
 from bisenet.engine.stop import StopRequest
 from bisenet.checkpoint import atomic_save
-from bisenet.errors import BisenetError, ConfigError
+from bisenet.errors import BisenetError
 from bisenet.losses import build_loss
 from bisenet.models import build_model
-from bisenet.models.layers import check_size
 from bisenet.runtime import keep_freed_memory
 
 SAMPLE_CHECKED = 8  # pairs per split read in full before training starts
@@ -89,11 +88,6 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
 def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path | None, finetune_from: str | Path | None,
            on_exit: contextlib.ExitStack) -> TrainResult:
     tc, device = cfg.train, dist_info.device
-    # The network's stride, checked before the work dir is made (the data pipeline takes any crop).
-    try:
-        check_size(*cfg.augment.crop_size)
-    except BisenetError as exc:
-        raise ConfigError(f"augment.crop_size: {exc} (training crops enter the network as they are)") from None
     resume_path, nothing_to_resume = resume_source(work_dir, resume, dist_info)
     amp_dtype = amp_dtype_for(tc.amp, device)
 
