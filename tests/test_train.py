@@ -179,8 +179,8 @@ def test_nonfinite_loss_stops_with_iteration_and_hint(tmp_path):
 def test_nonfinite_hint_follows_the_dtype_autocast_ran_in(tmp_path, amp_dtype, suggests_other_amp):
     # 'auto' resolves to fp16 on GPUs without bf16, so the hint keys on the dtype, not the config string.
     nan = torch.tensor(float("nan"))
-    message = _nonfinite_message(7, nan, {"main": nan, "aux2": torch.tensor(1.0)}, amp_dtype, tmp_path)
-    assert "at iteration 7 (main=nan, aux2=1)" in message
+    message = _nonfinite_message(7, nan, {"main": nan, "aux2": torch.tensor(1.0)}, amp_dtype, tmp_path / "last.pt")
+    assert "at iteration 7 (main=nan, aux2=1); no checkpoint was written yet." in message
     assert ("fp16 overflow" in message) == suggests_other_amp
 
 

@@ -325,8 +325,7 @@ def test_a_final_evaluation_that_failed_runs_when_the_run_resumes(tmp_path):
     cv2.imwrite(str(val / "4_label.png"), good_label)
     result = train(tiny_config(*overrides), run, resume="auto")  # also: the failed run freed its work dir
     assert result.iteration == 2 and result.last_miou is not None and result.best_miou == result.last_miou
-    assert "the evaluation at iteration 2 did not finish before that run stopped: running it now" in \
-        (run / "train.log").read_text()
+    assert "iteration 2 has no finished evaluation: running it now" in (run / "train.log").read_text()
     assert torch.load(run / "last.pt", map_location="cpu", weights_only=True)["evaluated"] == 2
     assert torch.load(run / "best.pt", map_location="cpu", weights_only=True)["best_miou"] == result.best_miou
     assert train(tiny_config(*overrides), run, resume="auto").last_miou is None  # done now: nothing runs twice
@@ -352,3 +351,47 @@ def test_a_second_run_into_a_work_dir_in_use_is_refused_and_touches_nothing(tmp_
     assert (tmp_path / "metrics.jsonl").read_text() == logged
     assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 1
     assert train(tiny_config("train.max_iters=2"), tmp_path, resume="auto").iteration == 2  # free again
+
+
+def test_an_evaluation_that_fails_off_the_checkpoint_schedule_still_keeps_its_iterations(tmp_path):
+    # last.pt was written before an evaluation only when a checkpoint was due there: 2 iterations lost here.
+    val = tmp_path / "val"
+    _val_list_with_one_unchecked_bad_label(val)
+    overrides = ["train.max_iters=4", "train.eval_interval=2", "train.checkpoint_interval=4",
+                 f"data.val_list={val / 'val.txt'}"]
+    with pytest.raises(BisenetError, match="4_label.png"):
+        train(tiny_config(*overrides), tmp_path / "run")
+    assert torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 2
+
+
+def test_resume_of_another_runs_checkpoint_into_a_work_dir_with_a_run_is_refused(tmp_path):
+    train(tiny_config("train.max_iters=1"), tmp_path / "a")
+    train(tiny_config("train.max_iters=1"), tmp_path / "b")
+    logged = (tmp_path / "b" / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match=re.escape(f"--resume {tmp_path / 'a' / 'last.pt'} into {tmp_path / 'b'}, "
+                                                    "which holds another run")):
+        train(tiny_config("train.max_iters=2"), tmp_path / "b", resume=tmp_path / "a" / "last.pt")
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == logged
+    assert train(tiny_config("train.max_iters=2"), tmp_path / "c", resume=tmp_path / "a" / "last.pt").iteration == 2
+
+
+def test_resume_names_changed_settings_and_a_finished_run_keeps_its_config_yaml(tmp_path, capsys):
+    train(tiny_config("train.max_iters=2"), tmp_path)
+    stored = (tmp_path / "config.yaml").read_text()
+    capsys.readouterr()
+    train(tiny_config("train.max_iters=2", "train.loss=ce"), tmp_path, resume="auto")  # nothing to do
+    assert (tmp_path / "config.yaml").read_text() == stored  # still the config the run trained with
+    train(tiny_config("train.max_iters=3", "train.loss=ce", "train.warmup_iters=1", "train.log_interval=5"), tmp_path,
+          resume="auto")
+    err = capsys.readouterr().err
+    assert ("settings differ from that run's (train.warmup_iters 2 -> 1; train.loss ohem -> ce): they apply from "
+            "here on") in err
+    assert "log_interval" not in err  # bookkeeping, not what the run learns
+
+
+def test_train_gives_the_callers_random_state_back(tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(tiny_config("train.max_iters=1"), tmp_path)
+    assert torch.equal(torch.rand(3), expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -167,7 +168,11 @@ class RunMonitor:
     def __enter__(self) -> RunMonitor:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None and self.enabled and self._jsonl is not None:  # a failed run: its curves so far
+            self.release()
+            with contextlib.suppress(Exception):  # never hide the run's own error
+                plot_curves(self.work_dir / "metrics.jsonl", self.work_dir / "curves.png")
         self.release()
 
 

@@ -50,14 +50,20 @@ class ResumePoint:
     iteration: int = 0
     best_miou: float | None = None
     world_size: int | None = None  # the saved run's process count
-    saved_train: dict = field(default_factory=dict)  # the saved run's train config
+    saved_config: dict = field(default_factory=dict)  # the saved run's config, as a dict
     pending_log: dict = field(default_factory=dict)  # its loss sums not yet logged (see train._save)
     evaluated: int | None = None  # the iteration of its last evaluation that finished
 
-    def missed_evaluation(self, eval_interval: int) -> bool:
-        """True when an evaluation was due at this iteration but did not finish (last.pt is written before it)."""
-        due = self.iteration % eval_interval == 0 or self.iteration == self.saved_train.get("max_iters")
-        return eval_interval > 0 and self.iteration > 0 and self.evaluated != self.iteration and due
+    @property
+    def saved_train(self) -> dict:
+        """The saved run's train section ({} for a new run)."""
+        return self.saved_config.get("train") or {}
+
+    def missed_evaluation(self, tc: TrainConfig) -> bool:
+        """True when this config evaluates at this iteration and no evaluation there finished (last.pt is written
+        before one, so it may have failed or been cut short; or the run evaluated on another schedule)."""
+        due = tc.eval_interval > 0 and (self.iteration % tc.eval_interval == 0 or self.iteration == tc.max_iters)
+        return due and self.iteration > 0 and self.evaluated != self.iteration
 
 
 def resume_source(work_dir: Path, resume: str | Path | None, dist_info: DistInfo) -> tuple[Path | None, bool]:
@@ -75,6 +81,10 @@ def resume_source(work_dir: Path, resume: str | Path | None, dist_info: DistInfo
         raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume (resume='auto' in "
                           "Python) to continue it, or choose another --work-dir (work_dir) (a new run would overwrite "
                           "it and mix the two logs)")
+    if resume is not None and has_last and Path(resume).resolve().parent != work_dir.resolve():
+        raise ConfigError(f"--resume {resume} into {work_dir}, which holds another run ({work_dir / 'last.pt'}): "
+                          f"continuing {resume} there would overwrite that run and mix the two logs; pass --work-dir "
+                          f"{Path(resume).parent} to continue it in place, or a new --work-dir for a copy")
     return (Path(resume) if resume is not None else None), False
 
 
@@ -119,15 +129,15 @@ def restore_checkpoint(ckpt: dict, model: nn.Module, optimizer: torch.optim.Opti
         scaler.load_state_dict(ckpt["scaler"])
     iteration = int(ckpt["iteration"])
     return ResumePoint(iteration, ckpt.get("best_miou"), ckpt.get("world_size"),
-                       saved_train=(ckpt.get("config") or {}).get("train") or {},
+                       saved_config=ckpt.get("config") or {},
                        pending_log=ckpt.get("pending_log") or {},
                        # checkpoints from before this field count as evaluated: never an evaluation twice
                        evaluated=ckpt.get("evaluated", iteration))
 
 
-def resume_differences(start: ResumePoint, tc: TrainConfig, world_size: int) -> list[str]:
+def resume_differences(start: ResumePoint, cfg: Config, world_size: int) -> list[str]:
     """Warnings for a resume whose settings make it other than an exact continuation of the saved run."""
-    messages = []
+    tc, messages = cfg.train, []
     saved_batch = start.saved_train.get("batch_size", tc.batch_size)
     if start.world_size is not None and start.world_size != world_size:
         messages.append(f"--resume: that run used {start.world_size} process(es), this one {world_size}: "
@@ -144,9 +154,31 @@ def resume_differences(start: ResumePoint, tc: TrainConfig, world_size: int) -> 
     saved_iters = start.saved_train.get("max_iters", tc.max_iters)
     if saved_iters != tc.max_iters:  # extending a run is fine, but say what it costs
         messages.append(f"--resume: train.max_iters was {saved_iters} in that run, {tc.max_iters} now: the warm-up "
-                        "+ poly schedule is stretched to the new length from here on, so the result differs from "
-                        "a run planned that long from the start")
+                        f"+ poly schedule is {'stretched' if tc.max_iters > saved_iters else 'squeezed'} to the new "
+                        "length from here on, so the result differs from a run planned that long from the start")
+    changes = changed_settings(start.saved_config, cfg)
+    if changes:
+        messages.append(f"--resume: settings differ from that run's ({'; '.join(changes)}): they apply from here on, "
+                        "so it is not an exact continuation")
     return messages
+
+
+# Settings that change how a run is watched or where it runs, not what it learns.
+BOOKKEEPING_KEYS = {"train.log_interval", "train.checkpoint_interval", "train.eval_interval", "train.workers",
+                    "train.device", "train.max_iters", "train.batch_size", "train.seed"}  # (the last three: above)
+
+
+def changed_settings(saved_config: dict | None, cfg: Config) -> list[str]:
+    """'train.loss ohem -> ce' for each train/augment setting that differs from the saved run's."""
+    current = to_dict(cfg)
+    changes = []
+    for section in ("train", "augment"):
+        saved = (saved_config or {}).get(section) or {}
+        for key, value in current[section].items():
+            name = f"{section}.{key}"
+            if key in saved and saved[key] != value and name not in BOOKKEEPING_KEYS:
+                changes.append(f"{name} {saved[key]} -> {value}")
+    return changes
 
 
 def _refuse_optimizer_changes(path: Path, saved: dict | None, cfg: Config) -> None:

@@ -9,6 +9,7 @@ their own last-bit noise).
 from __future__ import annotations
 
 import contextlib
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from bisenet.config import Config, load_config, save_config
+from bisenet.config import Config, TrainConfig, load_config, save_config
 from bisenet.data import build_dataset, validate_split
 from bisenet.data.dataset import ignore_stop_signals, with_absolute_data_paths
 from bisenet.data.device_augment import DeviceBatches
@@ -78,8 +79,11 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
     cfg = with_absolute_data_paths(cfg)  # the run's stored config then works from any directory
     resume, finetune_from = start_arguments(resume, finetune_from)
     dist_info = init_distributed(cfg.train.device)
+    device = dist_info.device
     try:
-        with contextlib.ExitStack() as on_exit:  # closes the run's logs and frees its work dir, also on failure
+        # The run reseeds torch's RNG at every step: the caller's random state comes back afterwards.
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), \
+                contextlib.ExitStack() as on_exit:  # closes the run's logs and frees its work dir, also on failure
             return _train(cfg, Path(work_dir), dist_info, resume, finetune_from, on_exit)
     finally:
         cleanup()
@@ -114,27 +118,28 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
         del resume_ckpt
     elif finetune_state is not None:
         finetune_messages = load_finetune_weights(model, finetune_state, finetune_from)
-    eval_missed = evaluating and resume_path is not None and start.missed_evaluation(tc.eval_interval)
+    eval_missed = resume_path is not None and start.missed_evaluation(tc)
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
-    monitor = on_exit.enter_context(RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main,
-                                               fresh=not resume_path, resume_iter=start.iteration,
-                                               eval_again=eval_missed))
+    monitor = on_exit.enter_context(_open_monitor(work_dir, tc, dist_info, fresh=not resume_path,
+                                                  resume_iter=start.iteration, eval_again=eval_missed))
     if nothing_to_resume:
         monitor.print(f"--resume: {work_dir} holds no last.pt yet; starting a new run")
     if finetune_state is not None:
         monitor.print(f"fine-tuning from {finetune_from}: its weights, a new schedule")
     if resume_path:
         monitor.print(f"resumed from {resume_path} at iteration {start.iteration}{monitor.replayed_note()}")
-        for message in resume_differences(start, tc, dist_info.world_size):
+        for message in resume_differences(start, cfg, dist_info.world_size):
             monitor.warn(message)
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
-    if eval_missed:
-        monitor.print(f"the evaluation at iteration {start.iteration} did not finish before that run stopped: "
-                      "running it now")
+    if tc.warmup_iters >= tc.max_iters and start.iteration < tc.max_iters:
+        monitor.warn(f"train.warmup_iters {tc.warmup_iters} is not below train.max_iters {tc.max_iters}: the lr only "
+                     "warms up and never decays; lower --set train.warmup_iters (a few % of the run)")
+    if eval_missed:  # last.pt is written before an evaluation: one that failed or was cut short runs now
+        monitor.print(f"iteration {start.iteration} has no finished evaluation: running it now")
     elif start.iteration >= tc.max_iters:
         monitor.print(f"nothing to do: the run is already at iteration {start.iteration} of {tc.max_iters}")
-    if dist_info.is_main:
+    if dist_info.is_main and (eval_missed or start.iteration < tc.max_iters):  # config.yaml is the run's as it goes on
         save_config(cfg, work_dir / "config.yaml")
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_info.distributed else model
     loader = _train_loader(train_set, cfg, dist_info, start.iteration, monitor)
@@ -197,13 +202,15 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
                     torch.tensor([float(not torch.isfinite(loss)), float(stop.signal is not None)], device=device)).tolist()
                 if nonfinite:
                     raise TrainingError(_nonfinite_message(iteration, loss, dict(zip(head_names, parts)), amp_dtype,
-                                                           work_dir))
+                                                           work_dir / "last.pt"))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 step_lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"]  # the lr this step used
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if not dist_info.distributed:  # a signal during backward stops after this step, not the next one
+                    stop_asked = stop_asked or stop.signal is not None
 
                 for name, value in zip(["loss", *head_names], [loss, *parts]):
                     # Summed on the device: a float() per loss would make the host wait for each step.
@@ -218,24 +225,28 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
 
                 finished = iteration == tc.max_iters
                 checkpoint_due = iteration % tc.checkpoint_interval == 0 or finished
-                if evaluating and (iteration % tc.eval_interval == 0 or finished):
-                    if checkpoint_due:  # first: an evaluation that fails must not cost the iterations since the last
-                        save("last.pt")
+                evaluating_now = evaluating and (iteration % tc.eval_interval == 0 or finished)
+                if evaluating_now:
+                    save("last.pt")  # first: an evaluation that fails must not cost the iterations since the last
                     evaluate()
                     # A signal that came during the evaluation stops the run now, not after another step and evaluation.
                     stop_asked = all_reduce_max(torch.tensor([float(stop.signal is not None)], device=device)).item()
                 if stop_asked and not finished:  # at the last iteration the run is done: say so, not "stopped"
                     stopped_by = stop.signal or "signal on another rank"
-                if checkpoint_due or stopped_by:  # again after an evaluation: with its best mIoU
+                if checkpoint_due or evaluating_now or stopped_by:  # again after an evaluation: it and its best mIoU
                     save("last.pt")
                 if stopped_by:
                     launcher = (f"torchrun --nproc_per_node {dist_info.world_size} -m bisenet" if dist_info.distributed
                                 else "bisenet")  # the same processes continue the same data order
                     monitor.print(f"stopped by {stopped_by} at iteration {iteration}; last.pt written. Continue with: "
-                                  f"{launcher} train {work_dir / 'config.yaml'} --work-dir {work_dir} --resume")
+                                  f"{launcher} train {shlex.quote(str(work_dir / 'config.yaml'))} --work-dir "
+                                  f"{shlex.quote(str(work_dir))} --resume")
                     break
-        except (BisenetError, RuntimeError) as exc:  # train.log says why the run ended, and when
+        except Exception as exc:  # train.log says why the run ended, and when
             monitor.log_error(iteration, str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C
+            monitor.log_error(iteration, "interrupted (a second Ctrl-C): stopped at once, without writing last.pt")
             raise
         steady = sorted(step_seconds[1:])  # the first pays start-up costs (workers, allocator, kernels)
         seconds_per_iter = steady[len(steady) // 2] if steady else None
@@ -244,6 +255,23 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     if dist_info.is_main and curves:
         print(f"curves: {curves}")
     return TrainResult(work_dir, iteration, best_miou, last_miou, stopped_by, seconds_per_iter)
+
+
+def _open_monitor(work_dir: Path, tc: TrainConfig, dist_info: DistInfo, **options) -> RunMonitor:
+    """Rank 0's RunMonitor (it takes the work dir's lock); every rank learns whether that failed, so the others
+    stop with a pointer to rank 0's message instead of a collective's traceback."""
+    monitor, failure = None, None
+    try:
+        monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, **options)
+    except BisenetError as exc:
+        failure = exc
+    if dist_info.distributed and all_reduce_max(torch.tensor([float(failure is not None)], device=dist_info.device)):
+        failure = failure or BisenetError(f"rank 0 could not start the run in {work_dir} (its message says why)")
+    if failure is not None:
+        if monitor is not None:
+            monitor.release()
+        raise failure
+    return monitor
 
 
 def _build_model(cfg: Config, dist_info: DistInfo, amp_dtype: torch.dtype | None
@@ -351,10 +379,11 @@ def _log_sample_masks(model: nn.Module, val_set, device: torch.device, cfg: Conf
 
 
 def _nonfinite_message(iteration: int, loss: torch.Tensor, parts: dict[str, torch.Tensor],
-                       amp_dtype: torch.dtype | None, work_dir: Path) -> str:
+                       amp_dtype: torch.dtype | None, last: Path) -> str:
     heads = ", ".join(f"{name}={float(part.detach()):.4g}" for name, part in parts.items())
     hint = "lower train.lr (or raise train.warmup_iters)"
     if amp_dtype == torch.float16:  # also when 'auto' chose fp16
         hint += ", try --amp bf16 or none (fp16 overflow)"
-    return (f"loss became {float(loss.detach())} at iteration {iteration} ({heads}); the last good checkpoint is "
-            f"{work_dir / 'last.pt'} if one was written. Try: {hint}, and check the labels with `bisenet data check`")
+    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+    return (f"loss became {float(loss.detach())} at iteration {iteration} ({heads}); {kept}. Try: {hint}, and check "
+            "the labels with `bisenet data check`")
