@@ -104,11 +104,11 @@ def test_dataloader_workers_do_not_change_samples():
 
 
 def test_padding_when_crop_exceeds_image():
-    cfg = dubai_cfg(crop_size=[900, 900], scale_range=[0.5, 0.5], brightness=0.0, contrast=0.0, saturation=0.0)
+    cfg = dubai_cfg(crop_size=[896, 896], scale_range=[0.5, 0.5], brightness=0.0, contrast=0.0, saturation=0.0)
     ds = build_dataset(cfg, "train")
     image, label = ds[0]
     pad = label == 255
-    assert pad.float().mean() > 0.5  # a <=256 px image inside a 900x900 crop
+    assert pad.float().mean() > 0.5  # a <=256 px image inside a 896x896 crop
     zero = (0 - torch.tensor(cfg.data.mean)) / torch.tensor(cfg.data.std)
     corner = image[:, 0, 0] if pad[0, 0] else image[:, -1, -1]
     torch.testing.assert_close(corner, zero)
@@ -132,7 +132,7 @@ def test_image_and_label_stay_aligned(tmp_path):
     cfg = load_config({
         "data": {"root": str(tmp_path), "num_classes": 8, "train_list": "list.txt", "mean": [0, 0, 0],
                  "std": [1 / 255] * 3},
-        "augment": {"crop_size": [200, 200], "scale_range": [0.5, 2.0], "brightness": 0.0, "contrast": 0.0,
+        "augment": {"crop_size": [192, 192], "scale_range": [0.5, 2.0], "brightness": 0.0, "contrast": 0.0,
                     "saturation": 0.0},
     })
     ds = build_dataset(cfg, "train")
