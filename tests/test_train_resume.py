@@ -337,6 +337,11 @@ def test_a_final_evaluation_that_failed_runs_when_the_run_resumes(tmp_path):
     assert train(tiny_config(*overrides), run, resume="auto").last_miou == result.last_miou
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if r["type"] == "eval"] == [2]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("val/mIoU")] == [2]  # purged and written again, not twice
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
 
 
 def test_a_second_run_into_a_work_dir_in_use_is_refused_and_touches_nothing(tmp_path):

@@ -65,9 +65,14 @@ class RunMonitor:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                # purge_step hides the earlier events from that step on (the killed run's last iterations)
+                # purge_step hides the earlier events from that step on (the killed run's last iterations;
+                # with eval_again the evaluation at resume_iter too, so its training scalars are written again)
                 self.writer = SummaryWriter(str(self.work_dir / "tensorboard"),
-                                            purge_step=None if fresh else resume_iter + 1)
+                                            purge_step=None if fresh else resume_iter + (0 if eval_again else 1))
+                if eval_again:
+                    for record in _records(self.work_dir / "metrics.jsonl"):
+                        if record.get("type") == "train" and record["iteration"] == resume_iter:
+                            self._train_scalars(record)
             except ImportError:
                 self.print("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
 
@@ -121,11 +126,14 @@ class RunMonitor:
         )
         record = {"type": "train", "iteration": iteration, "lr": lr, "images_per_s": images_per_step / max(seconds_per_iter, 1e-9), **losses}
         self._jsonl.write(json.dumps(record) + "\n")
+        self._train_scalars(record)
+
+    def _train_scalars(self, record: dict[str, Any]) -> None:
+        """One metrics.jsonl training record's scalars to TensorBoard."""
         if self.writer:
-            for key, value in losses.items():
-                self.writer.add_scalar(f"train/{key}", value, iteration)
-            self.writer.add_scalar("train/lr", lr, iteration)
-            self.writer.add_scalar("train/images_per_s", record["images_per_s"], iteration)
+            for key, value in record.items():
+                if key not in ("type", "iteration"):
+                    self.writer.add_scalar(f"train/{key}", value, record["iteration"])
 
     def log_eval(self, iteration: int, result: dict[str, Any], best: float) -> None:
         """Per-class IoU table and mIoU; scalars to TensorBoard and jsonl."""
@@ -230,6 +238,13 @@ def _iteration(line: str) -> int | None:
         return int(record["iteration"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _records(metrics_path: Path) -> list[dict[str, Any]]:
+    """The whole records of a metrics.jsonl (none when it does not exist)."""
+    if not metrics_path.is_file():
+        return []
+    return [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if _iteration(line) is not None]
 
 
 def _is_eval(line: str) -> bool:
