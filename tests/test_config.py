@@ -211,3 +211,30 @@ def test_a_bad_item_inside_an_optional_list_or_mapping_is_named(override, messag
 def test_a_key_given_as_number_and_string_or_a_short_hex_colour_is_refused(raw, message) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config({"data": {"dataset": "custom", "num_classes": 2, **raw}})
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("/tmp/my data #1", "--set data.root=/tmp/my data #1: YAML reads '#1' as a comment and drops it (the value would "
+                        "be '/tmp/my data'); to keep the '#', quote the value: --set 'data.root=\"/tmp/my data #1\"' "
+                        "(or drop the comment)"),
+    ("#1", "--set data.root=#1: YAML reads '#1' as a comment and drops it (the value would be empty); to keep the '#', "
+           "quote the value: --set 'data.root=\"#1\"' (or drop the comment)"),
+])
+def test_an_override_value_that_yaml_cuts_at_a_comment_is_refused(value, message, tmp_path, capsys) -> None:
+    # It was read as "/tmp/my data": another folder, which may exist.
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIG, [f"data.root={value}"])
+    assert str(info.value) == message
+    assert main(["train", str(CONFIG), "--work-dir", str(tmp_path / "run"), "--set", f"data.root={value}"]) == 2
+    assert capsys.readouterr().err == f"bisenet train: error: {message}\n"
+    # The fix the message gives works; a '#' inside a word is no comment.
+    assert load_config(CONFIG, [f'data.root="{value}"']).data.root == value
+    assert load_config(CONFIG, ["data.root=/tmp/run#1"]).data.root == "/tmp/run#1"
+
+
+def test_a_comment_after_a_list_override_says_to_drop_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIG, ["train.aux_weights=[1, 1, 1, 1]  # heavier"])
+    assert str(info.value).endswith("(the value would be '[1, 1, 1, 1]'); drop the comment: "
+                                    "--set 'train.aux_weights=[1, 1, 1, 1]'")
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from typing import Any
 
 import yaml
@@ -63,10 +65,31 @@ def parse_overrides(overrides: list[str] | str | dict[str, Any] | None) -> dict[
             raise ConfigError(f"{label}: expected key.path=value, e.g. train.lr=0.01")
         try:
             parsed[key.strip()] = (yaml.safe_load(value) if value.strip() else None, label)
+            comment = _comment(value)
         except yaml.YAMLError as exc:  # e.g. train.aux_weights=[1, 2 (an unclosed list)
             raise ConfigError(f"{label}: the value is not valid YAML ({getattr(exc, 'problem', exc)}); "
                               "quote it or fix the brackets") from None
+        if comment:  # "/tmp/my data #1" read as "/tmp/my data": a wrong folder, silently
+            kept = value[:len(value) - len(comment)].strip()
+            read = parsed[key.strip()][0]
+            if read is None or isinstance(read, str):
+                quoted = shlex.quote(f"{key.strip()}={json.dumps(value.strip(), ensure_ascii=False)}")
+                fix = f"to keep the '#', quote the value: --set {quoted} (or drop the comment)"
+            else:  # a number or list: the '#' cannot belong to it
+                fix = f"drop the comment: --set {shlex.quote(f'{key.strip()}={kept}')}"
+            raise ConfigError(f"{label}: YAML reads {comment.strip()!r} as a comment and drops it (the value would be "
+                              f"{repr(kept) if kept else 'empty'}); {fix}")
     return parsed
+
+
+def _comment(value: str) -> str:
+    """The text from the first '#' YAML reads as a comment in `value` to its end, or '' when there is none."""
+    # PyYAML's scanner skips comments: a '#' outside every token's span is one.
+    spans = [(token.start_mark.index, token.end_mark.index) for token in yaml.scan(value)]
+    for index, char in enumerate(value):
+        if char == "#" and not any(start <= index < end for start, end in spans):
+            return value[index:]
+    return ""
 
 
 def set_path(raw: dict, dotted: str, value: Any, label: str) -> None:
