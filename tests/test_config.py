@@ -238,3 +238,24 @@ def test_a_comment_after_a_list_override_says_to_drop_it() -> None:
     assert str(info.value).endswith("(the value would be '[1, 1, 1, 1]'); drop the comment: "
                                     "--set 'train.aux_weights=[1, 1, 1, 1]'")
 
+
+@pytest.mark.parametrize(("arch", "weights", "heads"), [
+    ("bisenetv2", [1, 1], "4 aux heads (aux2, aux3, aux4, aux5_4); give 4 values"),
+    ("bisenetv1", [1, 1, 1, 1], "2 aux heads (conv_out16, conv_out32); give 2 values"),
+])
+def test_aux_weights_of_another_length_than_the_aux_heads_are_refused_at_load(arch, weights, heads, tmp_path,
+                                                                               capsys) -> None:
+    path = tmp_path / "aux.yaml"
+    path.write_text(f"model:\n  arch: {arch}\ndata:\n  dataset: dubai\ntrain:\n  aux_weights: {weights}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}: train.aux_weights has {len(weights)} values but {arch} has {heads}, "
+                               "or null for 1.0 each")
+    # Named as --set, before the data is looked at (this root does not exist) and before a work dir is made.
+    assert main(["train", str(CONFIG), "--work-dir", str(tmp_path / "run"), "--data-root", str(tmp_path / "none"),
+                 "--set", f"model.arch={arch}", f"train.aux_weights={weights}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bisenet train: error: --set train.aux_weights={weights}: train.aux_weights has ")
+    assert err.count("\n") == 1 and not (tmp_path / "run").exists()
+    right = [1.0] * (6 - len(weights))
+    assert load_config(path, [f"train.aux_weights={right}"]).train.aux_weights == right

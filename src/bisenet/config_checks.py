@@ -101,6 +101,7 @@ def resolve(cfg: Config, source: Source) -> Config:
                               f"{data.num_classes} classes; {fix}")
     _check_label_map(data, source)
     _check_ranges(cfg, source)
+    _check_aux_weights(cfg, source)
     return dataclasses.replace(cfg, data=data)
 
 
@@ -111,6 +112,19 @@ def _check_label_map(data: DataConfig, source: Source) -> None:
             raise ConfigError(f"{source.at('data.label_map', 'data.num_classes', 'data.dataset')}: data.label_map "
                               f"{raw}: {target} must map to a class id in [0, {data.num_classes}) or to the ignore "
                               f"index {data.ignore_index}")
+
+
+def _check_aux_weights(cfg: Config, source: Source) -> None:
+    """One train.aux_weights value per aux head of the arch, refused here rather than once the data is checked."""
+    from bisenet.models import MODELS  # the heads' one list (bisenet imports torch and the models anyway)
+
+    weights, arch = cfg.train.aux_weights, cfg.model.arch
+    heads = getattr(MODELS.get(arch), "aux_heads", None)
+    if weights is None or heads is None or len(weights) == len(heads):
+        return
+    raise ConfigError(f"{source.at('train.aux_weights', 'model.arch')}: train.aux_weights has {len(weights)} values "
+                      f"but {arch} has {len(heads)} aux heads ({', '.join(heads)}); give {len(heads)} values, "
+                      "or null for 1.0 each")
 
 
 def _check_ranges(cfg: Config, source: Source) -> None:
