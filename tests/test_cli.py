@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,21 @@ def test_every_flag_of_every_command_has_help() -> None:
     bare = [f"{name} {action.option_strings[-1]}" for name, sub in commands.items() for action in sub._actions
             if action.option_strings and not action.help]
     assert bare == []
+
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "bisenetv2_dubai.yaml")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--set", "train.lr=0.1", CONFIG], f"no CONFIG: '{CONFIG}' was read as part of --set (it takes every word after "
+                                        f"it); put the config first: bisenet train {shlex.quote(CONFIG)} --set ..."),
+    (["--lr", "0.1", "--resume", CONFIG], f"no CONFIG: '{CONFIG}' was read as part of --resume (it takes an optional "
+                                          f"PATH); put the config first: bisenet train {shlex.quote(CONFIG)} --resume [PATH]"),
+    ([], "no CONFIG given; pass a YAML config first: bisenet train CONFIG [flags], "
+         "e.g. bisenet train configs/bisenetv2_dubai.yaml"),
+])
+def test_train_says_which_flag_took_the_config(argv, expected, capsys) -> None:
+    # argparse said only "the following arguments are required: config", with CONFIG right there.
+    assert main(["train", *argv]) == 2
+    assert capsys.readouterr().err == f"bisenet train: error: {expected}\n"
+

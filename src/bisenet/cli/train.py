@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 from pathlib import Path
 
 from bisenet.config import AMP_MODES, load_config, parse_size
 from bisenet.config_overrides import Override
+from bisenet.errors import ConfigError
 
 # flag -> config key it overrides
 FLAG_KEYS = {
@@ -27,7 +29,8 @@ FLAG_KEYS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The train command's flags."""
-    parser.add_argument("config", help="YAML config, e.g. configs/bisenetv2_dubai.yaml")
+    # Optional to argparse only: run() says why it is missing (a --set or --resume before it took it).
+    parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/bisenetv2_dubai.yaml")
     parser.add_argument("--work-dir", help="where checkpoints and logs go (default runs/<config name>)")
     parser.add_argument("--max-iters", type=int, help="training iterations (steps), the schedule's length")
     parser.add_argument("--batch-size", type=int, help="images per process per step")
@@ -58,10 +61,31 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
     return overrides + list(args.set)
 
 
+def check_config_given(args: argparse.Namespace) -> None:
+    """Refuse a missing CONFIG in one line, naming the --set or --resume that read it as its own."""
+    if args.config is not None:
+        return
+    # `--set` takes every word after it and `--resume` an optional PATH: a CONFIG after them lands there.
+    taken = next((item for item in args.set if "=" not in item), None)
+    flag = "--set"
+    if taken is None and str(args.resume).lower().endswith((".yaml", ".yml")):
+        taken, flag = args.resume, "--resume"
+    if taken is None:
+        error = ConfigError("no CONFIG given; pass a YAML config first: bisenet train CONFIG [flags], "
+                            "e.g. bisenet train configs/bisenetv2_dubai.yaml")
+    else:
+        how, rest = (("it takes every word after it", "--set ...") if flag == "--set"
+                     else ("it takes an optional PATH", "--resume [PATH]"))
+        error = ConfigError(f"no CONFIG: {taken!r} was read as part of {flag} ({how}); put the config first: "
+                            f"bisenet train {shlex.quote(taken)} {rest}")
+    raise error
+
+
 def run(args: argparse.Namespace) -> int:
     """Train the config the flags describe; the exit code (143/130 when stopped by SIGTERM/Ctrl-C)."""
     from bisenet.engine.train import train
 
+    check_config_given(args)
     cfg = load_config(args.config, overrides_from_args(args))
     work_dir = Path(args.work_dir or Path("runs") / Path(args.config).stem)
     result = train(cfg, work_dir, resume=args.resume, finetune_from=args.finetune_from)
