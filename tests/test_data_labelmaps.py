@@ -73,7 +73,6 @@ def test_cityscapes_label_train_ids_skip_the_map(tmp_path):
     np.testing.assert_array_equal(ds[1][1].numpy(), official_cityscapes(raw))  # mixed lists work too
 
 
-@needs_shared
 def test_a_users_own_label_map_applies_to_train_id_files_too(tmp_path):
     # *_labelTrainIds.png skipped every label map by its name: a map of 19 train ids into fewer classes was ignored
     # (its classes "outside [0, 7)"), and one leaving road out kept road. Only the Cityscapes labelIds map is skipped.
@@ -84,10 +83,11 @@ def test_a_users_own_label_map_applies_to_train_id_files_too(tmp_path):
     categories = {"data": {"dataset": "custom", "num_classes": 3, "label_map": {0: 0, 1: 0, 2: 1, 7: 2, 18: 2}}}
     validate_split(load_config(categories), "val", data_root=tmp_path, list_file=tmp_path / "list.txt", full=True)
     np.testing.assert_array_equal(val_label(categories, tmp_path), [[0, 0, 1], [2, 2, 255]])
-    cityscapes = {"data": {"dataset": "cityscapes"}}  # its own map: the file holds train ids already
-    np.testing.assert_array_equal(val_label(cityscapes, tmp_path), train_ids)
+    for preset in ("cityscapes", "cocostuff"):  # their own maps: the file holds train ids already (mmseg writes both)
+        np.testing.assert_array_equal(val_label({"data": {"dataset": preset}}, tmp_path), train_ids)
 
 
+@needs_shared
 def test_camvid_void_11_becomes_ignore():
     root = SHARED / "camvid"
     cfg = load_config({"data": {"dataset": "camvid", "root": str(root)}})

@@ -26,8 +26,10 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
 
 
 def _touch_png(path: Path, channels: int = 1) -> None:
+    """A 4x4 mask of zeros, or with channels=3 a colour photo (noise)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.zeros((4, 4) if channels == 1 else (4, 4, 3), np.uint8))
+    pixels = np.zeros((4, 4), np.uint8) if channels == 1 else np.random.default_rng(0).integers(0, 256, (4, 4, 3), np.uint8)
+    cv2.imwrite(str(path), pixels)
 
 
 @needs_shared
@@ -290,6 +292,20 @@ def test_lists_pairs_grayscale_jpeg_labels_of_grayscale_images_do_not_look_swapp
                         "--out", "train.txt")
     assert code == 0 and (tmp_path / "train.txt").read_text() == "scans/y.png,masks/y.jpg\n"
     assert "swapped" not in out
+
+
+def test_lists_pairs_grayscale_photos_beside_colour_masks_do_not_look_swapped(tmp_path, capsys):
+    # X-ray or SAR photos (one channel, many values) with colour masks, or masks saved as three equal channels.
+    scan = np.random.default_rng(0).integers(0, 256, (16, 16), np.uint8)  # 256 values: a photo, not class ids
+    (tmp_path / "scans").mkdir()
+    cv2.imwrite(str(tmp_path / "scans" / "y.png"), scan)
+    _touch_png(tmp_path / "masks" / "y.png", 3)
+    _touch_png(tmp_path / "masks3" / "y.png")
+    cv2.imwrite(str(tmp_path / "masks3" / "y.png"), np.zeros((4, 4, 3), np.uint8))  # three equal channels
+    for masks in ("masks", "masks3"):
+        code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "scans", "--labels", masks,
+                            "--out", f"{masks}.txt")
+        assert code == 0 and "swapped" not in out and (tmp_path / f"{masks}.txt").is_file()
 
 
 def test_lists_pairs_names_empty_folders_and_a_missing_root(tmp_path, capsys, monkeypatch):

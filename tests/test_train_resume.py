@@ -377,6 +377,10 @@ def test_resume_of_another_runs_checkpoint_into_a_work_dir_with_a_run_is_refused
                                                     "which holds another run")):
         train(tiny_config("train.max_iters=2"), tmp_path / "b", resume=tmp_path / "a" / "last.pt")
     assert (tmp_path / "b" / "metrics.jsonl").read_text() == logged
+    with pytest.raises(CheckpointError, match="is a folder; pass its checkpoint"):  # its own fix, not "another run"
+        train(tiny_config("train.max_iters=2"), tmp_path / "b", resume=tmp_path / "a")
+    with pytest.raises(CheckpointError, match="not found"):
+        train(tiny_config("train.max_iters=2"), tmp_path / "b", resume=tmp_path / "a" / "typo.pt")
     assert train(tiny_config("train.max_iters=2"), tmp_path / "c", resume=tmp_path / "a" / "last.pt").iteration == 2
 
 
@@ -400,3 +404,15 @@ def test_train_gives_the_callers_random_state_back(tmp_path):
     torch.manual_seed(123)
     train(tiny_config("train.max_iters=1"), tmp_path)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_error_before_the_first_step_is_the_last_line_of_train_log(tmp_path):
+    # data.cache: device decodes the whole split before the loop: a bad label the start-up sample skipped
+    # stopped the run with nothing in train.log.
+    data = tmp_path / "data"
+    _val_list_with_one_unchecked_bad_label(data)
+    with pytest.raises(BisenetError, match="4_label.png"):
+        train(tiny_config(f"data.train_list={data / 'val.txt'}", "data.cache=device", "train.max_iters=1"),
+              tmp_path / "run")
+    last_line = (tmp_path / "run" / "train.log").read_text().splitlines()[-1]
+    assert last_line.startswith("error at iteration 0: ") and "4_label.png" in last_line

@@ -63,13 +63,15 @@ def spread_indices(total: int, count: int) -> list[int]:
 
 
 def uses_train_ids(label_path: Path, label_map: dict[int, int] | None) -> bool:
-    """True for a Cityscapes `*_labelTrainIds.png` read under the Cityscapes labelIds map: it holds train ids already.
+    """True for a `*_labelTrainIds.png` (Cityscapes' converter; mmsegmentation's for COCO-Stuff too) read under a
+    named dataset's own raw-id map: the file holds train ids already, so that map is skipped.
 
-    Any other label map is the user's own (say, 19 train ids into 7 categories): it applies to every file.
+    A label map of the user's own (say, 19 train ids into 7 categories) applies to every file.
     """
     from bisenet.data.catalog import DATASETS
 
-    return label_map == DATASETS["cityscapes"].label_map and label_path.name.lower().endswith("trainids.png")
+    presets = [info.label_map for info in DATASETS.values() if info.label_map]
+    return label_map in presets and label_path.name.lower().endswith("trainids.png")
 
 
 class SegmentationDataset(Dataset):

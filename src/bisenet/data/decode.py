@@ -137,12 +137,22 @@ def _palette_indices(data: bytes, path: Path) -> np.ndarray | None:
     return ids[..., 0] if ids.ndim == 3 else ids  # palette + alpha: the indices
 
 
+MAX_MASK_VALUES = 64  # distinct values a class-id mask may hold; a grayscale photo holds far more
+
+
 def swapped_kind(image_path: Path, label_path: Path) -> str:
     """'JPEG' or 'colour' when a pair's label looks like a photo and its image like a mask (swapped), else ''."""
     try:
-        with Image.open(image_path) as image, Image.open(label_path) as label:  # headers only
+        with Image.open(image_path) as image, Image.open(label_path) as label:
             # Colour labels only: a grayscale JPEG is a lossy mask (data check notes it), e.g. beside X-ray PNGs.
             if label.mode not in PHOTO_MODES or image.mode not in MASK_MODES or image.format == "JPEG":
+                return ""
+            # Pixels only now: grayscale photos (X-ray, SAR) beside colour masks, or masks saved as three equal
+            # channels, are not swapped columns.
+            if len(np.unique(np.asarray(image))) > MAX_MASK_VALUES:
+                return ""
+            channels = np.asarray(label.convert("RGB"))
+            if (channels[..., 0] == channels[..., 1]).all() and (channels[..., 1] == channels[..., 2]).all():
                 return ""
             return "JPEG" if label.format == "JPEG" else "colour"
     except (OSError, ValueError, SyntaxError):

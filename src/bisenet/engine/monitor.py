@@ -38,6 +38,8 @@ class RunMonitor:
         self._last_time = time.perf_counter()
         self._last_iter: int | None = None
         self._log_file = self._jsonl = self._lock = None
+        self._error_logged = False
+        self._resume_iter = resume_iter
         # The iterations a resumed run does again: logged by the stopped run after its last checkpoint.
         self.replayed: tuple[int, int] | None = None
         if not enabled:
@@ -104,6 +106,7 @@ class RunMonitor:
         """Why the run stopped, in train.log only (the command line prints the error itself)."""
         if self._log_file:
             self._log_file.write(f"error at iteration {iteration}: {message}\n")
+            self._error_logged = True
 
     def start(self, iteration: int) -> None:
         """Reset the throughput clock (after resuming, or after an evaluation)."""
@@ -177,6 +180,10 @@ class RunMonitor:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None and issubclass(exc_type, Exception) and not self._error_logged:
+            text = str(exc).strip()  # an error before the loop's own handler (data.cache: device's decoding, say)
+            at = self._last_iter if self._last_iter is not None else self._resume_iter
+            self.log_error(at, text.splitlines()[-1] if text else exc_type.__name__)
         if exc_type is not None and self.enabled and self._jsonl is not None:  # a failed run: its curves so far
             self.release()
             with contextlib.suppress(Exception):  # never hide the run's own error

@@ -81,7 +81,8 @@ def resume_source(work_dir: Path, resume: str | Path | None, dist_info: DistInfo
         raise ConfigError(f"{work_dir} already holds a run ({work_dir / 'last.pt'}): pass --resume (resume='auto' in "
                           "Python) to continue it, or choose another --work-dir (work_dir) (a new run would overwrite "
                           "it and mix the two logs)")
-    if resume is not None and has_last and Path(resume).resolve().parent != work_dir.resolve():
+    # (a folder or a missing file: read_resume_checkpoint's own messages say what to pass)
+    if resume is not None and has_last and Path(resume).is_file() and Path(resume).resolve().parent != work_dir.resolve():
         raise ConfigError(f"--resume {resume} into {work_dir}, which holds another run ({work_dir / 'last.pt'}): "
                           f"continuing {resume} there would overwrite that run and mix the two logs; pass --work-dir "
                           f"{Path(resume).parent} to continue it in place, or a new --work-dir for a copy")

@@ -128,8 +128,9 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
         monitor.print(f"fine-tuning from {finetune_from}: its weights, a new schedule")
     if resume_path:
         monitor.print(f"resumed from {resume_path} at iteration {start.iteration}{monitor.replayed_note()}")
-        for message in resume_differences(start, cfg, dist_info.world_size):
-            monitor.warn(message)
+        if eval_missed or start.iteration < tc.max_iters:  # else nothing runs that they could change
+            for message in resume_differences(start, cfg, dist_info.world_size):
+                monitor.warn(message)
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
     if tc.warmup_iters >= tc.max_iters and start.iteration < tc.max_iters:
