@@ -149,6 +149,8 @@ def test_a_section_left_empty_in_the_file_takes_overrides(tmp_path) -> None:
     ("train.poly_power=-1", "train.poly_power = -1.0 must be 0 or more"),  # else a complex lr once warm-up ends
     ("train.warmup_ratio=2", "train.warmup_ratio = 2.0 must be in (0, 1]"),
     ("train.weight_decay=-0.1", "train.weight_decay = -0.1 must be 0 or more"),
+    ("train.seed=-1", "train.seed = -1 must lie in [0, 2**32)"),  # numpy's traceback mid-start, a half-made work dir
+    ("train.seed=20000000000000", "train.seed = 20000000000000 must lie in [0, 2**32)"),
     ("eval.crop_size=[50, 70]", "eval.crop_size = 50x70 must be multiples of 32 (the network's stride; crops enter it "
                                 "as they are): use 64x96"),
 ])

@@ -164,6 +164,8 @@ def _check_ranges(cfg: Config, source: Source) -> None:
     if not 0 <= t.ohem_min_kept_fraction <= 1:
         raise ConfigError(f"{source.at('train.ohem_min_kept_fraction')}: train.ohem_min_kept_fraction = "
                           f"{t.ohem_min_kept_fraction} must lie in [0, 1], a share of the valid pixels such as 0.0625")
+    if not 0 <= t.seed < 2**32:  # each step seeds torch with seed * 1_000_003 + ...: that must stay below 2**63
+        raise ConfigError(f"{source.at('train.seed')}: train.seed = {t.seed} must lie in [0, 2**32)")
     if not re.fullmatch(r"auto|cpu(:\d+)?|cuda(:\d+)?", t.device):  # else a run would fail only once it starts
         raise ConfigError(f"{source.at('train.device')}: train.device = {t.device!r} is not a device; "
                           "pass auto, cpu or cuda[:N]")
