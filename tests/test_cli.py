@@ -138,31 +138,3 @@ def test_train_says_which_flag_took_the_config(argv, expected, capsys) -> None:
     assert main(["train", *argv]) == 2
     assert capsys.readouterr().err == f"bisenet train: error: {expected}\n"
 
-
-def test_under_torchrun_a_config_error_prints_on_the_first_process_only(monkeypatch, capsys) -> None:
-    import bisenet.cli
-
-    monkeypatch.setattr(bisenet.cli, "FIRST_PROCESS_GRACE_S", 0.01)  # no torchrun here to end the wait
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert main(["train", CONFIG, "--lr", "-1"]) == 2  # every rank fails alike: rank 0 prints it
-    assert main(["train", "--set", "train.lr=1", CONFIG]) == 2
-    assert capsys.readouterr().err == ""
-    # An error that one rank may meet alone (its own file) still prints there.
-    assert main(["info", "--weights", "no/such/file.pth"]) == 2
-    assert capsys.readouterr().err.startswith("bisenet info: error: no/such/file.pth: weights file not found")
-    monkeypatch.setenv("LOCAL_RANK", "0")  # the first process of a second machine: its copy of the error
-    assert main(["train", CONFIG, "--lr", "-1"]) == 2
-    assert capsys.readouterr().err == "bisenet train: error: --lr -1.0: train.lr must be positive, got -1.0\n"
-
-
-@pytest.mark.slow
-def test_torchrun_prints_a_config_error_once(tmp_path) -> None:
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "bisenet", "train", CONFIG, "--work-dir", str(tmp_path / "run"), "--lr", "-1"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.stderr.count("bisenet train: error: --lr -1.0: train.lr must be positive") == 1, proc.stderr
-    assert proc.stderr.count("exitcode  : 2") == 2  # both ranks still fail

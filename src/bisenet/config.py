@@ -148,15 +148,6 @@ def load_config(
     overrides: list[str] | str | dict[str, Any] | None = None,
 ) -> Config:
     """Load a YAML file (or dict, or Config) and apply `key.path=value` overrides (a list, or one string)."""
-    try:
-        return _load(config, overrides)
-    except ConfigError as exc:
-        # Every torchrun rank reads the same config and flags: the CLI prints this once, on the first process.
-        exc.every_rank = True
-        raise
-
-
-def _load(config: str | Path | Config | dict | None, overrides: list[str] | str | dict[str, Any] | None) -> Config:
     if isinstance(config, Config):
         raw = to_dict(config)
         source = "config"

@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -65,25 +64,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-# How long a process that leaves an error to the first process waits for torchrun's SIGTERM (see below).
-FIRST_PROCESS_GRACE_S = 10.0
-
-
-def wait_for_first_process() -> None:
-    """Sleep until SIGTERM, at most FIRST_PROCESS_GRACE_S: the first process must print before torchrun stops it."""
-    # torchrun stops the other processes once one exits: were that a silent one, no process would print the error.
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: no signal to wait for
-        return
-    try:
-        time.sleep(FIRST_PROCESS_GRACE_S)
-    except KeyboardInterrupt:  # torchrun's SIGTERM (the first process has exited), or Ctrl-C
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, run the command; user errors print one line and return 2, SIGTERM 143 and Ctrl-C 130."""
     args = build_parser().parse_args(argv)
@@ -93,13 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt():
             return COMMANDS[args.command][0].run(args) or 0
     except BisenetError as exc:
-        # Under torchrun every process raises a config error alike: one copy per machine (LOCAL_RANK 0), where
-        # a machine of its own may lack the file. Errors a single rank may raise alone print on every rank.
-        if not getattr(exc, "every_rank", False) or os.environ.get("LOCAL_RANK", "0") == "0":
-            print(f"bisenet {name}: error: {exc}", file=sys.stderr)
-        else:
-            wait_for_first_process()
-        return 2  # on every rank: torchrun reports each failed process
+        print(f"bisenet {name}: error: {exc}", file=sys.stderr)
+        return 2
     except Terminated:
         print(f"bisenet {name}: terminated", file=sys.stderr)
         return 143  # 128 + SIGTERM, as a shell reports a process the signal killed

@@ -78,7 +78,6 @@ def check_config_given(args: argparse.Namespace) -> None:
                      else ("it takes an optional PATH", "--resume [PATH]"))
         error = ConfigError(f"no CONFIG: {taken!r} was read as part of {flag} ({how}); put the config first: "
                             f"bisenet train {shlex.quote(taken)} {rest}")
-    error.every_rank = True  # the same argv on every torchrun process: printed once (see bisenet.cli.main)
     raise error
 
 
