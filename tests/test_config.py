@@ -172,6 +172,16 @@ def test_false_on_an_optional_setting_means_none_but_true_is_still_refused() -> 
     assert cfg.model.pretrained is None and cfg.eval.crop_size is None
     with pytest.raises(ConfigError, match="model.pretrained = True is not a valid string"):
         load_config(CONFIG, ["model.pretrained=true"])
+    # Where null means "the default" (1.0 each, the preset's map), false would silently mean the opposite.
+    with pytest.raises(ConfigError, match="train.aux_weights = False is not a valid list"):
+        load_config(CONFIG, ["train.aux_weights=false"])
+
+
+def test_a_hash_inside_a_comment_is_not_blamed_for_another_lines_yaml_error(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  arch: bisenetv2   # see upstream issue [#123]\ndata:\n  num_classes: 5\n   bad: 1\n")
+    with pytest.raises(ConfigError, match=r"line 5 is not valid YAML \(mapping values are not allowed here\)"):
+        load_config(path)
 
 
 def test_another_class_count_on_a_named_dataset_says_to_set_dataset_custom() -> None:

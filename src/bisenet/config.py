@@ -129,6 +129,9 @@ class Config:
         return self.data.num_classes
 
 
+# Optional settings whose null means "off", so people write false; elsewhere null means "the default" (aux_weights
+# 1.0 each, the preset's label_map), which false must not silently turn into.
+FALSE_MEANS_NONE = {"model.pretrained", "eval.crop_size"}
 HEX_IN_FLOW = re.compile(r"[\[,]\s*(#[0-9A-Fa-f]{3,8})\b")  # [#3C1098, ...: the comment cuts the list short
 
 
@@ -136,7 +139,7 @@ def _hex_in_flow(text: str, last_line: int | None) -> str:
     """Why a YAML error is an unquoted hex colour in a [...] list (up to the error's line), '' when it is not."""
     for number, line in enumerate(text.splitlines()[:last_line], start=1):
         found = HEX_IN_FLOW.search(line)
-        if found:
+        if found and line.find("#") == found.start(1):  # its '#' starts the line's comment (not one inside a comment)
             return (f"line {number} is not valid YAML: '#' starts a YAML comment, which cuts "
                     f"{line[:found.end()].strip()!r} short; quote the colour ('{found.group(1)}') or write it as "
                     "[R, G, B]")
@@ -289,7 +292,7 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
     args = typing.get_args(hint)
     bad = ConfigError(f"{source.at(key)}: {key} = {value!r} is not a valid {_type_name(hint)}")
     if origin in (Union, types.UnionType):
-        if type(None) in args and (value is None or value is False and bool not in args):
+        if type(None) in args and (value is None or value is False and key in FALSE_MEANS_NONE):
             return None  # `pretrained: false` reads as "none", as people write it
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:  # `X | None`: X's own message names the item that failed, e.g. data.palette[0]
