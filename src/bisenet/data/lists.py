@@ -40,17 +40,17 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def list_candidates(list_file: str | Path, root: Path, prefer_cwd: bool = False) -> list[Path]:
-    """Where a list file may be, in lookup order: absolute as is, else under the data root and the cwd."""
+def list_candidates(list_file: str | Path, root: Path) -> list[Path]:
+    """Where a list file may be, in lookup order: absolute as is, else under the data root, then the cwd."""
     path = Path(list_file).expanduser()
     if path.is_absolute():
         return [path]
-    return [path, root / path] if prefer_cwd else [root / path, path]
+    return [root / path, path]
 
 
-def resolve_list_path(list_file: str | Path, root: Path, prefer_cwd: bool = False) -> Path:
-    """Find a list file: absolute as is, else relative to the data root (or the cwd first)."""
-    candidates = list_candidates(list_file, root, prefer_cwd)
+def resolve_list_path(list_file: str | Path, root: Path) -> Path:
+    """Find a list file: absolute as is, else relative to the data root, then to the cwd."""
+    candidates = list_candidates(list_file, root)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
