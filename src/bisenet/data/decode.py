@@ -151,8 +151,7 @@ def swapped_kind(image_path: Path, label_path: Path) -> str:
             # channels, are not swapped columns.
             if len(np.unique(np.asarray(image))) > MAX_MASK_VALUES:
                 return ""
-            channels = np.asarray(label.convert("RGB"))
-            if (channels[..., 0] == channels[..., 1]).all() and (channels[..., 1] == channels[..., 2]).all():
+            if equal_channels(np.asarray(label.convert("RGB"))):
                 return ""
             return "JPEG" if label.format == "JPEG" else "colour"
     except (OSError, ValueError, SyntaxError):
@@ -174,7 +173,7 @@ def pair_problem(exc: FileProblem, entry: ListEntry, what: str) -> str:
     """The reason and fix for the unreadable `what` ('image' or 'label') of a list line, as every tool words it."""
     if exc.kind == "missing":
         return f"{exc}; {not_found_fix(entry, entry.image if what == 'image' else entry.label)}"
-    if what == "label" and exc.kind != "missing":
+    if what == "label":
         other_file = cityscapes_other_file(entry.label)
         if other_file:
             return other_file
@@ -200,6 +199,11 @@ def cityscapes_other_file(path: Path) -> str:
     return ""
 
 
+def equal_channels(pixels: np.ndarray) -> bool:
+    """True when an H x W x C array's channels are all alike (a grayscale picture saved in colour)."""
+    return bool((pixels == pixels[:, :, :1]).all())
+
+
 def is_jpeg(path: Path) -> bool:
     """True for a .jpg/.jpeg file name (a lossy label: its bad values are blamed on the compression)."""
     return path.suffix.lower() in (".jpg", ".jpeg")
@@ -216,8 +220,7 @@ def as_label_array(label: np.ndarray, path: Path) -> np.ndarray:
         label = label[:, :, 0]
     if label.ndim != 2:
         channels = label.shape[2]
-        colour = label[:, :, :3]
-        if (colour == colour[:, :, :1]).all():  # a grayscale mask saved as RGB: its values are the class ids already
+        if equal_channels(label[:, :, :3]):  # a grayscale mask saved as RGB: its values are the class ids already
             raise FileProblem("not single-channel", f"label {path} has {channels} channels, but its 3 colour channels "
                                                     f"are equal: save it as a single-channel (grayscale) PNG")
         raise FileProblem(

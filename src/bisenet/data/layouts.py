@@ -135,8 +135,6 @@ def _suffix_note(suffix: str, image: Path, label: Path) -> str:
             f"(e.g. {image.name} <-> {label.name})")
 
 
-
-
 ONE_FOLDER_RULE = ("in one folder, pairs needs every label named <image name><suffix> (e.g. a.jpg, a_mask.png); rename "
                    "the labels so, or keep images and labels in two folders (e.g. images/a.jpg, labels/a.png)")
 

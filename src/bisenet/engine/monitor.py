@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bisenet.errors import BisenetError, make_dir, write_atomic
+from bisenet.errors import BisenetError, make_dir, write_atomic, write_text_atomic
 
 
 class RunMonitor:
@@ -224,42 +224,31 @@ def _drop_records_after(metrics_path: Path, iteration: int, eval_again: bool = F
     if not metrics_path.is_file():
         return None
     lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
-
-    def keep(line: str) -> bool:
-        at = _iteration(line) or 0
-        return line.endswith("\n") and (at < iteration or at == iteration and not (eval_again and _is_eval(line)))
-
-    kept = [line for line in lines if keep(line)]
+    records = [_record(line) if line.endswith("\n") else None for line in lines]
+    redone = {"eval"} if eval_again else set()
+    kept = [line for line, record in zip(lines, records) if record is not None and (
+        record["iteration"] < iteration or record["iteration"] == iteration and record.get("type") not in redone)]
     if kept != lines:
-        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        tmp.replace(metrics_path)
-    dropped = [i for i in map(_iteration, lines) if i is not None and i > iteration]
+        write_text_atomic(metrics_path, "".join(kept), "training metrics", "metrics.jsonl")
+    dropped = [record["iteration"] for record in records if record is not None and record["iteration"] > iteration]
     return (iteration + 1, max(dropped)) if dropped else None
 
 
-def _iteration(line: str) -> int | None:
-    """The iteration of one metrics.jsonl record, None for a line that is not one."""
+def _record(line: str) -> dict[str, Any] | None:
+    """One metrics.jsonl record, None for a line that is not one (cut short by a kill -9, say)."""
     try:
         record = json.loads(line)
-        return int(record["iteration"])
+        record["iteration"] = int(record["iteration"])
+        return record
     except (ValueError, KeyError, TypeError):
         return None
 
 
 def _records(metrics_path: Path) -> list[dict[str, Any]]:
-    """The whole records of a metrics.jsonl (none when it does not exist)."""
+    """The whole records of a metrics.jsonl, in order (none when it does not exist)."""
     if not metrics_path.is_file():
         return []
-    return [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if _iteration(line) is not None]
-
-
-def _is_eval(line: str) -> bool:
-    """Whether a metrics.jsonl line is an evaluation record."""
-    try:
-        return json.loads(line).get("type") == "eval"
-    except (ValueError, AttributeError):
-        return False
+    return [r for r in map(_record, metrics_path.read_text(encoding="utf-8").splitlines()) if r is not None]
 
 
 def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
@@ -268,11 +257,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     from matplotlib.figure import Figure
 
     train, evals = {}, {}
-    for line in Path(metrics_path).read_text().splitlines():
-        if _iteration(line) is None:
-            continue  # cut short by a kill -9
-        record = json.loads(line)
-        # a resumed run appends: later records for the same iteration win
+    for record in _records(Path(metrics_path)):  # a resumed run appends: later records for an iteration win
         (train if record.get("type") == "train" else evals)[record["iteration"]] = record
     if not train:
         return None

@@ -119,6 +119,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     elif finetune_state is not None:
         finetune_messages = load_finetune_weights(model, finetune_state, finetune_from)
     eval_missed = resume_path is not None and start.missed_evaluation(tc)
+    has_work = eval_missed or start.iteration < tc.max_iters  # else a finished run: nothing runs, nothing changes
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
     monitor = on_exit.enter_context(_open_monitor(work_dir, tc, dist_info, fresh=not resume_path,
                                                   resume_iter=start.iteration, eval_again=eval_missed))
@@ -128,19 +129,19 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
         monitor.print(f"fine-tuning from {finetune_from}: its weights, a new schedule")
     if resume_path:
         monitor.print(f"resumed from {resume_path} at iteration {start.iteration}{monitor.replayed_note()}")
-        if eval_missed or start.iteration < tc.max_iters:  # else nothing runs that they could change
+        if has_work:
             for message in resume_differences(start, cfg, dist_info.world_size):
                 monitor.warn(message)
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
-    if tc.warmup_iters >= tc.max_iters and start.iteration < tc.max_iters:
+    if tc.warmup_iters >= tc.max_iters and has_work:
         monitor.warn(f"train.warmup_iters {tc.warmup_iters} is not below train.max_iters {tc.max_iters}: the lr only "
-                     "warms up and never decays; lower --set train.warmup_iters (a few % of the run)")
+                     "warms up and never decays; set train.warmup_iters lower (a few % of max_iters)")
     if eval_missed:  # last.pt is written before an evaluation: one that failed or was cut short runs now
         monitor.print(f"iteration {start.iteration} has no finished evaluation: running it now")
     elif start.iteration >= tc.max_iters:
         monitor.print(f"nothing to do: the run is already at iteration {start.iteration} of {tc.max_iters}")
-    if dist_info.is_main and (eval_missed or start.iteration < tc.max_iters):  # config.yaml is the run's as it goes on
+    if dist_info.is_main and has_work:  # config.yaml: the config the run goes on with
         save_config(cfg, work_dir / "config.yaml")
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_info.distributed else model
     loader = _train_loader(train_set, cfg, dist_info, start.iteration, monitor)
