@@ -349,3 +349,26 @@ def test_each_logged_loss_is_the_mean_of_the_iterations_since_the_line_before(tm
     assert sorted(grouped) == [1, 3, 4]
     assert grouped[1] == pytest.approx(each[1], rel=1e-5) and grouped[4] == pytest.approx(each[4], rel=1e-5)
     assert grouped[3] == pytest.approx((each[2] + each[3]) / 2, rel=1e-5)
+
+
+def test_a_bad_val_image_mid_run_ends_the_process_with_one_line_instead_of_hanging(tmp_path):
+    # Data workers ignore SIGTERM (a scheduler's stop is the trainer's to handle), so a run that failed
+    # mid-evaluation must stop them itself: Python's exit terminates them with SIGTERM and then waits forever.
+    dubai = ROOT / "examples" / "dubai"
+    pairs = (dubai / "val.txt").read_text().splitlines()
+    from bisenet.data.dataset import spread_indices
+    from bisenet.engine.train import SAMPLE_CHECKED
+
+    bad = next(i for i in range(len(pairs)) if i not in spread_indices(len(pairs), SAMPLE_CHECKED))  # read only mid-run
+    image, label = pairs[bad].split(",")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((dubai / image).read_bytes()[:2000])
+    pairs = [f"{dubai / i},{dubai / l}" for i, l in (p.split(",") for p in pairs)]
+    pairs[bad] = f"{truncated},{dubai / label}"
+    (tmp_path / "val.txt").write_text("\n".join(pairs) + "\n")
+    cmd = [sys.executable, "-m", "bisenet", *cli_args(tmp_path / "run", "train.max_iters=2", "train.eval_interval=2",
+                                                      "train.workers=2", f"data.val_list={tmp_path / 'val.txt'}")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr and f"val.txt line {bad + 1}" in error and "truncated" in error

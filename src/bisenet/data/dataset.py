@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,6 +57,23 @@ def ignore_stop_signals(worker_id: int) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def loader_batches(loader: Iterable) -> Iterator[Iterator]:
+    """Iterate `loader`; its worker processes end with the block, also when the block raises.
+
+    The workers ignore SIGTERM (`ignore_stop_signals`), so they must be told to stop: an error
+    mid-epoch otherwise leaves them waiting for work, and Python's exit, which terminates daemonic
+    children with SIGTERM and then joins them, hangs for good.
+    """
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shut_down = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shut_down is not None:
+            shut_down()
 
 
 def spread_indices(total: int, count: int) -> list[int]:

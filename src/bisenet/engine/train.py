@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from bisenet.config import Config, TrainConfig, load_config, save_config
 from bisenet.data import build_dataset, validate_split
-from bisenet.data.dataset import ignore_stop_signals, with_absolute_data_paths
+from bisenet.data.dataset import ignore_stop_signals, loader_batches, with_absolute_data_paths
 from bisenet.data.device_augment import DeviceBatches
 from bisenet.engine.resume import (ResumePoint, checkpoint_state, load_finetune_weights, read_finetune_weights,
                                   read_resume_checkpoint, restore_checkpoint, resume_differences, resume_source,
@@ -184,7 +184,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
             if eval_missed:
                 evaluate()
                 save("last.pt")  # with the evaluation done: a later resume does not run it again
-            batches = iter(loader)
+            batches = on_exit.enter_context(loader_batches(loader))  # its workers end with the run, also on failure
             while iteration < tc.max_iters:
                 step_start = time.perf_counter()
                 images, labels = next(batches)  # a bad sample raises SampleError, one line even from a worker
@@ -252,7 +252,6 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
             raise
         steady = sorted(step_seconds[1:])  # the first pays start-up costs (workers, allocator, kernels)
         seconds_per_iter = steady[len(steady) // 2] if steady else None
-        del batches  # its workers end here
     curves = monitor.close()
     if dist_info.is_main and curves:
         print(f"curves: {curves}")

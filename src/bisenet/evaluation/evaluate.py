@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS
-from bisenet.data.dataset import ignore_stop_signals
+from bisenet.data.dataset import ignore_stop_signals, loader_batches
 from bisenet.errors import BisenetError, make_dir
 from bisenet.evaluation.inference import (CITYSCAPES_CROP, MODES, Protocol, build_runner, check_batch_size, check_scale,
                                           infer, labels_from_scores, make_protocol)
@@ -117,9 +117,10 @@ def evaluate_model(
             make_dir(out_dir / folder, "--save-pred")
     confusion = new_confusion(num_classes, device)
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as writer, torch.inference_mode():
+    with ThreadPoolExecutor(max_workers=2) as writer, torch.inference_mode(), loader_batches(loader) as loaded:
         pending, noted = [], False
-        for index, images, labels in tqdm(loader, desc=f"eval {protocol.mode}", unit="batch", disable=not progress):
+        for index, images, labels in tqdm(loaded, desc=f"eval {protocol.mode}", unit="batch", total=len(loader),
+                                          disable=not progress):
             if not noted and protocol.crop is not None:
                 noted = _note_whole_image_crop(protocol, tuple(images.shape[-2:]))
             scores = infer(model, images.to(device, non_blocking=True), protocol)
