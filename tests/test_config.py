@@ -153,6 +153,9 @@ def test_a_section_left_empty_in_the_file_takes_overrides(tmp_path) -> None:
     ("train.seed=20000000000000", "train.seed = 20000000000000 must lie in [0, 2**32)"),
     ("eval.crop_size=[50, 70]", "eval.crop_size = 50x70 must be multiples of 32 (the network's stride; crops enter it "
                                 "as they are): use 64x96"),
+    # As eval.scale: a typo such as 100 asked for tens of GB mid-run; [] silently ran the six defaults.
+    ("eval.scales=[0.5, 100]", "eval.scales = [0.5, 100.0] has 100, outside (0, 8]; give factors the input is resized"),
+    ("eval.scales=[]", "eval.scales = [] is empty"),
 ])
 def test_values_that_would_crash_or_mislead_later_are_refused_at_load(override, message) -> None:
     with pytest.raises(ConfigError) as info:
@@ -175,6 +178,13 @@ def test_false_on_an_optional_setting_means_none_but_true_is_still_refused() -> 
     # Where null means "the default" (1.0 each, the preset's map), false would silently mean the opposite.
     with pytest.raises(ConfigError, match="train.aux_weights = False is not a valid list"):
         load_config(CONFIG, ["train.aux_weights=false"])
+
+
+def test_eval_flip_is_the_modes_default_when_absent_and_off_when_false() -> None:
+    # Its default was false, so an explicit false could not be told from "not set" and msf flipped anyway.
+    assert load_config(CONFIG).eval.flip is None
+    assert load_config(CONFIG, ["eval.flip=false"]).eval.flip is False
+    assert load_config(CONFIG, ["eval.flip=true"]).eval.flip is True
 
 
 def test_a_hash_inside_a_comment_is_not_blamed_for_another_lines_yaml_error(tmp_path) -> None:

@@ -186,3 +186,24 @@ def test_segmenter_refuses_a_class_count_the_model_does_not_predict() -> None:
         Segmenter(model, 7)
     assert str(info.value) == "the model predicts 5 classes but num_classes is 7; pass num_classes=5"
     assert Segmenter(model, 5).num_classes == 5
+
+
+def test_predict_runs_the_protocol_eval_runs_for_the_same_config(weights, tmp_path) -> None:
+    # README: predict's crop, stride, scales and flip come from the config's eval section; it dropped
+    # eval.stride (2/3 of the crop instead) and eval.flip, so it labelled images otherwise than eval.
+    image = cv2.resize(cv2.imread(str(EXAMPLE / "val" / "images" / "tile1_image_part_008.jpg")), (96, 64))
+    label = cv2.resize(cv2.imread(str(EXAMPLE / "val" / "labels" / "tile1_image_part_008.png"), cv2.IMREAD_UNCHANGED),
+                       (96, 64), interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(tmp_path / "t.png"), image)
+    cv2.imwrite(str(tmp_path / "t_gt.png"), label)
+    (tmp_path / "val.txt").write_text("t.png,t_gt.png\n")
+    cfg = load_config(CONFIG, {"data.root": str(tmp_path), "data.val_list": "val.txt", "eval.mode": "ssc",
+                               "eval.crop_size": [32, 64], "eval.stride": [16, 32], "eval.flip": True})
+    result = bisenet.evaluate(cfg, weights, device="cpu", workers=0, progress=False, save_pred_dir=tmp_path / "pred")
+    seg = Segmenter.from_checkpoint(weights, device="cpu", config=cfg, mode="ssc")
+    assert seg.protocol.describe() == result["protocol"] == "ssc crop 32x64 stride 16x32 flip"
+    saved = cv2.imread(str(tmp_path / "pred" / "t.png"), cv2.IMREAD_UNCHANGED)
+    assert (seg.predict(image[:, :, ::-1].copy()) == saved).mean() > 0.99  # float rounding only: near-tie logits
+    # eval.flip: false turns off the flip msf runs by default, in predict as in eval.
+    assert not Segmenter.from_checkpoint(weights, config=load_config(CONFIG, {"eval.flip": False}), mode="msf").protocol.flip
+    assert Segmenter.from_checkpoint(weights, config=CONFIG, mode="msf").protocol.flip

@@ -24,7 +24,6 @@ from bisenet.config_overrides import Source, parse_overrides, set_path
 from bisenet.errors import ConfigError, nearest
 
 
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network to build."""
@@ -106,7 +105,7 @@ class EvalConfig:
     mode: str = "ss"
     scale: float = 1.0  # ss/ssc: resize inputs by this first (CamVid's 960x720 protocol on 480x360 data: 2.0)
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
-    flip: bool = False
+    flip: bool | None = None  # null = the mode's default: on for msf/mscf, off for ss/ssc; false turns it off
     crop_size: tuple[int, int] | None = None  # sliding window (H, W); null = whole image
     stride: tuple[int, int] | None = None  # null = 2/3 of the crop
     batch_size: int = 1

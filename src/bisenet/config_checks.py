@@ -21,6 +21,7 @@ ARCHS = ("bisenetv1", "bisenetv2")
 AMP_MODES = ("none", "auto", "fp16", "bf16")
 EVAL_MODES = ("ss", "ssc", "msf", "mscf")
 CACHE_MODES = ("none", "memory", "disk", "device")
+MAX_SCALE = 8.0  # eval scale factors: 1000 would ask for ~90 GB of activations at 480x360, a typo, not a protocol
 
 
 def _choice(source: Source, key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -178,6 +179,16 @@ def _check_ranges(cfg: Config, source: Source) -> None:
             fitted = "x".join(str(-(-side // 32) * 32) for side in size)
             raise ConfigError(f"{source.at(key)}: {key} = {size[0]}x{size[1]} must be multiples of 32 (the "
                               f"network's stride; crops enter it as they are): use {fitted}")
-    if not 0 < cfg.eval.scale <= 8:
-        raise ConfigError(f"{source.at('eval.scale')}: eval.scale = {cfg.eval.scale} must lie in (0, 8]; "
+    if not 0 < cfg.eval.scale <= MAX_SCALE:
+        raise ConfigError(f"{source.at('eval.scale')}: eval.scale = {cfg.eval.scale} must lie in (0, {MAX_SCALE:g}]; "
                           "1.0 scores images at their own size")
+    _check_scales(cfg.eval.scales, source)
+
+
+def _check_scales(scales: list[float], source: Source) -> None:
+    """eval.scales: at least one, each in (0, MAX_SCALE], as --scales (else the six defaults, or a huge allocation)."""
+    bad = [s for s in scales if not 0 < s <= MAX_SCALE]
+    if not scales or bad:
+        problem = f"has {bad[0]:g}, outside (0, {MAX_SCALE:g}]" if bad else "is empty"
+        raise ConfigError(f"{source.at('eval.scales')}: eval.scales = {[float(s) for s in scales]} {problem}; give "
+                          "factors the input is resized by for msf/mscf, e.g. [0.75, 1.0, 1.25]")

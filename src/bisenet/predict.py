@@ -11,27 +11,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from bisenet.config import Config, load_config
+from bisenet.config import Config, EvalConfig, load_config
 from bisenet.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, palette_for
 from bisenet.data.colour import colorize
 from bisenet.errors import BisenetError, ConfigError
 from bisenet.evaluation.inference import (CITYSCAPES_CROP, Protocol, build_runner, check_batch_size, check_scale,
-                                          make_protocol, predict_labels)
+                                          config_protocol, eval_settings, predict_labels)
 from bisenet.runtime import keep_freed_memory
 
 
 @dataclass(frozen=True)
 class LabelInfo:
-    """What a prediction needs besides the weights: class names, colours and normalisation."""
+    """What a prediction needs besides the weights: class names, colours, normalisation and the eval protocol."""
 
     class_names: list[str]
     palette: list[list[int]]
     mean: list[float]
     std: list[float]
-    crop: tuple[int, int]  # sliding window for ssc/mscf
+    evaluation: EvalConfig  # the config's eval section, crop_size filled in: predict runs the protocol eval runs
     source: str  # where this came from, said to the user
-    scales: tuple[float, ...] | None = None  # msf/mscf scales (None: the protocol's six)
-    scale: float = 1.0  # ss/ssc input resize (eval.scale)
+
+    @property
+    def crop(self) -> tuple[int, int]:
+        """The sliding window (H, W) of ssc/mscf."""
+        return self.evaluation.crop_size
 
 
 def label_info(num_classes: int, config: Config | None = None, stored: dict | None = None,
@@ -55,17 +58,16 @@ def label_info(num_classes: int, config: Config | None = None, stored: dict | No
             raise BisenetError(f"{where} has {cfg.num_classes} classes but {weights} predicts {num_classes}; "
                                "pass the config the weights were trained with (--config)")
         d = cfg.data
-        crop = cfg.eval.crop_size or (CITYSCAPES_CROP if d.dataset == "cityscapes" else cfg.augment.crop_size)
         names = d.class_names or [str(i) for i in range(num_classes)]
-        return LabelInfo(list(names), palette_for(d.palette, num_classes), list(d.mean), list(d.std), tuple(crop), where,
-                         tuple(cfg.eval.scales), cfg.eval.scale)
+        return LabelInfo(list(names), palette_for(d.palette, num_classes), list(d.mean), list(d.std), eval_settings(cfg),
+                         where)
     for info in DATASETS.values():
         if info.num_classes == num_classes:
             crop = CITYSCAPES_CROP if info.name == "cityscapes" else (512, 512)
             return LabelInfo(list(info.class_names), [list(c) for c in info.palette], list(info.mean), list(info.std),
-                             crop, f"the {info.name} preset ({num_classes} classes){note}")
+                             EvalConfig(crop_size=crop), f"the {info.name} preset ({num_classes} classes){note}")
     return LabelInfo([str(i) for i in range(num_classes)], palette_for(None, num_classes),
-                     list(IMAGENET_MEAN), list(IMAGENET_STD), (512, 512),
+                     list(IMAGENET_MEAN), list(IMAGENET_STD), EvalConfig(crop_size=(512, 512)),
                      f"defaults: no config and no dataset preset has {num_classes} classes, so a generated palette "
                      f"and ImageNet mean/std (pass --config for the right ones){note}")
 
@@ -87,8 +89,8 @@ class Segmenter:
                               f"pass num_classes={predicts}")
         info = info if info is not None else label_info(num_classes)  # the preset with that class count, else ImageNet
         self.batch_size = check_batch_size(batch_size)  # before any backend build
-        scale = info.scale if scale is None else check_scale(scale, mode)
-        self.device = resolve_device(str(device))
+        scale = info.evaluation.scale if scale is None else check_scale(scale, mode)
+        self.device = resolve_device(device)
         self.num_classes = num_classes
         self.info = info
         self.arch = model_arch(model)  # None for a runner: what a matching bundled config is looked up by
@@ -106,7 +108,7 @@ class Segmenter:
             keep_freed_memory()  # eager inference 20% faster here: no page faults on each image's activations
         self.model = model
         self.backend = getattr(model, "name", backend)  # what runs, said on predict's start line
-        self.protocol = protocol or make_protocol(mode, scales=info.scales, crop=info.crop, scale=scale)
+        self.protocol = protocol or config_protocol(info.evaluation, mode, scale=scale)  # as eval runs `mode`
         self._mean = torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255
 
@@ -126,7 +128,7 @@ class Segmenter:
         check_batch_size(batch_size)  # before loading the weights
         if scale is not None:
             check_scale(scale, mode)
-        device = resolve_device(str(device))  # 'auto' -> cuda when present
+        device = resolve_device(device)  # 'auto' -> cuda when present
         ckpt = read_weights(path, map_location=device)
         model = model_from_weights(ckpt, path, map_location=device)
         if config is not None:

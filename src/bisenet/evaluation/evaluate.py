@@ -22,9 +22,9 @@ from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS
 from bisenet.data.dataset import ignore_stop_signals, loader_batches
 from bisenet.errors import BisenetError, make_dir
-from bisenet.evaluation.inference import (CITYSCAPES_CROP, MODES, Protocol, build_runner, check_batch_size, check_scale,
-                                          infer, labels_from_scores, make_protocol)
-from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_to_list, new_confusion, update_confusion
+from bisenet.evaluation.inference import (MODES, Protocol, build_runner, check_batch_size, check_scale, check_scales,
+                                          config_protocol, eval_settings, infer, labels_from_scores, make_protocol)
+from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_fields, new_confusion, update_confusion
 from bisenet.evaluation.scoring import train_to_raw_lut
 from bisenet.runtime import keep_freed_memory
 
@@ -144,7 +144,7 @@ def evaluate_model(
     result.update(
         mode=protocol.mode, protocol=protocol.describe(),
         images=len(dataset) if distributed else len(indices), seconds=round(time.perf_counter() - start, 3),
-        confusion_matrix=confusion_to_list(confusion),
+        **confusion_fields(confusion),
     )
     return result
 
@@ -236,7 +236,7 @@ def evaluate(
 
     if backend in CALIBRATED and not (backend_options or {}).get("calibration"):
         backend_options = {**(backend_options or {}), **_calibration_options(cfg, calibration, calibration_images,
-                                                                                data_root, crop)}
+                                                                                data_root, crop, backend)}
     with _torchrun_group(device) as run_device:
         return _evaluate(cfg, weights_or_model, mode=mode, split=split, data_root=data_root, list_file=list_file,
                          scales=scales, scale=scale, crop=crop, stride=stride, flip=flip, batch_size=batch_size,
@@ -253,6 +253,8 @@ def _check_arguments(mode: str, scales: list[float] | None, scale: float | None,
         check_batch_size(batch_size)
     if scales is not None and len(scales) == 0:  # `scales or the config's` would run the config's six silently
         raise BisenetError("scales=[]: give at least one scale, e.g. [0.75, 1, 1.25], or None for eval.scales")
+    if scales:
+        check_scales(scales)  # bounded as --scale is: --scales 0.5 100 would ask for tens of GB
     if calibration_images < 1:
         raise BisenetError(f"--calibration-images {calibration_images}: must be at least 1 (images int8 is calibrated on)")
     if mode not in MODES:  # make_protocol names the valid modes
@@ -268,7 +270,7 @@ def _check_arguments(mode: str, scales: list[float] | None, scale: float | None,
 
 
 def _calibration_options(cfg: Config, folder: str | os.PathLike | None, count: int, data_root: Any,
-                         crop: tuple[int, int] | None) -> dict:
+                         crop: tuple[int, int] | None, backend: str = "int8") -> dict:
     """int8 calibration: `folder`'s images, else `count` images spread over the train split, at the crop size."""
     from bisenet.data import validate_split
     from bisenet.data.dataset import split_pairs
@@ -277,7 +279,11 @@ def _calibration_options(cfg: Config, folder: str | os.PathLike | None, count: i
     size = crop or cfg.eval.crop_size or cfg.augment.crop_size
     if folder is not None:
         return {"calibration": folder, "size": size, "mean": cfg.data.mean, "std": cfg.data.std, "limit": count}
-    validate_split(cfg, "train", data_root)
+    try:
+        validate_split(cfg, "train", data_root)
+    except BisenetError as exc:  # said as a train-split problem, it reads as if eval itself needed that split
+        raise type(exc)(f"--backend {backend} calibrates on {count} train-split images without --calibration, "
+                        f"but: {exc}; or pass --calibration DIR (a folder of images like the ones scored)") from None
     entries = split_pairs(cfg, "train", data_root).entries
     step = max(1, len(entries) // max(1, count))
     images = [read_image(entry.image, size, cfg.data.mean, cfg.data.std) for entry in entries[::step][:count]]
@@ -310,22 +316,23 @@ def _evaluate(cfg: Config, weights_or_model: Any, *, mode: str | None, split: st
               backend_options: dict | None) -> dict:
     from bisenet.checkpoint import check_arch, load_model
     from bisenet.data import build_dataset, validate_split
-    from bisenet.engine.distributed import resolve_device
+    from bisenet.engine.distributed import rank_device
 
     if not (isinstance(device, torch.device) and device.index is not None):  # a joined rank's device stays as it is
         # 'cuda' (or 'auto') in a process group means this rank's GPU, as in training
-        device = resolve_device(str(device), int(os.environ.get("LOCAL_RANK", "0")))
+        device = rank_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     ec = cfg.eval
     mode = mode or ec.mode
-    if crop is None:
-        crop = ec.crop_size or (CITYSCAPES_CROP if cfg.data.dataset == "cityscapes" else cfg.augment.crop_size)
-    # eval.flip: false is also the default, so it only means "the protocol's default" (on for msf/mscf).
-    protocol = make_protocol(mode, scales or ec.scales, flip if flip is not None else (ec.flip or None),
-                             crop, stride or ec.stride, scale=scale if scale is not None else ec.scale)
+    # The one place the config becomes a protocol: predict (Segmenter) runs the same for the same config.
+    protocol = config_protocol(eval_settings(cfg), mode, scales=scales, flip=flip, crop=crop, stride=stride,
+                               scale=scale)
     if mode in ("msf", "mscf") and ec.scale != 1:  # documented as ss/ssc's, but easily read as the base of every mode
         based = " ".join(f"{s * ec.scale:g}" for s in protocol.scales)
         _note(f"eval.scale {ec.scale:g} applies to ss/ssc; {mode} scales multiply the input size (for a base of "
               f"{ec.scale:g}, pass --scales {based})")
+    if mode in ("msf", "mscf") and flip is None and ec.flip is False:  # runs before 12-04 stored false as the default
+        _note(f"eval.flip is false in the config: {mode} runs without flip (pass --flip, or set eval.flip: null, "
+              "for the protocol's flip)")
     raw_lut = None
     if cityscapes_ids:
         if save_pred_dir is None:

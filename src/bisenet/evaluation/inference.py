@@ -8,15 +8,21 @@ softmax probabilities averaged over crops, scales and flips (argmax is what you 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from bisenet.config_checks import MAX_SCALE
 from bisenet.errors import BisenetError
+
+if TYPE_CHECKING:
+    from bisenet.config import Config, EvalConfig
 
 MODES = ("ss", "ssc", "msf", "mscf")
 DEFAULT_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -49,9 +55,6 @@ class Protocol:
         return text + (" flip" if self.flip else " no flip" if multi_scale else "")
 
 
-MAX_SCALE = 8.0  # 1000 would ask for ~90 GB of activations at 480x360: a typo, not a protocol
-
-
 def check_batch_size(batch_size: int) -> int:
     """`batch_size` unchanged, or a one-line error naming it when it is not a whole number of at least 1."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -69,6 +72,16 @@ def check_scale(scale: float, mode: str = "ss") -> float:
         raise BisenetError(f"--scale {scale:g}: mode {mode} runs several scales (the config's eval.scales); "
                            "--scale is for --mode ss or ssc")
     return float(scale)
+
+
+def check_scales(scales: Sequence[float], flag: str = "--scales") -> tuple[float, ...]:
+    """`scales` as floats, or a one-line error naming `flag` when one is not in (0, MAX_SCALE]."""
+    values = tuple(float(s) for s in scales)
+    bad = [s for s in values if not 0 < s <= MAX_SCALE]  # also NaN
+    if bad:
+        raise BisenetError(f"{flag} {' '.join(f'{s:g}' for s in values)}: each must be above 0 and at most "
+                           f"{MAX_SCALE:g}, not {bad[0]:g} (the factors msf/mscf resize inputs by, e.g. 0.75 1 1.25)")
+    return values
 
 
 def make_protocol(
@@ -89,9 +102,7 @@ def make_protocol(
         raise BisenetError(f"evaluation mode {mode!r} is not one of {', '.join(MODES)}")
     multi_scale = mode in ("msf", "mscf")
     sliding = mode in ("ssc", "mscf")
-    scales = tuple(float(s) for s in (scales or DEFAULT_SCALES)) if multi_scale else (float(scale),)
-    if any(not s > 0 for s in scales):
-        raise BisenetError(f"scales must be positive, got {', '.join(f'{s:g}' for s in scales)}")
+    scales = check_scales(scales or DEFAULT_SCALES, "scales") if multi_scale else (check_scale(scale),)
     flip = multi_scale if flip is None else bool(flip)
     if not sliding:
         return Protocol(mode, scales, flip, None, None, crop_batch)
@@ -112,6 +123,21 @@ def make_protocol(
             "(larger strides leave pixels unseen)"
         )
     return Protocol(mode, scales, flip, crop, stride, crop_batch)
+
+
+def eval_settings(cfg: Config) -> EvalConfig:
+    """cfg.eval with its sliding window filled in: eval.crop_size, else Cityscapes' 1024x1024, else the training crop."""
+    crop = cfg.eval.crop_size or (CITYSCAPES_CROP if cfg.data.dataset == "cityscapes" else cfg.augment.crop_size)
+    return dataclasses.replace(cfg.eval, crop_size=tuple(crop))
+
+
+def config_protocol(settings: EvalConfig, mode: str | None = None, *, scales: Sequence[float] | None = None,
+                    flip: bool | None = None, crop: tuple[int, int] | None = None,
+                    stride: tuple[int, int] | None = None, scale: float | None = None) -> Protocol:
+    """The protocol of an eval section (see eval_settings), as eval and predict run it; arguments given override it."""
+    return make_protocol(mode or settings.mode, scales or settings.scales, settings.flip if flip is None else flip,
+                         crop or settings.crop_size, stride or settings.stride,
+                         scale=settings.scale if scale is None else scale)
 
 
 def _ceil32(n: int) -> int:
@@ -227,4 +253,4 @@ def build_runner(model: torch.nn.Module, backend: str = "eager", device: str | t
         raise BisenetError(
             f"backend {backend!r} needs bisenet.deploy.backends, which this install lacks; use --backend eager (backend='eager' in Python)"
         ) from None
-    return build_backend(backend, model, torch.device(device), **options)
+    return build_backend(backend, model, device, **options)  # it resolves 'auto' as the CLI does

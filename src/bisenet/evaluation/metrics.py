@@ -77,3 +77,14 @@ def confusion_to_list(confusion: torch.Tensor) -> list[list[int]]:
     """The C x C part of the matrix as plain ints (for JSON)."""
     num_classes = confusion.shape[0]
     return confusion[:, :num_classes].cpu().tolist()
+
+
+def confusion_fields(confusion: torch.Tensor) -> dict[str, list]:
+    """The JSON's "confusion_matrix" (C x C) and "predicted_ignore" (per true class, pixels predicted as no class).
+
+    Together they hold every scored pixel, so the metrics recomputed from them equal the reported ones;
+    predicted_ignore is all zeros unless saved predictions (--pred-dir) hold values such as 255.
+    """
+    num_classes = confusion.shape[0]
+    other = confusion[:, num_classes] if confusion.shape[1] > num_classes else torch.zeros(num_classes, dtype=torch.int64)
+    return {"confusion_matrix": confusion_to_list(confusion), "predicted_ignore": other.cpu().tolist()}

@@ -52,7 +52,10 @@ def write_report(result: dict, json_path: str | os.PathLike) -> list[Path]:
     written = [path]
     names = list(result["IoU"])
     if result.get("confusion_matrix") is not None:
-        written.append(plot_confusion(np.asarray(result["confusion_matrix"]), names, heatmap))
+        matrix = np.asarray(result["confusion_matrix"])
+        if any(result.get("predicted_ignore") or ()):  # else the rows would not hold every pixel of their class
+            matrix = np.column_stack([matrix, result["predicted_ignore"]])
+        written.append(plot_confusion(matrix, names, heatmap))
     written.append(plot_iou(result, bars))
     return written
 
@@ -68,8 +71,12 @@ def _figure(width: float, height: float):
 
 
 def plot_confusion(confusion: np.ndarray, names: list[str], path: str | os.PathLike) -> Path:
-    """Row-normalised confusion matrix (each ground-truth row sums to 1) as a heatmap PNG."""
+    """Row-normalised confusion matrix (each ground-truth row sums to 1) as a heatmap PNG.
+
+    A C x (C+1) matrix draws its last column as "no class": pixels predicted as a value that is not a class.
+    """
     n = len(names)
+    columns = names + ["no class"] * (confusion.shape[1] - n)
     rows = confusion.sum(axis=1, keepdims=True)
     norm = np.divide(confusion, rows, out=np.zeros(confusion.shape, dtype=float), where=rows > 0)
     side = min(24.0, max(5.0, 0.45 * n + 2))
@@ -78,11 +85,11 @@ def plot_confusion(confusion: np.ndarray, names: list[str], path: str | os.PathL
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of ground-truth pixels")
     if n <= 40:  # beyond that, labels would overlap
-        ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+        ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=8)
         ax.set_yticks(range(n), names, fontsize=8)
     if n <= 25:
         for i in range(n):
-            for j in range(n):
+            for j in range(len(columns)):
                 if norm[i, j] >= 0.005:
                     ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
                             color="white" if norm[i, j] > 0.5 else "black")

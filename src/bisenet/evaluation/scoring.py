@@ -19,7 +19,7 @@ import torch
 from bisenet.data.catalog import DATASETS, DatasetInfo, build_lut, invalid_counts, preset_labels
 from bisenet.data.lists import ListEntry, PairList
 from bisenet.errors import BisenetError, DataError, nearest
-from bisenet.evaluation.metrics import compute_metrics, confusion_to_list
+from bisenet.evaluation.metrics import compute_metrics, confusion_fields
 
 
 def read_mask(path: str | Path, what: str = "label") -> np.ndarray:
@@ -157,7 +157,7 @@ def score_predictions(
                     for train_ids, hist in hists.items())
     result = compute_metrics(confusion, names)
     result.update(mode="pred-dir", images=len(jobs), seconds=round(time.perf_counter() - start, 3))
-    result["confusion_matrix"] = confusion_to_list(confusion)
+    result.update(confusion_fields(confusion))
     return result
 
 
