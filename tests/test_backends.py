@@ -288,3 +288,20 @@ def test_folded_copy_survives_fp16_with_trained_size_variances() -> None:
     scale = ref.abs().max()
     assert (naive - ref).abs().max() > 0.1 * scale  # the failure this guards against
     assert (safe - ref).abs().max() < 1e-2 * scale
+
+
+def test_device_auto_is_taken_by_build_backend_and_build_runner_as_by_segmenter() -> None:
+    # Segmenter and the CLI took 'auto'; build_backend said "not a device name", build_runner raised torch's RuntimeError.
+    from bisenet.deploy import backends
+    from bisenet.engine import distributed
+    from bisenet.evaluation import build_runner
+    from bisenet.predict import Segmenter
+
+    assert backends.resolve_device is distributed.resolve_device  # one device resolver, not two that disagree
+    net = bisenet.build_model("bisenetv2", 5).eval()
+    expected = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert build_backend("eager", net, "auto").device.type == expected.type
+    assert build_runner(net, "fold_bn", "auto").device.type == expected.type
+    assert Segmenter(net, 5, device="auto").device.type == expected.type
+    with pytest.raises(BisenetError, match=r"^device 'gpu': not a device name; pass auto, cpu or cuda\[:N\]$"):
+        build_runner(net, "eager", "gpu")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bisenet.cli import main
-from bisenet.deploy.bench import add_alone, format_table, peak_rss_mb, reset_peak_rss, run_benchmark
+from bisenet.deploy.bench import add_alone, format_table, peak_rss_mb, reset_peak_rss, run_alone, run_benchmark
 from bisenet.runtime import cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,3 +227,20 @@ def test_weights_without_images_say_why_there_is_no_agreement(weights, capsys) -
                  "--weights", str(weights)])
     assert code == 0
     assert "agreement skipped: it needs --images, a folder of images to label with each backend" in capsys.readouterr().err
+
+
+def test_a_backend_given_twice_is_timed_once_and_counted_once() -> None:
+    # "timing 3 backend(s)" was said for `--backend eager eager fold_bn`, which printed two rows.
+    said = []
+    rows = run_benchmark(num_classes=3, size=(64, 64), backends=["eager", "eager", "fold_bn"], warmup=0, iters=1,
+                         log=said.append)
+    assert [row["backend"] for row in rows] == ["eager", "fold_bn"]
+    assert "eager: given more than once, timed once" in said
+    assert any(line.startswith("timing 2 backend(s)") for line in said)
+
+
+def test_a_failed_alone_run_logs_its_error_line_not_a_list() -> None:
+    said = []
+    assert run_alone(["--backend", "tensorrt", "--size", "64x64"], log=said.append) is None
+    assert len(said) == 1 and said[0].startswith("alone run failed: bisenet bench --backend tensorrt --size 64x64: "
+                                                 "bisenet bench: error: unknown backend 'tensorrt'")

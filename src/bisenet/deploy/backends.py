@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bisenet.engine.distributed import resolve_device
 from bisenet.errors import BisenetError, nearest
 from bisenet.models.layers import check_input_size
 
@@ -65,20 +66,6 @@ class OnnxBackend(Backend):
         feed = x.detach().to("cpu", torch.float32).contiguous().numpy()
         out = self.session.run(None, {"input": feed})[0]
         return torch.from_numpy(out).to(self.device)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch.device for 'cpu' / 'cuda[:N]', or a one-line error that names the fix."""
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise BisenetError(f"device {device!r}: not a device name; pass cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BisenetError(f"device {device}: CUDA is not available on this machine; "
-                           "pass --device cpu (device='cpu' in Python)")
-    if device.type not in ("cpu", "cuda"):
-        raise BisenetError(f"device {device}: only cpu and cuda are supported")
-    return device
 
 
 def _amp_dtype(device: torch.device, dtype: str | None) -> torch.dtype:
@@ -270,11 +257,11 @@ def check_available(name: str, device: str | torch.device) -> None:
     if missing:
         raise BisenetError(f"the {name} backend needs {' and '.join(missing)}: pip install {' '.join(missing)} "
                            "(or pip install -e '.[deploy]')")
-    wanted, device_type = NEEDS_DEVICE.get(name), resolve_device(device).type
-    if wanted == "cuda" and device_type != "cuda":
+    wanted, device = NEEDS_DEVICE.get(name), resolve_device(device)  # 'auto' as the CLI takes it
+    if wanted == "cuda" and device.type != "cuda":
         raise BisenetError(f"the {name} backend replays CUDA graphs and needs --device cuda (device='cuda' in Python); "
                            "on CPU use compile")
-    if wanted == "cpu" and device_type != "cpu":
+    if wanted == "cpu" and device.type != "cpu":
         raise BisenetError(f"the {name} backend runs on the CPU only, not {device}; on a GPU use compile or onnxruntime")
 
 

@@ -178,11 +178,11 @@ def run_benchmark(
         raise BisenetError(f"--batch-size {batch_size}: a training step needs at least 2 images; "
                            "pass --batch-size 2 or more (batch_size= in Python)")
     log = log or (lambda message: None)
-    from bisenet.deploy.backends import BACKENDS, check_available, resolve_device
+    from bisenet.deploy.backends import BACKENDS, check_available
+    from bisenet.engine.distributed import resolve_device
 
-    if str(device) == "auto":  # as train, eval and predict take it
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = resolve_device(device)
+    dev = resolve_device(device)  # 'auto' as train, eval and predict take it
+    backends = _unique(backends, log)
     if mode == "infer":
         for name in backends or ():  # all checked before any slow work starts (compile takes minutes)
             if name not in BACKENDS:
@@ -202,6 +202,17 @@ def run_benchmark(
         return bench_train(model, size, batch_size, dev, backends, warmup, iters, keep_memory, log)
     return _bench_infer(model, size, batch_size, dev, backends, weights, images, calibration, mean, std,
                         warmup, iters, max_images, keep_memory, log)
+
+
+def _unique(names: Sequence[str] | None, log: Callable[[str], None]) -> list[str] | None:
+    """`names` in order without repeats (a repeat would be built and timed once, under one row), with a note."""
+    if names is None:
+        return None
+    unique = list(dict.fromkeys(names))
+    if len(unique) < len(names):
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        log(f"{', '.join(repeated)}: given more than once, timed once")
+    return unique
 
 
 def _load(arch: str, num_classes: int, weights: str | os.PathLike | None, device: torch.device) -> nn.Module:
@@ -306,7 +317,8 @@ def run_alone(argv: Sequence[str], log: Callable[[str], None] | None = None) -> 
         done = subprocess.run([sys.executable, "-m", "bisenet", "bench", *argv, "--json", out],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            (log or (lambda m: print(m, file=sys.stderr)))(f"alone run failed: bisenet bench {' '.join(argv)}: {done.stderr.strip().splitlines()[-1:]}")
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]  # its one-line error
+            (log or (lambda m: print(m, file=sys.stderr)))(f"alone run failed: bisenet bench {' '.join(argv)}: {last}")
             return None
         with open(out) as f:
             return json.load(f)[0]

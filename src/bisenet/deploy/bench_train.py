@@ -29,7 +29,6 @@ def bench_train(model: nn.Module, size: tuple[int, int], batch_size: int, device
     from bisenet.config import TrainConfig
     from bisenet.engine.optim import build_optimizer
     from bisenet.losses import build_loss
-
     from bisenet.runtime import cpu_has_native_bf16
 
     # Without native bf16 a CPU bf16 step is several times slower than fp32 and would dominate the run

@@ -71,8 +71,6 @@ def _compile(core: Any, model: Any, precision: str | None) -> Any:
     return core.compile_model(model, "CPU", config)
 
 
-
-
 def build_openvino(model: nn.Module, device: torch.device, precision: str | None = None,
                    export_size: tuple[int, int] = (256, 256)) -> OpenVinoBackend:
     """OpenVINO on the CPU, bf16 inference precision where the CPU supports it (precision='f32' forces fp32)."""

@@ -30,26 +30,37 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' picks CUDA when present; 'cuda' under torchrun means this rank's GPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch.device for 'auto' (CUDA when present), 'cpu' or 'cuda[:N]', or a one-line error naming the fix."""
     from bisenet.errors import ConfigError
 
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device {name!r}: not a device name; pass auto, cpu or cuda[:N]") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if device.index is not None and world_size > 1:
-            raise ConfigError(f"--device {name}: under torchrun each process takes its own GPU (LOCAL_RANK); "
-                              "pass --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs")
-        if device.index is None:
-            # One visible GPU per process (some schedulers) means every rank's GPU is cuda:0.
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {str(device)!r}: not a device name; pass auto, cpu or cuda[:N]") from None
+    if device.type not in ("cpu", "cuda"):  # every backend, and the trainer, is written for these two
+        raise ConfigError(f"device {device}: only cpu and cuda are supported; pass auto, cpu or cuda[:N]")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: CUDA is not available on this machine; "
+                          "pass --device cpu (device='cpu' in Python)")
+    return device
+
+
+def rank_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
+    """`resolve_device`, where 'cuda' (or 'auto' on a GPU) under torchrun means this rank's GPU."""
+    from bisenet.errors import ConfigError
+
+    device = resolve_device(name)
+    if device.type != "cuda":
+        return device
+    if device.index is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"--device {name}: under torchrun each process takes its own GPU (LOCAL_RANK); "
+                          "pass --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs")
+    if device.index is None:
+        # One visible GPU per process (some schedulers) means every rank's GPU is cuda:0.
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
     return device
 
 
@@ -58,7 +69,7 @@ def init_distributed(device_name: str) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = rank_device(device_name, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
