@@ -354,6 +354,9 @@ def test_check_and_show_read_the_list_under_root_over_a_same_named_one_in_the_cw
     assert code == 1 and out.startswith(f"train.txt line 1: image {Path('R') / 'imgs' / 'b.png'} not found")
     code, out = run_cli(capsys, "data", "check", "--list", "train.txt", "--num-classes", "2")  # root . : one file
     assert code == 1 and "note:" not in out
+    (root / "train.txt").write_text("imgs/a.png,masks/a.png\n")  # both again: ./train.txt is the cwd's, no note
+    code, out = run_cli(capsys, "data", "check", "--root", "R", "--list", "./train.txt", "--num-classes", "2")
+    assert code == 1 and "note:" not in out and "imgs/b.png" in out.replace(os.sep, "/")
 
 
 def test_check_says_a_lines_columns_look_swapped_when_its_label_is_a_photo_and_its_image_a_mask(tmp_path, capsys):

@@ -323,3 +323,34 @@ def test_lists_pairs_names_empty_folders_and_a_missing_root(tmp_path, capsys, mo
     assert code == 2 and out == ("bisenet data lists: error: ROOT nonexist is not a directory; pass the dataset "
                                  "folder (the list's paths are relative to it)\n")
     assert not (tmp_path / "nonexist").exists()
+
+
+@pytest.mark.parametrize(("given", "from_cwd"), [("val.txt", False), ("sub/val.txt", False), ("./val.txt", True),
+                                                 ("../val.txt", True), (Path("../val.txt"), True), ("/x/val.txt", True)])
+def test_a_list_written_from_the_cwd_is_told_apart_from_a_bare_name(given, from_cwd):
+    from bisenet.data.lists import written_from_cwd
+
+    assert written_from_cwd(given) is from_cwd
+
+
+def test_a_given_list_written_from_the_cwd_is_that_file_and_a_bare_name_is_looked_up_under_the_root_first(
+        tmp_path, monkeypatch):
+    # `--list ./val.txt` read the data root's val.txt: "./" was dropped as if the name were bare.
+    from bisenet.data.lists import read_given_list
+
+    root, here = tmp_path / "root", tmp_path / "here"
+    for folder, lines in ((root, ["a.png,a.png", "b.png,b.png"]), (here, ["c.png,c.png"])):
+        folder.mkdir()
+        (folder / "val.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(here)
+    pinned = read_given_list("./val.txt", "../root")
+    assert [e.image.name for e in pinned.entries] == ["c.png"] and pinned.notes == []
+    bare = read_given_list("val.txt", "../root")
+    assert [e.image.name for e in bare.entries] == ["a.png", "b.png"]
+    note = (f"note: --list val.txt names both {Path('../root/val.txt')} and val.txt in the current directory: "
+            f"reading {Path('../root/val.txt')}, the one under the data root (pass an absolute path for the other)")
+    assert bare.notes == [note]
+    (here / "sub").mkdir()
+    (tmp_path / "val.txt").write_text("d.png,d.png\n")  # what root/../val.txt names
+    monkeypatch.chdir(here / "sub")  # ../val.txt is here/val.txt, never root/../val.txt
+    assert [e.image.name for e in read_given_list("../val.txt", "../../root").entries] == ["c.png"]

@@ -250,4 +250,130 @@ def test_pred_dir_only_flags_are_refused_when_a_model_runs(capsys) -> None:
     # --root was silently ignored: the list was read against the checkpoint's data.root and "not found".
     code = main(["eval", str(CAMVID), "--weights", "w.pt", "--root", "elsewhere", "--num-classes", "11"])
     err = capsys.readouterr().err
-    assert code == 2 and "--root --num-classes belong to --pred-dir scoring" in err and "--data-root" in err
+    assert code == 2 and err == ("bisenet eval: error: --root and --num-classes are only for --pred-dir scoring; with "
+                                 "--weights, pass --data-root DIR instead of --root; drop --num-classes (the class "
+                                 "count is the config's and the weights')\n")
+
+
+def test_eval_flip_false_in_the_config_turns_off_the_msf_flip(tiny, model, tmp_path, capsys) -> None:
+    # `eval.flip: false` read as "the protocol's default", so msf flipped anyway; absent, it still flips.
+    data = {"data.root": str(tiny), "data.val_list": "val.txt", "eval.mode": "msf", "eval.scales": [0.75, 1]}
+    off = load_config(CONFIG, {**data, "eval.flip": False})
+    assert evaluate(off, model, device="cpu", workers=0, progress=False)["protocol"] == "msf scales 0.75,1 no flip"
+    # Configs stored by earlier runs hold false as the old default: said, not silent.
+    assert "note: eval.flip is false in the config: msf runs without flip" in capsys.readouterr().err
+    assert evaluate(off, model, flip=True, device="cpu", workers=0, progress=False)["protocol"].endswith(" flip")
+    assert "eval.flip" not in capsys.readouterr().err
+    default = load_config(CONFIG, data)
+    assert evaluate(default, model, device="cpu", workers=0, progress=False)["protocol"] == "msf scales 0.75,1 flip"
+
+
+def test_scales_above_the_scale_limit_are_one_line_errors(tiny, model, tmp_path, capsys) -> None:
+    # --scales 0.5 100 went on to ask the allocator for tens of GB (or a raw traceback); --scale stops at 8.
+    weights = tmp_path / "v2.pth"
+    torch.save(model.state_dict(), weights)
+    assert main(["eval", str(CONFIG), "--weights", str(weights), "--data-root", str(tiny), "--list", "val.txt",
+                 "--mode", "msf", "--scales", "0.5", "100", "--device", "cpu", "--workers", "0"]) == 2
+    assert capsys.readouterr().err == ("bisenet eval: error: --scales 0.5 100: each must be above 0 and at most 8, "
+                                       "not 100 (the factors msf/mscf resize inputs by, e.g. 0.75 1 1.25)\n")
+    with pytest.raises(BisenetError, match=r"^scales 0\.5 9: each must be above 0 and at most 8, not 9 "):
+        bisenet.evaluation.make_protocol("msf", scales=[0.5, 9])
+
+
+def test_int8_without_calibration_and_without_a_train_list_names_both_fixes(tiny, model, tmp_path, capsys) -> None:
+    # It said only "train.txt not found ... create it", as if eval itself needed the train split.
+    weights = tmp_path / "v2.pth"
+    torch.save(model.state_dict(), weights)
+    assert main(["eval", str(CONFIG), "--weights", str(weights), "--data-root", str(tiny), "--list", "val.txt",
+                 "--backend", "int8", "--device", "cpu", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bisenet eval: error: --backend int8 calibrates on 8 train-split images without "
+                          "--calibration, but: ") and "train.txt" in err
+    assert err.endswith("; or pass --calibration DIR (a folder of images like the ones scored)\n")
+    assert err.count("\n") == 1
+
+
+def test_json_confusion_holds_the_pixels_predicted_as_no_class(tiny, tmp_path) -> None:
+    # --pred-dir PNGs may hold 255: those pixels count as misses, but the JSON matrix left them out,
+    # so mIoU and pixel_acc recomputed from it were not the reported ones.
+    import json
+
+    import numpy as np
+
+    from bisenet.evaluation import compute_metrics
+
+    preds = tmp_path / "pred"
+    preds.mkdir()
+    for name in ("t0.png", "t1.png"):
+        label = cv2.imread(str(tiny / "lab" / name), cv2.IMREAD_UNCHANGED)
+        pred = np.where(label == 255, 0, label).astype(np.uint8)  # Dubai labels are train ids 0-4 and 255
+        pred[:10] = 255  # the top rows predicted as "no class"
+        cv2.imwrite(str(preds / name), pred)
+    out = tmp_path / "score.json"
+    assert main(["eval", "--pred-dir", str(preds), "--root", str(tiny), "--list", "val.txt", "--dataset", "dubai",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert sum(result["predicted_ignore"]) > 0
+    full = np.column_stack([result["confusion_matrix"], result["predicted_ignore"]])
+    again = compute_metrics(full, list(result["IoU"]))
+    assert again["pixels"] == result["pixels"] == full.sum()
+    assert again["mIoU"] == pytest.approx(result["mIoU"]) and again["pixel_acc"] == pytest.approx(result["pixel_acc"])
+    assert (tmp_path / "score_confusion.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--root", "x"], "--root is only for --pred-dir scoring; with --weights, pass --data-root DIR instead of --root"),
+    (["--dataset", "camvid"], ("--dataset is only for --pred-dir scoring; with --weights, pass a config of that "
+                               "dataset instead of --dataset (its data.dataset applies)")),
+    (["--num-classes", "11"], ("--num-classes is only for --pred-dir scoring; with --weights, drop --num-classes "
+                               "(the class count is the config's and the weights')")),
+])
+def test_each_pred_dir_only_flag_given_with_weights_names_its_own_alternative(capsys, flags, message) -> None:
+    # "--root belong to ... pass --data-root" was ungrammatical, and the wrong fix for --dataset and --num-classes.
+    assert main(["eval", str(CAMVID), "--weights", "w.pt", *flags]) == 2
+    assert capsys.readouterr().err == f"bisenet eval: error: {message}\n"
+
+
+@pytest.fixture()
+def cwd_list(tiny, tmp_path, monkeypatch) -> Path:
+    """A cwd holding a one-line val.txt beside the data root's two-line one, and the ground truth as predictions."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "val.txt").write_text("img/t0.png,lab/t0.png\n")  # relative to the data root, as lists are
+    (here / "preds").mkdir()
+    for label in (tiny / "lab").iterdir():
+        (here / "preds" / label.name).write_bytes(label.read_bytes())
+    cfg = load_config(CONFIG)
+    torch.manual_seed(0)
+    bisenet.checkpoint.atomic_save(bisenet.build_model("bisenetv2", cfg.num_classes).state_dict(), here / "w.pt")
+    monkeypatch.chdir(here)
+    return here
+
+
+def test_eval_list_written_from_the_cwd_is_that_file_and_a_bare_name_in_both_places_gets_a_note(tiny, cwd_list,
+                                                                                               capsys) -> None:
+    # `--list ./val.txt` scored the data root's val.txt, and with no note saying which file was read.
+    note = (f"note: --list val.txt names both {tiny / 'val.txt'} and val.txt in the current directory: reading "
+            f"{tiny / 'val.txt'}, the one under the data root (pass an absolute path for the other)")
+    model_run = ["eval", str(CONFIG), "--weights", "w.pt", "--data-root", str(tiny), "--device", "cpu", "--workers", "0"]
+    scoring = ["eval", "--pred-dir", "preds", "--root", str(tiny), "--dataset", "dubai"]
+    for base in (model_run, scoring):
+        assert main([*base, "--list", "./val.txt"]) == 0
+        out, err = capsys.readouterr()
+        assert re.search(r"^1 images?, ", out, re.MULTILINE) and "note:" not in err, (out, err)
+        assert main([*base, "--list", "val.txt"]) == 0
+        out, err = capsys.readouterr()
+        assert re.search(r"^2 images, ", out, re.MULTILINE) and _notes(err) == [note], (out, err)
+
+
+def test_split_is_refused_with_a_list_and_with_pred_dir_without_a_config(tiny, cwd_list, capsys) -> None:
+    # --split was silently ignored when --list named the list (and by --pred-dir, which has no config's lists).
+    assert main(["eval", str(CONFIG), "--weights", "w.pt", "--list", "val.txt", "--split", "train"]) == 2
+    assert capsys.readouterr().err == ("bisenet eval: error: --split train picks the config's data.train_list, but "
+                                       "--list val.txt names the list to score: drop one of them\n")
+    scoring = ["eval", "--pred-dir", "preds", "--root", str(tiny), "--dataset", "dubai"]
+    assert main([*scoring, "--list", "val.txt", "--split", "val"]) == 2  # the default, but given
+    assert "--split val picks the config's data.val_list, but --list val.txt" in capsys.readouterr().err
+    assert main([*scoring, "--split", "val"]) == 2
+    assert capsys.readouterr().err == ("bisenet eval: error: --split val picks a CONFIG's data.val_list; without a "
+                                       "CONFIG, name the list with --list\n")

@@ -46,13 +46,15 @@ def published_files(states, tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize(
-    ("arch", "forced", "entry"),
-    [("bisenetv2", "bisenetv1", "detail.S1.0.conv.weight"), ("bisenetv1", "bisenetv2", "cp.resnet.conv1.weight")],
-)
-def test_load_model_wrong_arch_names_entry(published_files, arch, forced, entry):
-    with pytest.raises(CheckpointError, match=re.escape(entry)):
-        bisenet.load_model(published_files[arch], arch=forced)
+@pytest.mark.parametrize(("arch", "forced", "held", "other"), [("bisenetv2", "bisenetv1", "BiSeNetV2", "BiSeNetV1"),
+                                                               ("bisenetv1", "bisenetv2", "BiSeNetV1", "BiSeNetV2")])
+def test_load_model_wrong_arch_says_which_arch_the_file_holds(published_files, arch, forced, held, other):
+    # It named the first foreign entry ("unexpected entry 'bga.conv.1.num_batches_tracked' for BiSeNetV1").
+    path = published_files[arch]
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(path, arch=forced)
+    assert str(info.value) == (f"{path}: this file holds {held} weights, not {other}; pass arch='{arch}' "
+                               f"(or --arch {arch}), or leave it out to read it from the file")
 
 
 @pytest.mark.parametrize(
@@ -242,3 +244,38 @@ def test_pickle_payload_is_live(tmp_path):
     torch.save(Payload(marker), path)
     torch.load(path, weights_only=False)
     assert marker.exists()
+
+
+def test_load_model_one_missing_entry_is_named_without_and_0_more(states, tmp_path):
+    # "(and 0 more)" followed a single missing entry.
+    state = OrderedDict(states["bisenetv1"])
+    del state["ffm.bn.running_var"]
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(path)
+    assert str(info.value) == f"{path}: missing entry 'ffm.bn.running_var'; wrong arch or a truncated file?"
+    del state["ffm.bn.running_mean"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=re.escape("missing entry 'ffm.bn.running_mean' (and 1 more);")):
+        bisenet.load_model(path)
+
+
+def test_load_model_whose_stored_arch_contradicts_its_entries_says_both(tmp_path):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "mislabelled.safetensors"
+    save_inference_weights(bisenet.build_model("bisenetv2", 3), path, "bisenetv1")  # metadata: bisenetv1
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(path)
+    assert str(info.value) == (f"{path}: its metadata says arch bisenetv1 but its entries are BiSeNetV2's (e.g. "
+                               "'detail.S1.0.conv.weight'); pass arch='bisenetv2' to load them")
+    assert bisenet.load_model(path, arch="bisenetv2").num_classes == 3
+
+
+@pytest.mark.parametrize("path", [5, None, b"w.pt", True])
+def test_load_model_path_of_another_type_is_one_line(path):
+    # load_model(5) raised TypeError: expected str, bytes or os.PathLike object, not int.
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(path)
+    assert str(info.value) == (f"path={path!r}: expected a weights file path (str or os.PathLike), "
+                               f"not {type(path).__name__}")

@@ -372,3 +372,16 @@ def test_a_bad_val_image_mid_run_ends_the_process_with_one_line_instead_of_hangi
     assert proc.returncode == 2, proc.stderr[-2000:]
     error = proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr and f"val.txt line {bad + 1}" in error and "truncated" in error
+
+
+@pytest.mark.parametrize(("cfg", "work_dir", "message"), [
+    (DUBAI_CONFIG, 5, "work_dir=5: expected the run's folder as a str or os.PathLike, not int"),
+    (5, "run", "cfg=5: expected a Config, a YAML path (str or os.PathLike) or a dict, not int"),
+    (None, "run", "cfg=None: expected a Config, a YAML path (str or os.PathLike) or a dict, not NoneType"),
+])
+def test_train_arguments_of_the_wrong_type_are_one_line_errors(tmp_path, monkeypatch, cfg, work_dir, message):
+    # train(cfg, 5) raised TypeError: expected str, bytes or os.PathLike object, not int.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        train(cfg, work_dir)
+    assert str(info.value) == message and list(tmp_path.iterdir()) == []

@@ -20,6 +20,8 @@ _ARCH_SIGNATURE = {
     "bisenetv1": ("cp.resnet.conv1.weight", "conv_out.conv_out.weight"),
     "bisenetv2": ("detail.S1.0.conv.weight", "head.conv_out.1.weight"),
 }
+# The class each arch name builds, as messages name it.
+_ARCH_NAMES = {name: cls.__name__ for name, cls in MODELS.items()}
 # How torch.save's legacy (non-zip) format begins, after the pickle protocol header: its magic number.
 _LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[2:-1]
 
@@ -30,6 +32,7 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
     Accepts our checkpoints ({model, arch, num_classes, ...}), plain published state_dicts
     (optionally under 'state_dict' or 'model_state_dict', or with a 'module.' prefix) and .safetensors files.
     """
+    check_path_type(path, "path")
     path = Path(path)
     check_map_location(map_location)
     if path.is_dir():
@@ -78,6 +81,13 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         obj = obj[wrapper]
     state = {k.removeprefix("module."): v for k, v in obj.items()}
     return {"model": state}
+
+
+def check_path_type(path: object, name: str) -> None:
+    """Refuse a weights path that is not a str or os.PathLike (Path(5) would raise a bare TypeError)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"{name}={path!r}: expected a weights file path (str or os.PathLike), "
+                              f"not {type(path).__name__}")
 
 
 def check_map_location(map_location: Any) -> None:
@@ -195,7 +205,14 @@ def model_from_weights(
         raise CheckpointError(f"num_classes={num_classes!r}: must be a positive integer (or None to read it from the file)")
     state = ckpt["model"]
     guessed_arch, guessed_classes = infer_arch(state, path)
-    arch = arch or ckpt.get("arch") or guessed_arch
+    if arch is not None and arch != guessed_arch:  # else the first foreign entry is named, which says less
+        raise CheckpointError(f"{path}: this file holds {_ARCH_NAMES[guessed_arch]} weights, not {_ARCH_NAMES[arch]}; "
+                              f"pass arch='{guessed_arch}' (or --arch {guessed_arch}), or leave it out to read it from the file")
+    stored = ckpt.get("arch")
+    if arch is None and stored in MODELS and stored != guessed_arch:
+        raise CheckpointError(f"{path}: its metadata says arch {stored} but its entries are {_ARCH_NAMES[guessed_arch]}'s "
+                              f"(e.g. '{_ARCH_SIGNATURE[guessed_arch][0]}'); pass arch='{guessed_arch}' to load them")
+    arch = arch or stored or guessed_arch
     if arch not in MODELS:
         raise CheckpointError(f"{path}: unknown arch {arch!r}; valid: {', '.join(MODELS)}")
     num_classes = num_classes or ckpt.get("num_classes") or guessed_classes
@@ -253,7 +270,8 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.
             )
     missing = [k for k in expected if k not in state and not k.startswith(aux) and not k.endswith(".num_batches_tracked")]
     if missing:
-        raise CheckpointError(f"{path}: missing entry '{missing[0]}' (and {len(missing) - 1} more); wrong arch or a truncated file?")
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{path}: missing entry '{missing[0]}'{more}; wrong arch or a truncated file?")
     model.load_state_dict(state, strict=False)
 
 

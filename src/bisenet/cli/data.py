@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            description="Read every image/label pair; print one line per problem (exit 1) or a "
                                        "summary with class shares and the RGB mean/std for a config.")
     check.add_argument("--root", type=Path, help="data root the list paths are relative to (default: . or the config's)")
-    check.add_argument("--list", type=Path, help="list file (relative to ROOT, else to the cwd)")
+    check.add_argument("--list", help="list file: a bare name under ROOT, else the cwd; ./NAME or ../NAME is that file")
     check.add_argument("--config", help="take root, list, classes, ignore index and label map from this YAML")
     check.add_argument("--split", choices=["train", "val", "test"],
                        help="with --config: the split whose list to check (default train)")
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG to write (default samples.png)")
     show.add_argument("--split", choices=["train", "val", "test"], default="train",
                       help="the split whose list to draw (default train)")
-    show.add_argument("--list", type=Path, help="list file instead of the split's")
+    show.add_argument("--list", help="list file instead of the split's")
     show.add_argument("--data-root", type=Path, help="override data.root")
     show.add_argument("--count", type=int, default=6, help="samples, spread evenly over the list (default 6)")
     show.add_argument("--augment", action="store_true", help="train split: as augmented for training")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bisenet.config import EVAL_MODES, parse_size
@@ -19,10 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="YAML config (optional when the checkpoint stores one, or with --pred-dir)")
     parser.add_argument("--weights", help="published state_dict, our checkpoint, or .safetensors")
     parser.add_argument("--mode", choices=EVAL_MODES, help="ss whole image, ssc sliding crops, msf multi-scale + flip, mscf both")
-    parser.add_argument("--split", default="val", choices=["train", "val", "test"],
-                        help="the config's list to score (default val; --list overrides it)")
+    parser.add_argument("--split", choices=["train", "val", "test"],  # None: not given (refused with --list)
+                        help="the config's list to score (default val; not with --list)")
     parser.add_argument("--data-root", help="override data.root")
-    parser.add_argument("--list", help="list file of image,label pairs (overrides the split's list)")
+    parser.add_argument("--list", help="list file of image,label pairs instead of the split's: a bare name is looked "
+                        "for under the data root, then the cwd; ./NAME or ../NAME is that file")
     parser.add_argument("--scale", type=float, help="ss/ssc: resize inputs by this first (default eval.scale, 1.0)")
     parser.add_argument("--scales", nargs="+", help="msf/mscf scales, e.g. 0.5 0.75 1.0 (or 0.5,0.75,1.0)")
     parser.add_argument("--crop", help="sliding window HxW for ssc/mscf (multiples of 32)")
@@ -73,8 +76,6 @@ def _scales(values: list[str] | None) -> list[float] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate (or score saved predictions) as the flags say; print the table; the exit code."""
-    import os
-
     from bisenet.evaluation import format_table
     from bisenet.evaluation.report import check_report_path
 
@@ -100,10 +101,8 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
 
     if not args.weights:
         raise BisenetError("pass --weights W to evaluate a model, or --pred-dir DIR to score saved predictions")
-    unused = [f"--{name.replace('_', '-')}" for name in ("root", "dataset", "num_classes") if getattr(args, name) is not None]
-    if unused:  # the list's root comes from the config (or --data-root) when a model runs
-        raise BisenetError(f"{' '.join(unused)} belong to --pred-dir scoring; with --weights the config says the "
-                           "dataset: pass --data-root DIR for another dataset folder")
+    refuse_scoring_flags(args)
+    refuse_split_with_list(args)
     scales = _scales(args.scales)  # before the weights load
     backend = args.backend or "eager"
     calibration = unused_calibration(args.calibration, backend)
@@ -120,14 +119,61 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
         except ConfigError as exc:
             raise ConfigError(f"{args.weights}: its stored config: {exc}; pass a config that loads as the first "
                               f"argument: bisenet eval CONFIG --weights {args.weights}") from None
+    else:
+        config = load_config(config)  # read once: the note below needs its data.root
+    if args.list is not None:
+        print_list_note(args.list, args.data_root if args.data_root is not None else config.data.root)
     return evaluate(
-        config, args.weights, mode=args.mode, split=args.split, data_root=args.data_root, list_file=args.list,
+        config, args.weights, mode=args.mode, split=args.split or "val", data_root=args.data_root, list_file=args.list,
         scales=scales, scale=args.scale, crop=parse_size(args.crop, "--crop") if args.crop else None,
         stride=parse_size(args.stride, "--stride") if args.stride else None, flip=args.flip,
         batch_size=args.batch_size, device=args.device or "auto", backend=backend, save_pred_dir=args.save_pred,
         cityscapes_ids=args.cityscapes_ids, workers=args.workers, calibration=calibration,
         calibration_images=8 if args.calibration_images is None else args.calibration_images,
     )
+
+
+# Per --pred-dir flag: what to do instead when a model runs (the config names the dataset then).
+SCORING_FLAG_FIXES = {
+    "root": "pass --data-root DIR instead of --root",
+    "dataset": "pass a config of that dataset instead of --dataset (its data.dataset applies)",
+    "num_classes": "drop --num-classes (the class count is the config's and the weights')",
+}
+
+
+def refuse_scoring_flags(args: argparse.Namespace) -> None:
+    """Refuse --root, --dataset and --num-classes with --weights, each with what to pass instead."""
+    given = [name for name in SCORING_FLAG_FIXES if getattr(args, name) is not None]
+    if not given:
+        return
+    flags = [f"--{name.replace('_', '-')}" for name in given]
+    named = flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
+    verb = "is" if len(flags) == 1 else "are"
+    fixes = "; ".join(SCORING_FLAG_FIXES[name] for name in given)
+    raise BisenetError(f"{named} {verb} only for --pred-dir scoring; with --weights, {fixes}")
+
+
+def refuse_split_with_list(args: argparse.Namespace) -> None:
+    """Refuse --split where it picks nothing: with --list (which names the list itself), or --pred-dir without CONFIG."""
+    if args.split is None:
+        return
+    if args.list is not None:
+        raise BisenetError(f"--split {args.split} picks the config's data.{args.split}_list, but --list {args.list} "
+                           "names the list to score: drop one of them")
+    if args.pred_dir and not args.config:
+        raise BisenetError(f"--split {args.split} picks a CONFIG's data.{args.split}_list; without a CONFIG, "
+                           "name the list with --list")
+
+
+def print_list_note(list_file: str, root: str | os.PathLike) -> None:
+    """Say which file a bare --list name read when it names one under the data root and one in the cwd."""
+    import sys
+
+    from bisenet.data.lists import list_note
+
+    note = list_note(list_file, Path(root).expanduser())
+    if note is not None and os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(note, file=sys.stderr)  # stderr, as eval's other notes: stdout holds the metrics table
 
 
 def unused_calibration(calibration: str | None, backend: str | Sequence[str], flag: str = "--calibration ") -> str | None:
@@ -160,9 +206,6 @@ def _no_config_hint(weights: str, ckpt: dict) -> str:
 
 def bundled_config(arch: str | None, classes: int) -> tuple[str, Config] | None:
     """The first bundled config (configs/*.yaml) of this arch and class count, as (path as shown, Config), or None."""
-    import os
-    from pathlib import Path
-
     from bisenet.config import load_config
     from bisenet.errors import ConfigError
 
@@ -192,6 +235,7 @@ def _score_saved(args: argparse.Namespace) -> dict:
 
     if args.weights:
         raise BisenetError("--pred-dir scores saved PNGs without a model: drop --weights (or drop --pred-dir)")
+    refuse_split_with_list(args)
     given = [flag for flag, value in _model_flags(args) if value is not None and value is not False]  # not 0
     if given:
         raise BisenetError(f"--pred-dir scores saved PNGs without a model: drop {' '.join(given)} (used only when "
@@ -201,11 +245,13 @@ def _score_saved(args: argparse.Namespace) -> dict:
 
         cfg = load_config(args.config)
         d = cfg.data
-        listed = args.list or getattr(d, f"{args.split}_list")  # --split names the config's list here too
+        split = args.split or "val"
+        root = args.root or args.data_root or d.root
+        listed = given_list(args.list, root) if args.list else getattr(d, f"{split}_list")  # --split: the config's
         if not listed:
-            raise BisenetError(f"--split {args.split}: {args.config} names no data.{args.split}_list; pass --list L")
+            raise BisenetError(f"--split {split}: {args.config} names no data.{split}_list; pass --list L")
         return score_predictions(
-            args.pred_dir, args.root or args.data_root or d.root, listed, num_classes=cfg.num_classes,
+            args.pred_dir, root, listed, num_classes=cfg.num_classes,
             ignore_index=d.ignore_index, label_map=d.label_map, class_names=d.class_names, workers=args.workers,
         )
     root = args.root or args.data_root
@@ -213,5 +259,14 @@ def _score_saved(args: argparse.Namespace) -> dict:
         raise BisenetError("--pred-dir needs --root R and --list L (or a CONFIG that names them)")
     if not args.dataset and not args.num_classes:
         raise BisenetError("--pred-dir needs --dataset NAME (e.g. cityscapes) or --num-classes N")
-    return score_predictions(args.pred_dir, root, args.list, num_classes=args.num_classes, dataset=args.dataset,
-                             workers=args.workers)
+    return score_predictions(args.pred_dir, root, given_list(args.list, root), num_classes=args.num_classes,
+                             dataset=args.dataset, workers=args.workers)
+
+
+def given_list(list_file: str, root: str | os.PathLike) -> str:
+    """--list as score_predictions should read it (./NAME pinned to the cwd), after its note, if any."""
+    from bisenet.data.lists import given_list_path, written_from_cwd
+
+    print_list_note(list_file, root)
+    # A path written from the cwd goes on absolute: score_predictions' lookup tries the data root first.
+    return str(given_list_path(list_file, Path(root).expanduser())) if written_from_cwd(list_file) else list_file

@@ -57,22 +57,56 @@ def resolve_list_path(list_file: str | Path, root: Path) -> Path:
     return candidates[0]  # not found: report the path we looked at first
 
 
+def written_from_cwd(list_file: str | os.PathLike) -> bool:
+    """True for a path written absolute or from the current directory (./val.txt, ../x/val.txt, ~/val.txt)."""
+    text = os.fspath(list_file)
+    path = Path(text).expanduser()
+    prefixes = tuple(f"{dots}{sep}" for dots in (".", "..") for sep in {"/", os.sep})
+    # Path("./val.txt") forgets its "./", so the text is read too; ".." survives in a Path's parts.
+    return path.is_absolute() or text in (".", "..") or text.startswith(prefixes) or path.parts[:1] == ("..",)
+
+
+def given_list_candidates(list_file: str | os.PathLike, root: Path) -> list[Path]:
+    """A flag's list: a path written from the cwd is that file alone; a bare name is tried under the root, then the cwd."""
+    if written_from_cwd(list_file):
+        return [Path(list_file).expanduser()]
+    return list_candidates(list_file, root)
+
+
+def given_list_path(list_file: str | os.PathLike, root: str | Path) -> Path:
+    """The file a flag's list names (the first candidate when none exists), absolute when written from the cwd."""
+    candidates = given_list_candidates(list_file, Path(root))
+    found = next((c for c in candidates if c.is_file()), candidates[0])
+    # Absolute, so that a lookup that tries the root first (resolve_list_path) cannot read another file.
+    return Path(os.path.abspath(found)) if written_from_cwd(list_file) else found
+
+
+def list_note(list_file: str | os.PathLike, root: str | Path, flag: str = "--list") -> str | None:
+    """A note when a bare list name finds a file both under the data root and in the cwd: which one is read."""
+    if written_from_cwd(list_file):
+        return None
+    under_root, in_cwd = list_candidates(list_file, Path(root))
+    if not (under_root.is_file() and in_cwd.is_file()) or os.path.samefile(under_root, in_cwd):
+        return None
+    return (f"note: {flag} {list_file} names both {under_root} and {in_cwd} in the current directory: "
+            f"reading {under_root}, the one under the data root (pass an absolute path for the other)")
+
+
 def read_given_list(list_file: str | Path, root: str | Path, flag: str = "--list") -> PairList:
-    """read_list on a list named by a command-line flag: tried under the root, then from the cwd; a miss names both."""
+    """read_list on a list named by a command-line flag (see given_list_candidates); a miss names every place looked."""
     root = Path(root)
-    # Root first, as for a config's lists: the list's paths are relative to the root, so a same-named
-    # list in the cwd is more likely another dataset's than this one's.
-    candidates = list_candidates(list_file, root)
+    # Root first for a bare name, as for a config's lists: the list's paths are relative to the root, so a
+    # same-named list in the cwd is more likely another dataset's than this one's.
+    candidates = given_list_candidates(list_file, root)
     found = next((c for c in candidates if c.is_file()), None)
     if found is None and root.is_dir() and not any(c.exists() for c in candidates):
         looked = " and ".join(os.path.abspath(c) for c in dict.fromkeys(candidates))
         raise DataError(f"list file {list_file} not found (looked for {looked}); check the {flag} path "
                         "or create the list with `bisenet data lists`")
     pairs = read_list(found or candidates[0], root)
-    other = candidates[-1]
-    if found is not None and found != other and other.is_file() and not os.path.samefile(found, other):
-        pairs.notes.append(f"note: {flag} {list_file} names both {found} and {other} in the current directory: "
-                           f"reading {found}, the one under the data root (pass an absolute path for the other)")
+    note = list_note(list_file, root, flag)
+    if note is not None:
+        pairs.notes.append(note)
     return pairs
 
 

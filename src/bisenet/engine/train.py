@@ -9,6 +9,7 @@ their own last-bit noise).
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from bisenet.engine.precision import amp_dtype_for, amp_name, channels_last_name
 from bisenet.engine.sampler import IterationSampler
 from bisenet.engine.stop import StopRequest
 from bisenet.checkpoint import atomic_save
-from bisenet.errors import BisenetError
+from bisenet.errors import BisenetError, ConfigError
 from bisenet.losses import build_loss
 from bisenet.models import build_model
 from bisenet.runtime import keep_freed_memory
@@ -74,6 +75,7 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
         count, and aux heads the file lacks, start fresh). With resume="auto" only until work_dir has a
         last.pt (a requeued fine-tune resumes); with a resume path it is refused.
     """
+    check_train_arguments(cfg, work_dir)
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     cfg = with_absolute_data_paths(cfg)  # the run's stored config then works from any directory
@@ -87,6 +89,16 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
             return _train(cfg, Path(work_dir), dist_info, resume, finetune_from, on_exit)
     finally:
         cleanup()
+
+
+def check_train_arguments(cfg: object, work_dir: object) -> None:
+    """Refuse a cfg or work_dir of the wrong type in one line (Path(5) and friends raise bare TypeErrors)."""
+    if not isinstance(cfg, (Config, str, os.PathLike, dict)):
+        raise ConfigError(f"cfg={cfg!r}: expected a Config, a YAML path (str or os.PathLike) or a dict, "
+                          f"not {type(cfg).__name__}")
+    if not isinstance(work_dir, (str, os.PathLike)):
+        raise ConfigError(f"work_dir={work_dir!r}: expected the run's folder as a str or os.PathLike, "
+                          f"not {type(work_dir).__name__}")
 
 
 def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path | None, finetune_from: str | Path | None,
