@@ -416,3 +416,14 @@ def test_check_refuses_flags_it_would_ignore_and_notes_flags_that_replace_the_co
     assert "    6 " in out  # 7 classes checked
     code, out = run_cli(capsys, *config, "--num-classes", "5", "--ignore-index", "255")  # the config's own: no note
     assert code == 0 and "note:" not in out
+
+
+def test_a_corrupt_tiff_is_one_line_without_opencvs_own_log_lines(tmp_path, capfd):
+    # libtiff's errors came out as OpenCV log lines on the process's stderr, besides our reason.
+    cv2.imwrite(str(tmp_path / "a.tif"), np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+    data = (tmp_path / "a.tif").read_bytes()
+    (tmp_path / "a.tif").write_bytes(data[: len(data) // 2])
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((64, 64), np.uint8))
+    (tmp_path / "l.txt").write_text("a.tif,a.png\n")
+    code, out = run_cli(capfd, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "2")
+    assert code == 1 and "a.tif is not a readable image" in out and "TIFF" not in out

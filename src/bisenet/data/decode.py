@@ -62,10 +62,21 @@ def _truncated(data: bytes) -> bool:
     return False
 
 
+def _quiet_imdecode(data: bytes, flags: int) -> np.ndarray | None:
+    # A corrupt TIFF makes libtiff log lines of its own (into the progress bar); the None it returns
+    # becomes our one-line reason, so OpenCV's log is silenced for this call and then put back.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def _decode(data: bytes, flags: int, path: Path, what: str) -> np.ndarray:
     if _truncated(data):
         raise FileProblem("truncated", f"{what} {path} is truncated (file ends early); re-copy or re-download it")
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    array = _quiet_imdecode(data, flags)
     if array is None:
         raise FileProblem("unreadable", f"{what} {path} is not a readable image (corrupt or unsupported format)")
     return array
