@@ -40,10 +40,11 @@ def test_cli_writes_three_images_per_input_and_skips_bad_ones(weights, photos, t
     out = tmp_path / "out"
     code = main(["predict", "--weights", str(weights), str(photos), str(single), str(broken), str(tmp_path / "nope.jpg"),
                  "--out", str(out), "--overlay", "0.4", "--device", "cpu", "--batch-size", "2", "--quiet"])
-    assert code == 0
+    assert code == 1  # some inputs skipped: scripts must see it; the good ones are written all the same
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "nope.jpg" in captured.err
     assert "skipped 2" in captured.out and "dubai preset" in captured.out
+    assert captured.out.splitlines()[-1] == "2 of 5 inputs skipped"
     assert captured.out.splitlines()[0].endswith("on cpu, eager backend")  # the start line names the backend
     for photo in sorted(photos.iterdir()):
         h, w = cv2.imread(str(photo)).shape[:2]
@@ -71,8 +72,9 @@ def test_cli_turns_a_video_into_an_overlay_mp4(weights, tmp_path, capsys) -> Non
     bad_video.write_bytes(b"not a video")
     out = tmp_path / "out"
     assert main(["predict", "--weights", str(weights), str(video), str(bad_video), "--out", str(out),
-                 "--device", "cpu", "--quiet"]) == 0
-    assert "bad.avi" in capsys.readouterr().err
+                 "--device", "cpu", "--quiet"]) == 1  # the bad one skipped, the good one written
+    captured = capsys.readouterr()
+    assert "bad.avi" in captured.err and captured.out.splitlines()[-1] == "1 of 2 inputs skipped"
     result = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
     frames = 0
     while True:
@@ -263,7 +265,7 @@ def test_int8_predict_calibrates_around_a_corrupt_image(weights, photos, tmp_pat
         _photo(folder / photo.name, 37, 53)
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     assert main(["predict", "--weights", str(weights), str(folder), "--out", str(tmp_path / "o"), "--device", "cpu",
-                 "--backend", "int8", "--quiet"]) == 0
+                 "--backend", "int8", "--quiet"]) == 1  # the corrupt image skipped
     captured = capsys.readouterr()
     assert "int8" in captured.out.splitlines()[0] and "wrote 3 image(s)" in captured.out and "skipped 1" in captured.out
     assert f"note: skipped 1 unreadable image file(s) in the calibration images: image {folder / 'corrupt.jpg'}" in captured.err
@@ -427,7 +429,7 @@ def test_folder_searches_leave_out_hidden_files_as_data_lists_does(weights, tmp_
         f"{folder / '.thumbs' / 'y.jpg'}; name one as an INPUT to segment it anyway"]
     assert sorted(p.name for p in out.iterdir()) == ["x_color.png", "x_label.png", "x_overlay.png"]
     # Named, a hidden file is read; a folder holding only hidden ones says so.
-    assert main([*args, str(tmp_path / "out2"), str(folder / ".thumbs" / "y.jpg"), str(apple)]) == 0
+    assert main([*args, str(tmp_path / "out2"), str(folder / ".thumbs" / "y.jpg"), str(apple)]) == 1  # apple skipped
     captured = capsys.readouterr()
     assert "wrote 1 image(s)" in captured.out and f"skipped image {apple} is not a readable image" in captured.err
     assert main([*args, str(tmp_path / "out3"), str(folder / ".thumbs")]) == 0  # the dot-folder itself, named
@@ -438,3 +440,17 @@ def test_folder_searches_leave_out_hidden_files_as_data_lists_does(weights, tmp_
     assert capsys.readouterr().err.strip().splitlines() == [
         f"skipped {only}: its only images and videos are hidden (name or folder starting with '.', such as "
         f"{only / '.cache' / 'z.jpg'}); name one as an INPUT to segment it anyway"]
+
+
+def test_skipped_inputs_exit_1_with_a_summary_after_writing_the_good_ones(weights, photos, tmp_path, capsys) -> None:
+    # It exited 0 when some inputs were unreadable: a script could not tell that outputs were missing.
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "out"
+    args = ["predict", "--weights", str(weights), "--device", "cpu", "--quiet", "--out"]
+    assert main([*args, str(out), str(photos), str(broken)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == [f"wrote 3 image(s) x 3 PNGs and 0 video(s) to {out}; skipped 1", "1 of 4 inputs skipped"]
+    assert len(list(out.glob("*_label.png"))) == 3  # the good ones are still written
+    assert main([*args, str(tmp_path / "all_good"), str(photos)]) == 0  # nothing skipped: 0, no summary line
+    assert "inputs skipped" not in capsys.readouterr().out

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -106,7 +107,8 @@ class EvalConfig:
     scale: float = 1.0  # ss/ssc: resize inputs by this first (CamVid's 960x720 protocol on 480x360 data: 2.0)
     scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
     flip: bool | None = None  # null = the mode's default: on for msf/mscf, off for ss/ssc; false turns it off
-    crop_size: tuple[int, int] | None = None  # sliding window (H, W); null = whole image
+    # ssc/mscf sliding window (H, W); null = Cityscapes' 1024x1024, else augment.crop_size (eval_settings)
+    crop_size: tuple[int, int] | None = None
     stride: tuple[int, int] | None = None  # null = 2/3 of the crop
     batch_size: int = 1
 
@@ -149,7 +151,17 @@ def load_config(
     config: str | Path | Config | dict | None = None,
     overrides: list[str] | str | dict[str, Any] | None = None,
 ) -> Config:
-    """Load a YAML file (or dict, or Config) and apply `key.path=value` overrides (a list, or one string)."""
+    """Load a config from a YAML path, a dict of sections or a Config; apply `key.path=value` overrides to it.
+
+    `overrides`: a list, one string, or a dict such as {"train.lr": 0.01}. `config=None` starts from the
+    defaults, so it needs overrides (data.dataset at least).
+    """
+    if config is None and not overrides:  # the defaults alone never load: a custom dataset with no class count
+        raise ConfigError("load_config takes a YAML path, a dict or a Config, got None; pass e.g. "
+                          "'configs/bisenetv2_dubai.yaml' (or None with overrides such as {'data.dataset': 'camvid'})")
+    if not isinstance(config, (Config, dict, str, os.PathLike)) and config is not None:
+        raise ConfigError(f"load_config takes a YAML path, a dict or a Config, got {type(config).__name__} "
+                          f"{repr(config)[:80]}; pass e.g. 'configs/bisenetv2_dubai.yaml'")
     if isinstance(config, Config):
         raw = to_dict(config)
         source = "config"

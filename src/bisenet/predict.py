@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +73,36 @@ def label_info(num_classes: int, config: Config | None = None, stored: dict | No
                      f"and ImageNet mean/std (pass --config for the right ones){note}")
 
 
+class EvalScaleWarning(UserWarning):
+    """Weights predicted at another scale than the bundled config of their arch and classes scores them at."""
+
+
+def scale_note(segmenter: Segmenter, flags: bool = False) -> str | None:
+    """Why and how to predict at a bundled config's eval.scale, when predict runs these weights at another; else None.
+
+    `flags`: worded for `bisenet predict` (--config/--scale), else for Python (config=/scale=).
+    """
+    from bisenet.cli.evaluate import bundled_config
+
+    if segmenter.info.source in ("the config", "the checkpoint's stored config"):
+        return None  # eval scores with that same config
+    if segmenter.protocol.mode not in ("ss", "ssc"):
+        return None  # eval.scale is for the single-scale modes
+    found = bundled_config(segmenter.arch, segmenter.num_classes)
+    if found is None or found[1].eval.scale == segmenter.protocol.scales[0]:
+        return None
+    shown, cfg = found
+    scale = f"{cfg.eval.scale:g}"
+    how = f"--config {shown} (or --scale {scale})" if flags else f"config={shown!r} (or scale={scale})"
+    return f"{shown} scores at eval.scale {scale}: pass {how} to predict as it was scored"
+
+
 class Segmenter:
-    """Segment RGB uint8 images with a BiSeNet model: `Segmenter.from_checkpoint(path).predict(image)`."""
+    """Segment RGB uint8 images with a BiSeNet model: `Segmenter.from_checkpoint(path).predict(image)`.
+
+    An nn.Module passed in is the Segmenter's from then on: it is moved to `device` and left in eval mode for good
+    (no end of use to restore it at; call model.train() before training it again, or pass a copy.deepcopy).
+    """
 
     def __init__(self, model: nn.Module | Callable, num_classes: int, info: LabelInfo | None = None,
                  device: str | torch.device = "cpu",
@@ -83,7 +112,16 @@ class Segmenter:
         from bisenet.checkpoint import model_arch
         from bisenet.engine.distributed import resolve_device
 
+        _check_model(model)
         predicts = getattr(model, "num_classes", None)  # runners may not say; BiSeNet models do
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            example = predicts if isinstance(predicts, int) else 19
+            raise ConfigError(f"Segmenter: num_classes must be a positive int, got {num_classes!r} "
+                              f"({type(num_classes).__name__}); pass e.g. num_classes={example}")
+        num_classes = int(num_classes)
+        if info is not None and not isinstance(info, LabelInfo):
+            raise BisenetError(f"Segmenter: info must be a LabelInfo (e.g. label_info(num_classes, config)) or None, "
+                               f"got {type(info).__name__}")
         if isinstance(predicts, int) and predicts != num_classes:  # else a wrong palette and mean/std, silently
             raise ConfigError(f"the model predicts {predicts} classes but num_classes is {num_classes}; "
                               f"pass num_classes={predicts}")
@@ -120,7 +158,9 @@ class Segmenter:
         """Load published or own weights; names/palette/mean/std from `config`, the checkpoint, or a preset.
 
         A `config` whose model.arch differs from the weights' arch is refused, as by `bisenet eval`.
-        `scale` (ss/ssc) resizes inputs first, overriding the config's eval.scale.
+        `scale` (ss/ssc) resizes inputs first, overriding the config's eval.scale. Without `config` and `scale`,
+        an EvalScaleWarning says when a bundled config of these weights scores at another eval.scale (as the CLI's
+        note does); it still runs at the scale of the names' source (a preset's: 1).
         """
         from bisenet.checkpoint import check_arch, check_classes, model_from_weights, read_weights
         from bisenet.engine.distributed import resolve_device
@@ -138,8 +178,12 @@ class Segmenter:
             check_classes(model, config.num_classes, path, named)
         stored = ckpt.get("config")
         info = label_info(model.num_classes, config, stored if isinstance(stored, dict) else None, path)
-        return cls(model, model.num_classes, info, device, mode, backend, batch_size, calibration=calibration,
-                   scale=scale)
+        segmenter = cls(model, model.num_classes, info, device, mode, backend, batch_size, calibration=calibration,
+                        scale=scale)
+        note = scale_note(segmenter) if config is None and scale is None else None
+        if note:
+            warnings.warn(note, EvalScaleWarning, stacklevel=2)
+        return segmenter
 
     @property
     def palette(self) -> list[list[int]]:
@@ -184,6 +228,16 @@ class Segmenter:
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """RGB colour image of a label map with this model's palette."""
         return colorize(mask, self.info.palette)
+
+
+def _check_model(model: object) -> None:
+    """Refuse what is not a model (or runner) to wrap, before it fails later as a TypeError."""
+    if isinstance(model, (str, bytes, os.PathLike)):
+        raise BisenetError(f"Segmenter: got the path {os.fsdecode(model)[:200]!r} as the model; load weights with "
+                           "Segmenter.from_checkpoint(path) (Segmenter(model, num_classes) takes a built nn.Module)")
+    if not callable(model):
+        raise BisenetError(f"Segmenter: the model must be an nn.Module (or a callable runner), got "
+                           f"{type(model).__name__}; for a weights file use Segmenter.from_checkpoint(path)")
 
 
 def _as_rgb(image: np.ndarray, index: int = 0) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,6 @@ from bisenet.errors import BisenetError
 
 if TYPE_CHECKING:
     from bisenet.evaluation.inference import Protocol
-    from bisenet.predict import Segmenter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Segment the inputs and print what was written; exit 1 when nothing could be read."""
+    """Segment the inputs and print what was written; exit 1 when any input was skipped (the others still written)."""
     from bisenet.cli.evaluate import unused_calibration
-    from bisenet.predict import Segmenter
+    from bisenet.predict import EvalScaleWarning, Segmenter, scale_note
     from bisenet.predict_files import check_alpha, predict_paths
 
     check_alpha(args.overlay)  # before the weights load
@@ -47,18 +47,26 @@ def run(args: argparse.Namespace) -> int:
     if calibration and not Path(calibration).is_dir():  # before the weights load
         problem = "is a file, not a folder" if Path(calibration).is_file() else "folder not found"
         raise BisenetError(f"--calibration {calibration}: {problem}; pass a folder of images like the ones to segment")
-    segmenter = Segmenter.from_checkpoint(args.weights, device=args.device, config=args.config, mode=args.mode,
-                                          backend=args.backend, batch_size=args.batch_size, scale=args.scale,
-                                          calibration=calibration or _input_images(args.inputs, args.out, args.backend))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EvalScaleWarning)  # said below, worded with the flags
+        segmenter = Segmenter.from_checkpoint(
+            args.weights, device=args.device, config=args.config, mode=args.mode, backend=args.backend,
+            batch_size=args.batch_size, scale=args.scale,
+            calibration=calibration or _input_images(args.inputs, args.out, args.backend))
     print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
           f"{_protocol_text(segmenter.protocol)} on {segmenter.device}, {segmenter.backend} backend")
-    if args.config is None and args.scale is None:
-        _scale_hint(segmenter)
+    note = scale_note(segmenter, flags=True) if args.config is None and args.scale is None else None
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
     written = (f"wrote {summary.images} image(s) x 3 PNGs and {summary.videos} video(s) to {args.out}"
                if summary.images or summary.videos else "wrote nothing")
     print(written + (f"; skipped {len(summary.skipped)}" if summary.skipped else ""))
-    return 0 if summary.images or summary.videos or not summary.skipped else 1
+    if not summary.skipped:
+        return 0
+    # Exit 1 so that scripts see the missing outputs; the good inputs' outputs are written all the same.
+    print(f"{len(summary.skipped)} of {summary.images + summary.videos + len(summary.skipped)} inputs skipped")
+    return 1
 
 
 def _protocol_text(protocol: Protocol) -> str:
@@ -67,21 +75,6 @@ def _protocol_text(protocol: Protocol) -> str:
     if protocol.mode in ("ss", "ssc") and protocol.scales == (1.0,):
         text = text.replace(protocol.mode, f"{protocol.mode} scale 1", 1)
     return text
-
-
-def _scale_hint(segmenter: Segmenter) -> None:
-    """No config: when a bundled config of these weights scores at another eval.scale, say how to predict as it."""
-    from bisenet.cli.evaluate import bundled_config
-
-    if segmenter.info.source in ("the config", "the checkpoint's stored config"):
-        return  # eval scores with that same config
-    if segmenter.protocol.mode not in ("ss", "ssc"):
-        return  # eval.scale is for the single-scale modes
-    found = bundled_config(segmenter.arch, segmenter.num_classes)
-    if found is not None and found[1].eval.scale != segmenter.protocol.scales[0]:
-        shown, cfg = found
-        print(f"note: {shown} scores at eval.scale {cfg.eval.scale:g}: pass --config {shown} (or --scale "
-              f"{cfg.eval.scale:g}) to predict as it was scored", file=sys.stderr)
 
 
 def _input_images(inputs: list[str], out: str, backend: str) -> list[Path] | None:

@@ -115,6 +115,7 @@ class SegmentationDataset(Dataset):
         dataset: DatasetInfo | None = None,
     ) -> None:
         """`dataset`: the named dataset (catalog.preset_labels) whose raw label ids each label must hold."""
+        _check_arguments(pairs, num_classes, ignore_index, label_map, mean, std, augment, seed, cache, dataset)
         if pairs.problems:
             raise DataError(_join(pairs.problems))
         self.list_file = pairs.path
@@ -216,6 +217,48 @@ class SegmentationDataset(Dataset):
                 raise SampleError(f"{where}: label {label_path} {bad}")
             self._checked.add(index)
         return image, label
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_arguments(pairs: object, num_classes: object, ignore_index: object, label_map: object, mean: object,
+                     std: object, augment: object, seed: object, cache: object, dataset: object) -> None:
+    """SegmentationDataset's arguments, each refused in one line naming it (Python callers get no type checks)."""
+    def bad(name: str, value: object, expected: str) -> DataError:
+        return DataError(f"SegmentationDataset: {name} must be {expected}, got {type(value).__name__} "
+                         f"{repr(value)[:80]}")
+
+    if isinstance(pairs, (str, os.PathLike)):  # the likeliest slip: the list file's path itself
+        raise DataError(f"SegmentationDataset: pairs is the path {os.fspath(pairs)!r}; it takes a PairList: "
+                        "bisenet.data.lists.read_list(list_file, root), or build_dataset(config, split) for a "
+                        "config's split")
+    if not isinstance(pairs, PairList):
+        raise bad("pairs", pairs, "a PairList (bisenet.data.lists.read_list(list_file, root), or use "
+                  "build_dataset(config, split))")
+    if not _is_int(num_classes) or num_classes < 1:  # type: ignore[operator]
+        raise bad("num_classes", num_classes, "a positive int, e.g. cfg.num_classes")
+    if not _is_int(ignore_index) or not num_classes <= ignore_index <= 255:  # type: ignore[operator]
+        raise bad("ignore_index", ignore_index, f"an int in [num_classes, 255] ({num_classes}-255), e.g. 255")
+    if label_map is not None and not (isinstance(label_map, dict)
+                                      and all(_is_int(k) and _is_int(v) for k, v in label_map.items())):
+        raise bad("label_map", label_map, "a dict of raw label value -> train id ints, or None")
+    for name, values in (("mean", mean), ("std", std)):
+        if (isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray)) or len(values) != 3
+                or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values)):
+            raise bad(name, values, "3 numbers (RGB, on [0, 1] pixels), e.g. cfg.data." + name)
+    if any(v <= 0 for v in std):  # type: ignore[union-attr]
+        raise bad("std", std, "3 numbers above 0")
+    if augment is not None and not isinstance(augment, AugmentConfig):  # build_dataset's augment is a bool
+        raise bad("augment", augment, "an AugmentConfig (e.g. cfg.augment) or None for no augmentation; "
+                  "build_dataset(config, split, augment=True) takes a bool")
+    if not _is_int(seed):
+        raise bad("seed", seed, "an int")
+    if not isinstance(cache, str) or cache not in ("none", "memory", "disk"):
+        raise bad("cache", cache, "'none', 'memory' or 'disk'")
+    if dataset is not None and not isinstance(dataset, DatasetInfo):
+        raise bad("dataset", dataset, "a DatasetInfo (catalog.preset_labels(name, label_map)) or None")
 
 
 def _config(config: Config | str | Path | dict) -> Config:
