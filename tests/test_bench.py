@@ -244,3 +244,52 @@ def test_a_failed_alone_run_logs_its_error_line_not_a_list() -> None:
     assert run_alone(["--backend", "tensorrt", "--size", "64x64"], log=said.append) is None
     assert len(said) == 1 and said[0].startswith("alone run failed: bisenet bench --backend tensorrt --size 64x64: "
                                                  "bisenet bench: error: unknown backend 'tensorrt'")
+
+
+def test_json_path_where_no_file_can_be_created_is_refused_before_any_work(capsys) -> None:
+    if not Path("/proc/self").exists():
+        pytest.skip("needs Linux /proc, a folder that takes no new files even as root")
+    out = Path("/proc/bisenet-test-rows.json")
+    code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager", "--num-classes", "3",
+                 "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1
+    assert f"--json {out}: cannot write in /proc" in captured.err
+    assert "building" not in captured.err and "| eager |" not in captured.out  # not after minutes of timing
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--arch", "bisenetv1"], "--arch bisenetv1: {w} holds bisenetv2 weights; drop --arch"),
+    (["--num-classes", "19"], "--num-classes 19: {w} predicts 5 classes; drop --num-classes"),
+])
+def test_arch_or_classes_that_contradict_the_weights_are_refused(weights, capsys, flags, expected) -> None:
+    code = main(["bench", "--size", "64x64", "--iters", "1", "--warmup", "0", "--backend", "eager",
+                 "--weights", str(weights), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and expected.format(w=weights) in err, err
+    assert "building" not in err
+    # The same flags agreeing with the file are fine.
+    rows = run_benchmark(arch="bisenetv2", num_classes=5, size=(64, 64), backends=["eager"], weights=weights,
+                         iters=1, warmup=0)
+    assert [row["backend"] for row in rows] == ["eager"]
+
+
+def test_images_in_train_mode_are_refused_not_ignored(capsys) -> None:
+    code = main(["bench", "--mode", "train", "--size", "64x64", "--batch-size", "2", "--iters", "1", "--warmup", "0",
+                 "--backend", "fp32", "--num-classes", "3", "--images", str(VAL_IMAGES)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert f"--images {VAL_IMAGES}: --mode train times random batches" in err and "drop --images" in err
+
+
+def test_openvino_precision_names_are_checked_with_the_nearest_valid_one() -> None:
+    pytest.importorskip("openvino")
+    from bisenet.deploy.backends import build_backend
+    from bisenet.errors import BisenetError
+
+    model = torch.nn.Conv2d(3, 2, 1)  # never exported: the name is refused first
+    with pytest.raises(BisenetError) as info:
+        build_backend("openvino", model, "cpu", precision="fp32")
+    message = str(info.value)
+    assert "\n" not in message and "precision='fp32'" in message and "did you mean 'f32'?" in message
+    assert "f32, bf16, f16" in message

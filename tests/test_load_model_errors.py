@@ -279,3 +279,41 @@ def test_load_model_path_of_another_type_is_one_line(path):
         bisenet.load_model(path)
     assert str(info.value) == (f"path={path!r}: expected a weights file path (str or os.PathLike), "
                                f"not {type(path).__name__}")
+
+
+def _nonfinite_copy(state: dict, key: str, value: float) -> dict:
+    """`state` with one value of entry `key` replaced (NaN or inf), as a diverged run leaves it."""
+    state = {k: v.clone() for k, v in state.items()}
+    state[key].view(-1)[3] = value
+    return state
+
+
+@pytest.mark.parametrize("key, value, kind", [
+    ("detail.S1.0.conv.weight", float("nan"), "NaN"),
+    ("bga.left1.1.running_var", float("inf"), "inf"),  # BatchNorm statistics count: they scale every activation
+])
+def test_load_model_refuses_weights_holding_nan_or_inf_naming_the_entry(tmp_path, key, value, kind):
+    state = _nonfinite_copy(bisenet.build_model("bisenetv2", 5).state_dict(), key, value)
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        bisenet.load_model(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and f"entry '{key}' holds {kind}" in message
+    assert "pass an earlier checkpoint" in message
+
+
+def test_safetensors_with_nan_is_refused_and_predict_says_so_in_one_line(tmp_path, capsys):
+    from bisenet.cli import main
+
+    model = bisenet.build_model("bisenetv2", 5).eval()
+    model.load_state_dict(_nonfinite_copy(model.state_dict(), "head.conv_out.1.weight", float("nan")))
+    path = tmp_path / "nan.safetensors"
+    save_inference_weights(model, path, "bisenetv2", half=False)
+    with pytest.raises(CheckpointError, match=r"entry 'head.conv_out.1.weight' holds NaN \(1 of "):
+        bisenet.load_model(path)
+    image = Path(__file__).resolve().parents[1] / "examples" / "dubai" / "val" / "images"
+    code = main(["predict", "--weights", str(path), "--out", str(tmp_path / "masks"), str(next(image.iterdir()))])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "holds NaN" in err, err
+    assert not (tmp_path / "masks").exists() or not any((tmp_path / "masks").iterdir())  # no all-zero masks written

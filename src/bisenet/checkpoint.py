@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bisenet.errors import CheckpointError, make_dir
+from bisenet.errors import CheckpointError, make_dir, remove_quietly
 from bisenet.models import MODELS, build_model
 
 # One entry per arch that only that arch has, and the entry whose first dim is num_classes.
@@ -24,6 +24,10 @@ _ARCH_SIGNATURE = {
 _ARCH_NAMES = {name: cls.__name__ for name, cls in MODELS.items()}
 # How torch.save's legacy (non-zip) format begins, after the pickle protocol header: its magic number.
 _LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[2:-1]
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A weights file holding NaN or inf (a diverged run): its model would give all-zero masks silently."""
 
 
 def read_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -197,8 +201,12 @@ def model_from_weights(
     arch: str | None = None,
     num_classes: int | None = None,
     map_location: str | torch.device = "cpu",
+    finite: bool = True,
 ) -> nn.Module:
-    """Build and load the model for what `read_weights` returned, so its caller reads the file once; eval mode."""
+    """Build and load the model for what `read_weights` returned, so its caller reads the file once; eval mode.
+
+    finite=False skips the NaN/inf refusal (export's reload check measures the outputs instead).
+    """
     if arch is not None and arch not in MODELS:
         raise CheckpointError(f"arch={arch!r}: unknown arch; valid: {', '.join(MODELS)} (or None to read it from the file)")
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
@@ -218,7 +226,20 @@ def model_from_weights(
     num_classes = num_classes or ckpt.get("num_classes") or guessed_classes
     model = build_model(arch, num_classes)
     load_state(model, state, path)
+    if finite:
+        check_finite(state, path)
     return model.to(map_location).eval()
+
+
+def check_finite(state: dict[str, Any], path: str | os.PathLike = "weights") -> None:
+    """Refuse a state_dict with NaN or inf in a floating tensor (BatchNorm statistics too), naming the first one."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            kind = "NaN" if bool(torch.isnan(value).any()) else "inf"
+            raise NonFiniteWeightsError(
+                f"{path}: entry '{key}' holds {kind} ({bad} of {value.numel()} values; a diverged training run?); "
+                "its masks would be meaningless: pass an earlier checkpoint or retrain with a lower learning rate")
 
 
 def model_arch(model: Any) -> str | None:
@@ -290,20 +311,23 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
     path = Path(path)
     make_dir(path.parent, f"checkpoint {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         publish(tmp, path)
     except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as RuntimeError("enforce fail ...")
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            remove_quietly(tmp)
         cause = exc if isinstance(exc, OSError) else exc.__context__ or exc.__cause__
         why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc).strip().splitlines()[0]
         raise CheckpointError(f"could not write {path}: {why}; free some space or pass another --work-dir") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            remove_quietly(tmp)
         raise
 
 
@@ -314,6 +338,7 @@ def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str,
     BatchNorm running statistics stay float32 (a few KB): trained variances pass 1e5, beyond
     fp16's 65504, and would load as inf.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     aux = tuple(f"{name}." for name in getattr(model, "aux_heads", ()))
@@ -329,10 +354,18 @@ def save_inference_weights(model: nn.Module, path: str | os.PathLike, arch: str,
 
         meta["config"] = json.dumps(config)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass a file path such as {path / 'model.safetensors'}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent writers do not collide
     try:
         save_file(state, str(tmp), metadata=meta)
         publish(tmp, path)
+    except (SafetensorError, OSError) as exc:  # safetensors reports a missing or read-only folder as its own error
+        remove_quietly(tmp)
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split(" at path ")[0]
+        why = why.removeprefix("Error while serializing: ").removeprefix("I/O error: ")
+        raise CheckpointError(f"could not write {path}: {why}; check that its folder exists and is writable, "
+                              "or choose another path") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise

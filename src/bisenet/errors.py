@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -71,5 +73,25 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object], what:
     except OSError as exc:  # e.g. a folder created at `path` meanwhile, a full or read-only disk
         raise BisenetError(f"{what} {path}: cannot write ({exc.strerror or exc}); choose another path") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
+    return path
+
+
+def remove_quietly(path: str | os.PathLike) -> None:
+    """Remove a temporary file if it is there; a failure (read-only disk, a folder of that name) must not hide the real error."""
+    with contextlib.suppress(OSError):
+        Path(path).unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike, what: str, example: str) -> Path:
+    """Refuse, before any slow work, an output file that cannot be created: try a temporary file beside it."""
+    path = check_output_file(path, what, example)
+    folder = make_dir(path.parent, f"{what} {path}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:  # read-only disk, no permission, a folder that takes no files (/proc)
+        raise BisenetError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc}); "
+                           "check the folder or choose another path") from None
+    os.close(fd)
+    remove_quietly(probe)
     return path

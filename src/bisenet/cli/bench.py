@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `bisenet bench`."""
     parser.add_argument("--mode", choices=("infer", "train"), default="infer",
                         help="infer: one forward per backend; train: forward + OHEM/aux loss + backward + SGD step")
-    parser.add_argument("--arch", default="bisenetv2", help="architecture when no --weights (default bisenetv2)")
-    parser.add_argument("--num-classes", type=int, default=19, help="classes when no --weights (default 19)")
+    parser.add_argument("--arch", default=None,
+                        help="architecture when no --weights (default bisenetv2); with --weights, read from the file")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classes when no --weights (default 19); with --weights, read from the file")
     parser.add_argument("--size", default=None,
                         help="input HxW, multiples of 32 (default: infer 512x1024, train 512x512, as bench/*.py time them)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -46,12 +47,11 @@ def run(args: argparse.Namespace) -> int:
     from bisenet.cli.evaluate import unused_calibration
     from bisenet.config import load_config, parse_size
     from bisenet.deploy.bench import DEFAULT_INFER, format_table, image_normalisation, run_benchmark
-    from bisenet.errors import BisenetError, check_output_file, make_dir, write_text_atomic
+    from bisenet.errors import BisenetError, check_writable, write_text_atomic
 
     size = parse_size(args.size, "--size") if args.size else None  # None: the mode's default (run_benchmark)
-    if args.json:  # before the run, so a bad path does not cost its results
-        check_output_file(args.json, "--json", "bench.json")
-        make_dir(Path(args.json).parent, f"--json {args.json}")
+    if args.json:  # before the run, so a path that takes no file does not cost its (minutes of) results
+        check_writable(args.json, "--json", "bench.json")
     if args.threads is not None:
         if args.threads < 1:
             raise BisenetError(f"--threads {args.threads}: must be at least 1")

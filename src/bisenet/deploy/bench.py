@@ -130,8 +130,8 @@ def _stats(times: list[float], batch: int, gflops: float) -> dict[str, float]:
 
 
 def run_benchmark(
-    arch: str = "bisenetv2",
-    num_classes: int = 19,
+    arch: str | None = None,
+    num_classes: int | None = None,
     size: tuple[int, int] | None = None,
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
@@ -155,6 +155,8 @@ def run_benchmark(
 
     `size` and `batch_size` default to MODE_DEFAULTS[mode]: 512x1024 batch 1 (infer), 512x512 batch 4 (train).
     `device` is cpu, cuda[:N] or auto (CUDA when present).
+    `arch` and `num_classes` build a random model (default bisenetv2, 19 classes); with `weights` they are read
+    from the file, and refused if given and different.
     `config_arch` and `config_classes` (a config's model.arch and class count) refuse `weights` of another
     arch or class count, as eval, predict and export do; `config_name` is how that error names the config.
 
@@ -174,6 +176,9 @@ def run_benchmark(
                            "(max_images= in Python)")
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise BisenetError(f"batch size {batch_size}, iters {iters}, warmup {warmup}: need batch >= 1, iters >= 1, warmup >= 0")
+    if mode == "train" and images:  # else silently ignored: training steps run on random batches
+        raise BisenetError(f"--images {images}: --mode train times random batches and measures no agreement; "
+                           "drop --images (images= in Python), or use --mode infer")
     if mode == "train" and batch_size < 2:  # BatchNorm in train mode: else a ValueError deep inside the first step
         raise BisenetError(f"--batch-size {batch_size}: a training step needs at least 2 images; "
                            "pass --batch-size 2 or more (batch_size= in Python)")
@@ -215,12 +220,24 @@ def _unique(names: Sequence[str] | None, log: Callable[[str], None]) -> list[str
     return unique
 
 
-def _load(arch: str, num_classes: int, weights: str | os.PathLike | None, device: torch.device) -> nn.Module:
+def _load(arch: str | None, num_classes: int | None, weights: str | os.PathLike | None,
+          device: torch.device) -> nn.Module:
     from bisenet import build_model, load_model
+    from bisenet.checkpoint import model_arch
     from bisenet.models import MODELS
 
     if weights:
-        return load_model(weights, map_location="cpu").to(device).eval()
+        model = load_model(weights, map_location="cpu")
+        # The file says what the model is: a contradicting flag would otherwise be ignored silently.
+        if arch is not None and arch != model_arch(model):
+            raise BisenetError(f"--arch {arch}: {weights} holds {model_arch(model)} weights; drop --arch "
+                               "(arch= in Python): bench reads it from --weights")
+        if num_classes is not None and num_classes != model.num_classes:
+            raise BisenetError(f"--num-classes {num_classes}: {weights} predicts {model.num_classes} classes; "
+                               "drop --num-classes (num_classes= in Python): bench reads it from --weights")
+        return model.to(device).eval()
+    arch = "bisenetv2" if arch is None else arch
+    num_classes = 19 if num_classes is None else num_classes
     if arch not in MODELS:
         raise BisenetError(f"unknown arch {arch!r}{nearest(arch, MODELS)}; valid: {', '.join(MODELS)}")
     if num_classes < 1:

@@ -21,7 +21,7 @@ from bisenet.deploy.export_metadata import (  # noqa: F401 (export_config: re-ex
     config_metadata,
     export_config,
 )
-from bisenet.errors import BisenetError, make_dir
+from bisenet.errors import BisenetError, CheckpointError, check_writable, remove_quietly
 from bisenet.models.layers import check_size
 
 MIN_OPSET, MAX_OPSET = 13, 20  # 13: Resize with scales and ArgMax as used here; 20: newest the TorchScript exporter knows
@@ -79,6 +79,21 @@ def second_size(height: int, width: int) -> tuple[int, int]:
     return (h if h != height else height + 32), (w if w != width else width + 32)
 
 
+def check_opset(opset: int) -> None:
+    """Refuse an ONNX opset outside what the exporter supports here."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BisenetError(f"opset {opset} is not supported; pass --opset (opset= in Python) between {MIN_OPSET} "
+                           f"and {MAX_OPSET} (17 is a safe choice)")
+
+
+def check_onnxruntime() -> None:
+    """Refuse a checked export where onnxruntime is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BisenetError(NEED_ONNXRUNTIME)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -100,9 +115,7 @@ def export_onnx(
     Raises ExportCheckError (nothing written) when the ONNX output disagrees with PyTorch or either is NaN/inf.
     """
     check_size(height, width)
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise BisenetError(f"opset {opset} is not supported; pass --opset (opset= in Python) between {MIN_OPSET} "
-                           f"and {MAX_OPSET} (17 is a safe choice)")
+    check_opset(opset)
     path = Path(path)
     if path.is_dir():
         raise BisenetError(f"{path} is a folder; pass a file name such as {path / 'model.onnx'}")
@@ -111,11 +124,8 @@ def export_onnx(
                            "(eval-only .safetensors weights: export_weights, or bisenet export --out X.safetensors)")
     config = _fitting_config(model, config)
     if check:
-        import importlib.util
-
-        if importlib.util.find_spec("onnxruntime") is None:  # before the export, not after it
-            raise BisenetError(NEED_ONNXRUNTIME)
-    make_dir(path.parent, f"--out {path}")
+        check_onnxruntime()  # before the export, not after it
+    check_writable(path, "--out", "model.onnx")  # before the export: a folder that takes no file fails now
     reference = copy.deepcopy(model).cpu().float().eval()
     num_classes = getattr(model, "num_classes", None)
     net = HalfWrapper(copy.deepcopy(reference)).eval() if fp16 else reference
@@ -126,10 +136,10 @@ def export_onnx(
     if dynamic:
         out_axes = {0: "batch", 1: "height", 2: "width"} if argmax else {0: "batch", 2: "height", 3: "width"}
         axes = {"input": {0: "batch", 2: "height", 3: "width"}, out_name: out_axes}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    start = time.perf_counter()
+    start, tmp = time.perf_counter(), None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         _torch_export(net, tmp, height, width, opset, axes)
         simplified = _simplify(tmp) if simplify else None
         _add_metadata(tmp, {"arch": type(model).__name__.lower(), "num_classes": str(num_classes), "output": out_name,
@@ -147,11 +157,22 @@ def export_onnx(
             _raise_on_failure(report, path, fp16, "the ONNX model does not match PyTorch: try another --opset or --no-simplify "
                               "(opset=, simplify=False in Python)")
         publish(tmp, path)
+    except OSError as exc:  # a full or read-only disk, the folder removed meanwhile
+        if tmp is not None:
+            remove_quietly(tmp)
+        raise _write_error(path, exc) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            remove_quietly(tmp)
         raise
     report["size_mb"] = round(path.stat().st_size / 2**20, 2)
     return report
+
+
+def _write_error(path: Path, exc: OSError) -> BisenetError:
+    """The one-line error for an export that could not be written (nothing was)."""
+    return BisenetError(f"--out {path}: cannot write ({exc.strerror or exc}); check its folder (free space, "
+                        "permissions) or choose another --out; nothing was written")
 
 
 def check_failure(row: dict[str, Any], labels_only: bool = False) -> str | None:
@@ -290,7 +311,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
 
     `config` (a run's config as a dict, e.g. from export_config) travels in the file's metadata, for names, palette, mean/std.
     """
-    from bisenet.checkpoint import load_model, model_arch, save_inference_weights
+    from bisenet.checkpoint import model_arch, model_from_weights, read_weights, save_inference_weights
     from bisenet.models import MODELS
 
     check_size(height, width)
@@ -300,14 +321,19 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
     arch = model_arch(model)
     if arch is None:
         raise BisenetError(f"cannot save a {type(model).__name__}: valid models are {', '.join(MODELS)}")
-    make_dir(path.parent, f"--out {path}")
+    check_writable(path, "--out", "model.safetensors")
     reference = copy.deepcopy(model).cpu().float().eval()
     tmp = path.with_name(f".{path.stem}.check.safetensors")  # load_model reads safetensors by their suffix
     try:
-        save_inference_weights(reference, tmp, arch, half=fp16, config=config)
+        try:
+            save_inference_weights(reference, tmp, arch, half=fp16, config=config)
+        except CheckpointError as exc:  # it names the temporary file; the user knows --out
+            raise BisenetError(str(exc).replace(str(tmp), f"--out {path}") + "; nothing was written") from None
         x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0))
+        # finite=False: fp16 overflow must reach the check below, which reports it as the export's failure.
+        reloaded = model_from_weights(read_weights(tmp), tmp, finite=False)
         with torch.no_grad():
-            expected, got = reference(x), load_model(tmp)(x)
+            expected, got = reference(x), reloaded(x)
         check = {"size": f"{height}x{width}", "max_abs_diff": float((got - expected).abs().max()),
                  "agreement": float((got.argmax(1) == expected.argmax(1)).float().mean())}
         if not (torch.isfinite(expected).all() and torch.isfinite(got).all()):
@@ -316,7 +342,10 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
         # Labels only, as the CLI always judged it: fp16 weights change the logits by design.
         _raise_on_failure(report, path, True, "the saved weights do not reproduce the model: try without --fp16 (fp16=False in Python)")
         publish(tmp, path)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise _write_error(path, exc) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_quietly(tmp)
         raise
     return report

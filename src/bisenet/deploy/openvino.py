@@ -19,12 +19,14 @@ import torch
 from torch import nn
 
 from bisenet.deploy.backends import Backend, _calibration_batches, _export_temp, check_available
-from bisenet.errors import BisenetError
+from bisenet.errors import BisenetError, nearest
 from bisenet.evaluation.inference import labels_from_scores
 from bisenet.models.layers import check_input_size
 
 # Everything but convolutions stays in float: quantising the adds, gates, pools and resizes
 # as well cost 3-8% label agreement on a trained Dubai model for almost no speed.
+# The CPU plugin's INFERENCE_PRECISION_HINT names (f16 runs as bf16 where the CPU lacks fp16 maths).
+PRECISIONS = ("f32", "bf16", "f16")
 _FLOAT_OP_TYPES = ("Add", "Multiply", "Sigmoid", "MaxPool", "AvgPool", "ReduceMean", "Interpolate", "Concat")
 
 
@@ -71,9 +73,18 @@ def _compile(core: Any, model: Any, precision: str | None) -> Any:
     return core.compile_model(model, "CPU", config)
 
 
+def check_precision(precision: object) -> None:
+    """Refuse a precision name OpenVINO does not know (its own error is a raw RuntimeError), before any export."""
+    if precision is not None and precision not in PRECISIONS:
+        hint = nearest(precision, PRECISIONS) if isinstance(precision, str) else ""
+        raise BisenetError(f"openvino precision={precision!r}: unknown{hint}; pass one of {', '.join(PRECISIONS)} "
+                           "(or None: bf16 where the CPU has it, else f32)")
+
+
 def build_openvino(model: nn.Module, device: torch.device, precision: str | None = None,
                    export_size: tuple[int, int] = (256, 256)) -> OpenVinoBackend:
     """OpenVINO on the CPU, bf16 inference precision where the CPU supports it (precision='f32' forces fp32)."""
+    check_precision(precision)
     check_available("openvino", device)
     ov = _import_openvino("openvino")
     folder, path = _export_temp(model, export_size)
