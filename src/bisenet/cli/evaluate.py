@@ -77,19 +77,19 @@ def _scales(values: list[str] | None) -> list[float] | None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate (or score saved predictions) as the flags say; print the table; the exit code."""
     from bisenet.evaluation import format_table
-    from bisenet.evaluation.report import check_report_path
+    from bisenet.evaluation.outputs import check_report_inputs
+    from bisenet.evaluation.report import check_report_path, report_files
 
     if args.json:  # before the run, so a bad path does not cost its results
         check_report_path(args.json, "--json")
+        # The list, images and labels are checked (and the report written) by evaluate / score_predictions.
+        check_report_inputs(args.json, [("config", args.config), ("weights", args.weights)])
     result = _score_saved(args) if args.pred_dir else _evaluate_weights(args)
     if os.environ.get("RANK", "0") != "0":  # under torchrun every rank holds the same all-reduced result
         return 0
     print(format_table(result))
     if args.json:
-        from bisenet.evaluation import write_report
-
-        written = write_report(result, args.json)
-        print("wrote " + ", ".join(str(p) for p in written))
+        print("wrote " + ", ".join(str(p) for p in report_files(result, args.json)))
     return 0
 
 
@@ -129,7 +129,7 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
         stride=parse_size(args.stride, "--stride") if args.stride else None, flip=args.flip,
         batch_size=args.batch_size, device=args.device or "auto", backend=backend, save_pred_dir=args.save_pred,
         cityscapes_ids=args.cityscapes_ids, workers=args.workers, calibration=calibration,
-        calibration_images=8 if args.calibration_images is None else args.calibration_images,
+        calibration_images=8 if args.calibration_images is None else args.calibration_images, json_path=args.json,
     )
 
 
@@ -253,6 +253,7 @@ def _score_saved(args: argparse.Namespace) -> dict:
         return score_predictions(
             args.pred_dir, root, listed, num_classes=cfg.num_classes,
             ignore_index=d.ignore_index, label_map=d.label_map, class_names=d.class_names, workers=args.workers,
+            json_path=args.json,
         )
     root = args.root or args.data_root
     if not root or not args.list:
@@ -260,7 +261,7 @@ def _score_saved(args: argparse.Namespace) -> dict:
     if not args.dataset and not args.num_classes:
         raise BisenetError("--pred-dir needs --dataset NAME (e.g. cityscapes) or --num-classes N")
     return score_predictions(args.pred_dir, root, given_list(args.list, root), num_classes=args.num_classes,
-                             dataset=args.dataset, workers=args.workers)
+                             dataset=args.dataset, workers=args.workers, json_path=args.json)
 
 
 def given_list(list_file: str, root: str | os.PathLike) -> str:

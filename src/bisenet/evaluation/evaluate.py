@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import time
 from collections.abc import Iterator
@@ -21,10 +22,12 @@ from tqdm import tqdm
 from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS
 from bisenet.data.dataset import ignore_stop_signals, loader_batches
-from bisenet.errors import BisenetError, make_dir
-from bisenet.evaluation.inference import (MODES, Protocol, build_runner, check_batch_size, check_scale, check_scales,
-                                          config_protocol, eval_settings, infer, labels_from_scores, make_protocol)
+from bisenet.errors import BisenetError, DataError, make_dir
+from bisenet.evaluation.inference import (MODES, Protocol, build_runner, check_batch_size, check_scale, check_scale_list,
+                                          check_size, check_workers, config_protocol, eval_settings, infer,
+                                          labels_from_scores, make_protocol)
 from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_fields, new_confusion, update_confusion
+from bisenet.evaluation.outputs import check_report_inputs, dataset_inputs, prediction_names, prediction_paths  # noqa: F401
 from bisenet.evaluation.scoring import train_to_raw_lut
 from bisenet.runtime import keep_freed_memory
 
@@ -102,19 +105,16 @@ def evaluate_model(
     if distributed and dist.is_available() and dist.is_initialized():
         indices = indices[dist.get_rank()::dist.get_world_size()]  # strided shard: no padded duplicates
     batches = size_batches(dataset, indices, batch_size)
-    workers = _default_workers() if workers is None else workers
-    if workers < 0:
-        raise BisenetError(f"--workers {workers}: must be 0 (load in the main process) or more")
+    workers = _default_workers() if workers is None else check_workers(workers)
     loader = DataLoader(
         _Indexed(dataset), batch_sampler=batches, num_workers=workers if len(batches) > 1 else 0,
         pin_memory=device.type == "cuda", worker_init_fn=ignore_stop_signals,  # a stop signal is the trainer's to handle
     )
     out_dir = Path(save_pred_dir) if save_pred_dir is not None else None
     if out_dir is not None:
-        names = prediction_names(dataset)
-        make_dir(out_dir, "--save-pred")
-        for folder in sorted({name.parent for name in names} - {Path(".")}):
-            make_dir(out_dir / folder, "--save-pred")
+        paths = prediction_paths(dataset, out_dir)  # refuses paths of the list's own images and labels
+        for folder in sorted({path.parent for path in paths}):
+            make_dir(folder, "--save-pred")
     confusion = new_confusion(num_classes, device)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as writer, torch.inference_mode(), loader_batches(loader) as loaded:
@@ -135,7 +135,7 @@ def evaluate_model(
                 # uint8 suffices: the config keeps num_classes <= ignore_index <= 255.
                 for i, pred in zip(index.tolist(), preds.to(torch.uint8).cpu().numpy()):
                     image = raw_lut[pred] if raw_lut is not None else pred
-                    pending.append(writer.submit(_write_png, out_dir / f"{names[i]}.png", image))
+                    pending.append(writer.submit(_write_png, paths[i], image))
         for job in pending:
             job.result()  # surface write errors
     if distributed:  # never when called on rank 0 alone: the other ranks would not join the collective
@@ -147,29 +147,6 @@ def evaluate_model(
         **confusion_fields(confusion),
     )
     return result
-
-
-def prediction_names(dataset: Any) -> list[Path]:
-    """Per image, its --save-pred name without .png: its folder below the common folder of the images, then its stem.
-
-    Mirrored as `predict` mirrors an input folder, so that a/img/x.png and b/img/x.png cannot overwrite each other;
-    flat when all images share one folder. Two images that still meet (x.png, x.jpg) are refused.
-    """
-    samples = getattr(dataset, "samples", None)
-    if not samples:  # not a SegmentationDataset: by its `names`, else by index
-        names = getattr(dataset, "names", None) or [str(i) for i in range(len(dataset))]
-        return [Path(name) for name in names]
-    images = [Path(os.path.abspath(image)) for image, _ in samples]  # abspath: a relative root with absolute list paths
-    common = Path(os.path.commonpath([str(image.parent) for image in images]))
-    names, owners = [], {}
-    for image, (given, _) in zip(images, samples):
-        name = image.parent.relative_to(common) / image.stem
-        owner = owners.setdefault(name.as_posix().casefold(), (given, name))  # case-folded: X.png is x.png on macOS
-        if Path(os.path.abspath(owner[0])) != image:
-            raise BisenetError(f"--save-pred: images {owner[0]} and {given} would both be saved as {owner[1]}.png; "
-                               "rename one of them (predictions are named after the image's folder and stem)")
-        names.append(name)
-    return names
 
 
 def _note(message: str) -> None:
@@ -226,12 +203,18 @@ def evaluate(
 
     Returns {"mIoU", "IoU": {class: value or None}, "pixel_acc", "fwIoU", "mode", "images", ...}.
     """
+    _check_types(weights_or_model, flip=flip, save_pred_dir=save_pred_dir, json_path=json_path, data_root=data_root,
+                 list_file=list_file, calibration=calibration)
+    crop, stride, scales = check_size(crop, "crop"), check_size(stride, "stride"), check_scale_list(scales)
+    workers = None if workers is None else check_workers(workers)
     cfg = config if isinstance(config, Config) else load_config(config)
     _check_arguments(mode or cfg.eval.mode, scales, scale, crop, stride, batch_size, calibration_images)
     if json_path is not None:  # before the run, so a bad path does not cost its results
         from bisenet.evaluation.report import check_report_path
 
         check_report_path(json_path, "json_path")
+        inputs = [("weights", weights_or_model), ("config", config)]
+        check_report_inputs(json_path, [(kind, path) for kind, path in inputs if isinstance(path, (str, os.PathLike))])
     from bisenet.deploy.backends import CALIBRATED
 
     if backend in CALIBRATED and not (backend_options or {}).get("calibration"):
@@ -251,12 +234,11 @@ def _check_arguments(mode: str, scales: list[float] | None, scale: float | None,
         check_scale(scale, mode)
     if batch_size is not None:
         check_batch_size(batch_size)
-    if scales is not None and len(scales) == 0:  # `scales or the config's` would run the config's six silently
-        raise BisenetError("scales=[]: give at least one scale, e.g. [0.75, 1, 1.25], or None for eval.scales")
-    if scales:
-        check_scales(scales)  # bounded as --scale is: --scales 0.5 100 would ask for tens of GB
-    if calibration_images < 1:
-        raise BisenetError(f"--calibration-images {calibration_images}: must be at least 1 (images int8 is calibrated on)")
+    if isinstance(calibration_images, bool) or not isinstance(calibration_images, numbers.Integral) \
+            or calibration_images < 1:
+        shown = calibration_images if isinstance(calibration_images, numbers.Real) else repr(calibration_images)
+        raise BisenetError(f"--calibration-images {shown}: must be at least 1 (images int8 is calibrated on), "
+                           "a whole number")
     if mode not in MODES:  # make_protocol names the valid modes
         return
     multi_scale, sliding = mode in ("msf", "mscf"), mode in ("ssc", "mscf")
@@ -267,6 +249,18 @@ def _check_arguments(mode: str, scales: list[float] | None, scale: float | None,
         if size is not None and not sliding:
             raise BisenetError(f"{flag} {size[0]}x{size[1]}: mode {mode} runs on whole images; "
                                f"sliding windows are for --mode ssc or mscf")
+
+
+def _check_types(weights_or_model: Any, *, flip: Any, **paths: Any) -> None:
+    """One-line errors for arguments of the wrong kind, which would otherwise fail deep inside as TypeErrors."""
+    if not isinstance(weights_or_model, (str, os.PathLike)) and not callable(weights_or_model):
+        raise BisenetError(f"weights_or_model={weights_or_model!r}: expected a weights file path, an nn.Module or a "
+                           "callable backend")
+    if flip is not None and not isinstance(flip, (bool, np.bool_)):
+        raise BisenetError(f"flip={flip!r}: expected True, False or None (None: the config's eval.flip)")
+    for name, value in paths.items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise BisenetError(f"{name}={value!r}: expected a path (a str or pathlib.Path) or None")
 
 
 def _calibration_options(cfg: Config, folder: str | os.PathLike | None, count: int, data_root: Any,
@@ -314,7 +308,6 @@ def _evaluate(cfg: Config, weights_or_model: Any, *, mode: str | None, split: st
               flip: bool | None, batch_size: int | None, device: str | torch.device, backend: str,
               save_pred_dir: Any, cityscapes_ids: bool, json_path: Any, workers: int | None, progress: bool,
               backend_options: dict | None) -> dict:
-    from bisenet.checkpoint import check_arch, load_model
     from bisenet.data import build_dataset, validate_split
     from bisenet.engine.distributed import rank_device
 
@@ -346,6 +339,40 @@ def _evaluate(cfg: Config, weights_or_model: Any, *, mode: str | None, split: st
         raw_lut = train_to_raw_lut(cfg.data.label_map, cfg.num_classes)
     validate_split(cfg, split, data_root, list_file)
     dataset = build_dataset(cfg, split, data_root, list_file, augment=False)  # whole images, even for --split train
+    # Before any model loads or runs: neither output may replace a file that this evaluation reads.
+    predictions = prediction_paths(dataset, save_pred_dir) if save_pred_dir is not None else []
+    if json_path is not None:
+        check_report_inputs(json_path, dataset_inputs(dataset) + [("prediction", path) for path in predictions])
+    # A caller's module goes back to its own train/eval mode of each submodule afterwards.
+    modes = {m: m.training for m in weights_or_model.modules()} if isinstance(weights_or_model, nn.Module) else {}
+    try:
+        result = _run(cfg, weights_or_model, dataset, protocol, device=device, backend=backend, batch_size=batch_size,
+                      workers=workers, save_pred_dir=save_pred_dir, raw_lut=raw_lut, progress=progress,
+                      backend_options=backend_options)
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    if result["pixels"] == 0:  # every metric would be n/a: a wrong label encoding, not a score
+        raise DataError(f"{dataset.list_file}: its labels hold only the ignore index (data.ignore_index "
+                        f"{cfg.data.ignore_index}), so no pixel was scored; check the label encoding (raw ids vs "
+                        f"train ids), data.label_map, and that the list is of dataset {cfg.data.dataset}")
+    # The list scored: `split` names only the config's list, not one given with --list.
+    result.update(split=split if list_file is None else None, list=str(dataset.list_file), backend=backend,
+                  device=str(device))
+    distributed = dist.is_available() and dist.is_initialized()
+    if json_path is not None and (not distributed or dist.get_rank() == 0):
+        from bisenet.evaluation.report import write_report
+
+        write_report(result, json_path)
+    return result
+
+
+def _run(cfg: Config, weights_or_model: Any, dataset: Any, protocol: Protocol, *, device: torch.device, backend: str,
+         batch_size: int | None, workers: int | None, save_pred_dir: Any, raw_lut: np.ndarray | None, progress: bool,
+         backend_options: dict | None) -> dict:
+    """Load (or take) the model, wrap it in its backend and score `dataset`; the metrics dict."""
+    from bisenet.checkpoint import check_arch, load_model
+
     if isinstance(weights_or_model, (str, os.PathLike)):
         model = load_model(weights_or_model, map_location=device)
         if getattr(model, "num_classes", cfg.num_classes) != cfg.num_classes:
@@ -362,17 +389,9 @@ def _evaluate(cfg: Config, weights_or_model: Any, *, mode: str | None, split: st
     if device.type == "cpu":  # after the build, whose export and calibration memory goes back to the system
         keep_freed_memory()  # eager inference 20% faster here: no page faults on each image's activations
     distributed = dist.is_available() and dist.is_initialized()
-    result = evaluate_model(
-        runner, dataset, device, protocol=protocol, batch_size=batch_size or ec.batch_size,
+    return evaluate_model(
+        runner, dataset, device, protocol=protocol, batch_size=batch_size or cfg.eval.batch_size,
         workers=min(cfg.train.workers, _default_workers()) if workers is None else workers,
         class_names=cfg.data.class_names, save_pred_dir=save_pred_dir, raw_lut=raw_lut,
         distributed=distributed, progress=progress and (not distributed or dist.get_rank() == 0),
     )
-    # The list scored: `split` names only the config's list, not one given with --list.
-    result.update(split=split if list_file is None else None, list=str(dataset.list_file), backend=backend,
-                  device=str(device))
-    if json_path is not None and (not distributed or dist.get_rank() == 0):
-        from bisenet.evaluation.report import write_report
-
-        write_report(result, json_path)
-    return result

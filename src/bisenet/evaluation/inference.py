@@ -58,8 +58,50 @@ class Protocol:
 def check_batch_size(batch_size: int) -> int:
     """`batch_size` unchanged, or a one-line error naming it when it is not a whole number of at least 1."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise BisenetError(f"--batch-size {batch_size}: must be a whole number of at least 1 (images per forward pass)")
+        shown = batch_size if isinstance(batch_size, numbers.Real) else repr(batch_size)  # '2' is not 2
+        raise BisenetError(f"--batch-size {shown}: must be a whole number of at least 1 (images per forward pass)")
     return int(batch_size)
+
+
+def check_workers(workers: object) -> int:
+    """`workers` as an int, or a one-line error when it is not a whole number of 0 or more."""
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 0:
+        shown = workers if isinstance(workers, numbers.Real) else repr(workers)
+        raise BisenetError(f"--workers {shown}: must be a whole number, 0 (load in the main process) or more")
+    return int(workers)
+
+
+def check_size(size: object, name: str) -> tuple[int, int] | None:
+    """crop/stride as (H, W): a pair of whole numbers or an 'HxW' string; a one-line error naming `name` otherwise."""
+    from bisenet.config import parse_size
+
+    if size is None:
+        return None
+    if isinstance(size, str):
+        return parse_size(size, f"{name}={size!r}")
+    if (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size)):
+        return int(size[0]), int(size[1])
+    raise BisenetError(f"{name}={size!r}: expected (H, W) whole numbers or an 'HxW' string, e.g. {name}=(512, 1024) "
+                       f"or {name}='512x1024'")
+
+
+def check_scale_list(scales: object) -> list[float] | None:
+    """Explicit msf/mscf scales as floats: a list of distinct numbers in (0, MAX_SCALE]; a one-line error otherwise."""
+    if scales is None:
+        return None
+    items = None if isinstance(scales, (str, bytes)) or not hasattr(scales, "__iter__") else list(scales)
+    if items is None or any(isinstance(s, bool) or not isinstance(s, numbers.Real) for s in items):
+        raise BisenetError(f"scales={scales!r}: expected a list of numbers such as [0.75, 1, 1.25] (or None for "
+                           "the config's eval.scales)")
+    if not items:  # `scales or the config's` would run the config's six silently
+        raise BisenetError("scales=[]: give at least one scale, e.g. [0.75, 1, 1.25], or None for eval.scales")
+    values = check_scales(items)  # bounded as --scale is: --scales 0.5 100 would ask for tens of GB
+    twice = next((s for k, s in enumerate(values) if s in values[:k]), None)
+    if twice is not None:  # refused, not merged: a repeated scale would weigh twice in the average
+        raise BisenetError(f"--scales {' '.join(f'{s:g}' for s in values)}: scale {twice:g} is given twice; "
+                           "pass each scale once")
+    return list(values)
 
 
 def check_scale(scale: float, mode: str = "ss") -> float:

@@ -32,10 +32,22 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def report_paths(json_path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """The JSON path and its two plots beside it: STEM_confusion.png and STEM_iou.png."""
+    path = Path(json_path)
+    return path, path.with_name(f"{path.stem}_confusion.png"), path.with_name(f"{path.stem}_iou.png")
+
+
+def report_files(result: dict, json_path: str | os.PathLike) -> list[Path]:
+    """The files write_report writes for `result`: the JSON, the heatmap (with a confusion matrix), the bar chart."""
+    path, heatmap, bars = report_paths(json_path)
+    return [path, heatmap, bars] if result.get("confusion_matrix") is not None else [path, bars]
+
+
 def check_report_path(json_path: str | os.PathLike, what: str = "--json") -> tuple[Path, Path, Path]:
     """The JSON, confusion and IoU plot paths; a one-line error (before any work) when one is a folder."""
     path = check_output_file(json_path, what, "metrics.json")
-    plots = (path.with_name(f"{path.stem}_confusion.png"), path.with_name(f"{path.stem}_iou.png"))
+    plots = report_paths(path)[1:]
     for plot in plots:
         if plot.is_dir():
             raise BisenetError(f"{what} {path}: its plot {plot} is a folder; move that folder or pick another name")
@@ -51,7 +63,7 @@ def write_report(result: dict, json_path: str | os.PathLike) -> list[Path]:
     write_text_atomic(path, text + "\n", "metrics file", "metrics.json")
     written = [path]
     names = list(result["IoU"])
-    if result.get("confusion_matrix") is not None:
+    if heatmap in report_files(result, path):
         matrix = np.asarray(result["confusion_matrix"])
         if any(result.get("predicted_ignore") or ()):  # else the rows would not hold every pixel of their class
             matrix = np.column_stack([matrix, result["predicted_ignore"]])

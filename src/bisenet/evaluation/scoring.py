@@ -120,8 +120,13 @@ def score_predictions(
     label_map: dict[int, int] | None = None,
     class_names: list[str] | None = None,
     workers: int | None = None,
+    json_path: str | os.PathLike | None = None,
 ) -> dict:
-    """Score train-id PNGs in `pred_dir` (STEM.png or predict's STEM_label.png per image) against the list's labels."""
+    """Score train-id PNGs in `pred_dir` (STEM.png or predict's STEM_label.png per image) against the list's labels.
+
+    With `json_path`, also write the report there (as evaluate does), refused before scoring if it would overwrite
+    the list, an image, a label or a prediction.
+    """
     from bisenet.data.lists import read_list, resolve_list_path
 
     start = time.perf_counter()
@@ -136,7 +141,8 @@ def score_predictions(
     pairs = read_list(resolve_list_path(list_file, root), root)
     if pairs.problems:
         raise DataError(f"{pairs.problems[0]}" + (f" (and {len(pairs.problems) - 1} more)" if len(pairs.problems) > 1 else ""))
-    predictions = _prediction_paths(pred_dir, [_relative(e.image, root) for e in pairs.entries])
+    predictions = _prediction_paths(pred_dir, [_relative(e.image, root) for e in pairs.entries],
+                                    [(e.image, e.label) for e in pairs.entries])
     jobs = [(prediction, e.label) for prediction, e in zip(predictions, pairs.entries)]
     missing = [str(p) for p, _ in jobs if not p.is_file()]
     if missing:
@@ -146,6 +152,14 @@ def score_predictions(
             "in the folder and its subfolders"
         )
     _refuse_shared_predictions(pairs, root, predictions)
+    if json_path is not None:  # before scoring, so a bad path does not cost the results
+        from bisenet.evaluation.outputs import check_report_inputs
+        from bisenet.evaluation.report import check_report_path
+
+        check_report_path(json_path, "json_path")
+        check_report_inputs(json_path, [("list file", pairs.path), *[("image", e.image) for e in pairs.entries],
+                                        *[("label", e.label) for e in pairs.entries],
+                                        *[("prediction", path) for path in predictions]])
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     lut = build_lut(label_map, ignore_index)
     preset = preset_labels(dataset, label_map) if dataset else None  # its raw ids, as data check holds labels to
@@ -156,8 +170,16 @@ def score_predictions(
     confusion = sum(fold_histogram(hist, num_classes, None if train_ids else lut, ignore_index)
                     for train_ids, hist in hists.items())
     result = compute_metrics(confusion, names)
+    if result["pixels"] == 0:  # every metric would be n/a: a wrong label encoding, not a score
+        raise DataError(f"{pairs.path}: its labels hold only the ignore index (data.ignore_index {ignore_index}), so "
+                        "no pixel was scored; check the label encoding (raw ids vs train ids), the label map "
+                        "(data.label_map, --dataset) and that the list is of this dataset")
     result.update(mode="pred-dir", images=len(jobs), seconds=round(time.perf_counter() - start, 3))
     result.update(confusion_fields(confusion))
+    if json_path is not None:
+        from bisenet.evaluation.report import write_report
+
+        write_report(result, json_path)
     return result
 
 
@@ -182,31 +204,56 @@ def _relative(image: Path, root: Path) -> Path:
         return Path(image.name)
 
 
-def _prediction_paths(pred_dir: Path, images: list[Path]) -> list[Path]:
-    """Per image, predict's STEM_label.png else `eval --save-pred`'s STEM.png: at the image's relative folder
+def _prediction_paths(pred_dir: Path, images: list[Path], own: list[tuple[Path, Path]] | None = None) -> list[Path]:
+    """Per image, predict's STEM_label.png or `eval --save-pred`'s STEM.png: at the image's relative folder
     below pred_dir or any tail of it (predict mirrors the input folder's subfolders), else by a name found once
-    anywhere below pred_dir; pred_dir/STEM.png (for the message) where there is none."""
+    anywhere below pred_dir; pred_dir/STEM.png (for the message) where there is none. Both kinds for one image
+    are refused (which one is current is a guess); `own` (each image and label itself) never counts as one."""
     found: dict[str, list[Path]] = {}
     for path in sorted(pred_dir.rglob("*.png")):
         found.setdefault(path.name, []).append(path)
     paths = []
-    for image in images:
-        names = (f"{image.stem}_label.png", f"{image.stem}.png")  # _label first: a STEM.png may be the photo itself
+    for k, image in enumerate(images):
+        photo = own[k] if own is not None else ()
+        names = (f"{image.stem}_label.png", f"{image.stem}.png")
         parts = image.parent.parts
         tails = [Path(*parts[i:]) for i in range(len(parts) + 1)]  # img/a, a, "" for list path img/a/x.png
-        hit = next((pred_dir / tail / name for name in names for tail in tails if (pred_dir / tail / name).is_file()), None)
-        if hit is None:
-            for name in names:
-                hits = found.get(name, [])
-                if len(hits) > 1:  # which one scores is a guess: refuse
-                    raise DataError(f"{pred_dir}: {name} is there {len(hits)} times ({', '.join(map(str, hits[:3]))}"
-                                    f"{' ...' if len(hits) > 3 else ''}) and none at {image.parent / name}; lay the "
-                                    "predictions out as the list's images are (predict a folder of the dataset root)")
-                if hits:
-                    hit = hits[0]
-                    break
+        hits = [_first_file([pred_dir / tail / name for tail in tails], photo) for name in names]
+        if hits == [None, None]:
+            hits = [_found_once(pred_dir, image, name, found, photo) for name in names]
+        if None not in hits:
+            raise DataError(f"{pred_dir}: both {hits[0]} and {hits[1]} are predictions of {image}; remove one of "
+                            "them (or score a folder that holds one kind: predict's STEM_label.png or eval "
+                            "--save-pred's STEM.png)")
+        hit = hits[0] or hits[1]
         paths.append(hit if hit is not None else pred_dir / f"{image.stem}.png")
     return paths
+
+
+def _first_file(candidates: list[Path], photo: tuple[Path, ...]) -> Path | None:
+    """The first candidate that is a file and not the image or label itself (a STEM.png may be the photo)."""
+    return next((path for path in candidates if path.is_file() and not _same(path, photo)), None)
+
+
+def _found_once(pred_dir: Path, image: Path, name: str, found: dict[str, list[Path]],
+                photo: tuple[Path, ...]) -> Path | None:
+    """The one file of this name anywhere below pred_dir (the image and label aside); a one-line error for several."""
+    hits = [path for path in found.get(name, []) if not _same(path, photo)]
+    if len(hits) > 1:  # which one scores is a guess: refuse
+        raise DataError(f"{pred_dir}: {name} is there {len(hits)} times ({', '.join(map(str, hits[:3]))}"
+                        f"{' ...' if len(hits) > 3 else ''}) and none at {image.parent / name}; lay the "
+                        "predictions out as the list's images are (predict a folder of the dataset root)")
+    return hits[0] if hits else None
+
+
+def _same(path: Path, others: tuple[Path, ...]) -> bool:
+    for other in others:
+        try:
+            if os.path.samefile(path, other):
+                return True
+        except OSError:  # the image or label is missing: the list check names it
+            pass
+    return False
 
 
 def train_to_raw_lut(label_map: dict[int, int], num_classes: int) -> np.ndarray:
