@@ -200,6 +200,19 @@ def load_config(
     return resolve(_build(Config, raw, where, ""), where)
 
 
+def bundled_config(arch: str | None, classes: int) -> tuple[str, Config] | None:
+    """The first bundled config (configs/*.yaml) of this arch and class count, as (path as shown, Config), or None."""
+    folder = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            cfg = load_config(path)
+        except ConfigError:  # an edited, broken file: suggest another
+            continue
+        if cfg.model.arch == arch and cfg.num_classes == classes:
+            return (os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)), cfg
+    return None
+
+
 def _merge_sections(parsed: dict[str, tuple[Any, str]]) -> dict[str, tuple[Any, str]]:
     """{'train': {'lr': 0.1}} as {'train.lr': 0.1}: a section override sets its keys, it does not reset the rest.
 

@@ -82,7 +82,7 @@ def scale_note(segmenter: Segmenter, flags: bool = False) -> str | None:
 
     `flags`: worded for `bisenet predict` (--config/--scale), else for Python (config=/scale=).
     """
-    from bisenet.cli.evaluate import bundled_config
+    from bisenet.config import bundled_config
 
     if segmenter.info.source in ("the config", "the checkpoint's stored config"):
         return None  # eval scores with that same config

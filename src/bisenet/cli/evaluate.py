@@ -7,13 +7,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bisenet.config import EVAL_MODES, parse_size
+from bisenet.config import EVAL_MODES, bundled_config, parse_size
 from bisenet.errors import BisenetError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from bisenet.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,22 +200,6 @@ def _no_config_hint(weights: str, ckpt: dict) -> str:
                 f"first, e.g. bisenet eval {found[0]} --weights {weights}")
     return (f"{weights} stores no config ({arch}, {classes} classes): pass the YAML config it was trained with "
             f"first: bisenet eval CONFIG --weights {weights}")
-
-
-def bundled_config(arch: str | None, classes: int) -> tuple[str, Config] | None:
-    """The first bundled config (configs/*.yaml) of this arch and class count, as (path as shown, Config), or None."""
-    from bisenet.config import load_config
-    from bisenet.errors import ConfigError
-
-    folder = Path(__file__).resolve().parents[3] / "configs"  # the repository's configs/
-    for path in sorted(folder.glob("*.yaml")):
-        try:
-            cfg = load_config(path)
-        except ConfigError:  # an edited, broken file: suggest another
-            continue
-        if cfg.model.arch == arch and cfg.num_classes == classes:
-            return (os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)), cfg
-    return None
 
 
 def _model_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
