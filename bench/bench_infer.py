@@ -34,7 +34,11 @@ BF16 = ("amp", "compile", "int8_compile")
 def alone_argv(args: argparse.Namespace, backend: str) -> list[str]:
     """`bisenet bench` flags that time one backend by itself, at the round-robin run's settings."""
     argv = ["--size", args.size, "--backend", backend, "--iters", str(args.iters), "--warmup", str(args.warmup),
-            "--arch", args.arch, "--num-classes", str(args.num_classes), "--max-images", str(args.max_images)]
+            "--max-images", str(args.max_images)]
+    if args.arch:  # else the weights' (bisenetv2, 19 classes without weights)
+        argv += ["--arch", args.arch]
+    if args.num_classes:
+        argv += ["--num-classes", str(args.num_classes)]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     for flag in ("weights", "config", "images"):  # the same input image as the round-robin run
@@ -61,9 +65,10 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="trained weights (agreement is only meaningful with these)")
     parser.add_argument("--images", default=str(REPO / "examples/dubai/val/images"), help="agreement images")
     parser.add_argument("--calibration", default=str(REPO / "examples/dubai/train/images"), help="int8 calibration images")
-    parser.add_argument("--config", default=str(REPO / "configs/bisenetv2_dubai.yaml"), help="mean/std of the images")
-    parser.add_argument("--arch", default="bisenetv2")
-    parser.add_argument("--num-classes", type=int, default=19)
+    parser.add_argument("--config", default=None, help="mean/std of the images (default: the weights' stored config, "
+                        "else their dataset preset, else ImageNet's)")
+    parser.add_argument("--arch", default=None, help="default: the weights' arch, else bisenetv2")
+    parser.add_argument("--num-classes", type=int, default=None, help="default: the weights' count, else 19")
     parser.add_argument("--size", default="512x1024")
     default = ALL if cpu_has_native_bf16() else [b for b in ALL if b not in BF16]
     parser.add_argument("--backends", nargs="+", default=default)

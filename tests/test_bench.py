@@ -293,3 +293,15 @@ def test_openvino_precision_names_are_checked_with_the_nearest_valid_one() -> No
     message = str(info.value)
     assert "\n" not in message and "precision='fp32'" in message and "did you mean 'f32'?" in message
     assert "f32, bf16, f16" in message
+
+
+def test_bench_infer_script_runs_on_weights_of_another_class_count(tmp_path):
+    # It passed its own --arch bisenetv2 --num-classes 19 defaults, which bench now checks against the weights.
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_infer.py"), "--weights",
+                           str(REPO / "weights" / "bisenetv2_camvid.safetensors"), "--backends", "eager", "--iters", "1",
+                           "--warmup", "0", "--passes", "1", "--size", "64x64", "--max-images", "1",
+                           "--json", str(tmp_path / "rows.json")],
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads((tmp_path / "rows.json").read_text())[0]
+    assert row["backend"] == "eager" and row["agreement"] == 1.0 and "alone_median_ms" in row
