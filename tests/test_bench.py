@@ -106,7 +106,7 @@ def test_json_path_that_is_a_folder_fails_before_any_work(tmp_path, capsys) -> N
     (["--weights", "no/such/file.pth"], "no/such/file.pth: weights file not found"),
     (["--images", "no/such/folder"], "image folder not found"),
     (["--device", "gpu"], "device 'gpu': not a device name; pass"),
-    (["--json", "/dev/null/rows.json"], "--json /dev/null/rows.json: cannot create folder /dev/null"),
+    (["--json", "/dev/null/rows.json"], "--json /dev/null/rows.json: cannot create its folder: /dev/null is a file"),
     (["--max-images", "-1"], "--max-images -1: pass a count of images per folder, or 0 for all of them"),
     (["--backend", "eager", "compile_graphs"], "the compile_graphs backend replays CUDA graphs and needs --device cuda"),
 ])

@@ -89,3 +89,14 @@ def test_cli_export_says_when_it_replaces_an_existing_out(weights, tmp_path, cap
     printed = capsys.readouterr().out
     assert f"replacing {out}\n" in printed and f"wrote {out}" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]  # no temporary left behind
+
+
+def test_a_refused_export_leaves_no_folders_behind(tmp_path, capsys) -> None:
+    # The early --out check made the folders; a refusal for missing weights then left them.
+    out = tmp_path / "new" / "deeper" / "m.safetensors"
+    code = main(["export", "--weights", str(tmp_path / "missing.pt"), "--out", str(out)])
+    assert code == 2 and "weights file not found" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "afile").write_text("")
+    code = main(["export", "--weights", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "afile" / "m.onnx")])
+    assert code == 2 and f"cannot create its folder: {tmp_path / 'afile'} is a file" in capsys.readouterr().err

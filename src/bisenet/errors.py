@@ -83,10 +83,21 @@ def remove_quietly(path: str | os.PathLike) -> None:
         Path(path).unlink(missing_ok=True)
 
 
-def check_writable(path: str | os.PathLike, what: str, example: str) -> Path:
-    """Refuse, before any slow work, an output file that cannot be created: try a temporary file beside it."""
+def check_writable(path: str | os.PathLike, what: str, example: str, create: bool = False) -> Path:
+    """Refuse, before any slow work, an output file that cannot be created: try a temporary file beside it.
+
+    Without `create`, a missing folder is not made (a command refused later must leave nothing behind):
+    the probe goes into its nearest existing parent, which the real write's folders would be made in.
+    """
     path = check_output_file(path, what, example)
-    folder = make_dir(path.parent, f"{what} {path}")
+    if create:
+        folder = make_dir(path.parent, f"{what} {path}")
+    else:
+        folder = Path(os.path.abspath(path.parent))
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise BisenetError(f"{what} {path}: cannot create its folder: {folder} is a file; choose another path")
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
     except OSError as exc:  # read-only disk, no permission, a folder that takes no files (/proc)

@@ -125,7 +125,7 @@ def export_onnx(
     config = _fitting_config(model, config)
     if check:
         check_onnxruntime()  # before the export, not after it
-    check_writable(path, "--out", "model.onnx")  # before the export: a folder that takes no file fails now
+    check_writable(path, "--out", "model.onnx", create=True)  # before the export: a folder that takes no file fails now
     reference = copy.deepcopy(model).cpu().float().eval()
     num_classes = getattr(model, "num_classes", None)
     net = HalfWrapper(copy.deepcopy(reference)).eval() if fp16 else reference
@@ -321,7 +321,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
     arch = model_arch(model)
     if arch is None:
         raise BisenetError(f"cannot save a {type(model).__name__}: valid models are {', '.join(MODELS)}")
-    check_writable(path, "--out", "model.safetensors")
+    check_writable(path, "--out", "model.safetensors", create=True)
     reference = copy.deepcopy(model).cpu().float().eval()
     tmp = path.with_name(f".{path.stem}.check.safetensors")  # load_model reads safetensors by their suffix
     try:
