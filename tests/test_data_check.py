@@ -427,3 +427,16 @@ def test_a_corrupt_tiff_is_one_line_without_opencvs_own_log_lines(tmp_path, capf
     (tmp_path / "l.txt").write_text("a.tif,a.png\n")
     code, out = run_cli(capfd, "data", "check", "--root", str(tmp_path), "--list", "l.txt", "--num-classes", "2")
     assert code == 1 and "a.tif is not a readable image" in out and "TIFF" not in out
+
+
+def test_decoding_on_many_threads_puts_opencvs_log_level_back(tmp_path):
+    # Each call saved and restored the level itself: overlapping calls could leave OpenCV silent for good.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bisenet.data.decode import read_image
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8))
+    before = cv2.utils.logging.getLogLevel()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: read_image(tmp_path / "a.png"), range(400)))
+    assert cv2.utils.logging.getLogLevel() == before

@@ -7,6 +7,7 @@ callers add the list file and line number before turning it into a `DataError`.
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import cv2
@@ -62,15 +63,28 @@ def _truncated(data: bytes) -> bool:
     return False
 
 
+_quiet_lock = threading.Lock()
+_quiet_calls = 0  # decodes in flight (thread pools decode in parallel)
+_saved_log_level = 0
+
+
 def _quiet_imdecode(data: bytes, flags: int) -> np.ndarray | None:
     # A corrupt TIFF makes libtiff log lines of its own (into the progress bar); the None it returns
-    # becomes our one-line reason, so OpenCV's log is silenced for this call and then put back.
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    # becomes our one-line reason, so OpenCV's log is silent while any decode runs, then put back.
+    # The level is global: counted, so overlapping calls cannot restore "silent" for good.
+    global _quiet_calls, _saved_log_level
+    with _quiet_lock:
+        if _quiet_calls == 0:
+            _saved_log_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_calls += 1
     try:
         return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        with _quiet_lock:
+            _quiet_calls -= 1
+            if _quiet_calls == 0:
+                cv2.utils.logging.setLogLevel(_saved_log_level)
 
 
 def _decode(data: bytes, flags: int, path: Path, what: str) -> np.ndarray:
