@@ -207,3 +207,25 @@ def test_predict_runs_the_protocol_eval_runs_for_the_same_config(weights, tmp_pa
     # eval.flip: false turns off the flip msf runs by default, in predict as in eval.
     assert not Segmenter.from_checkpoint(weights, config=load_config(CONFIG, {"eval.flip": False}), mode="msf").protocol.flip
     assert Segmenter.from_checkpoint(weights, config=CONFIG, mode="msf").protocol.flip
+
+
+def test_a_stored_config_with_flip_false_is_said_and_flip_can_be_asked_for(tmp_path, capsys) -> None:
+    # Runs before 12-04 stored eval.flip: false as the default; msf then ran without flip, silently.
+    cfg = to_dict(load_config(CONFIG, {"eval.flip": False, "eval.scales": [1.0]}))
+    model = bisenet.build_model("bisenetv2", cfg["data"]["num_classes"])
+    torch.save({"model": model.state_dict(), "arch": "bisenetv2", "num_classes": cfg["data"]["num_classes"],
+                "config": cfg}, tmp_path / "old.pt")
+    image = next(iter(sorted((EXAMPLE / "val" / "images").iterdir())))
+    argv = ["predict", str(image), "--weights", str(tmp_path / "old.pt"), "--out", str(tmp_path / "o"), "--mode", "msf",
+            "--quiet", "--device", "cpu"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "msf scales 1 no flip on cpu" in captured.out.splitlines()[0]
+    assert ("note: eval.flip is false in the checkpoint's stored config: msf runs without flip (pass --flip"
+            in captured.err)
+    assert main([*argv, "--flip"]) == 0
+    captured = capsys.readouterr()
+    assert "msf scales 1 flip on cpu" in captured.out.splitlines()[0] and "eval.flip" not in captured.err
+    with pytest.warns(UserWarning, match="flip=True"):
+        seg = Segmenter.from_checkpoint(tmp_path / "old.pt", mode="msf")
+    assert not seg.protocol.flip and Segmenter.from_checkpoint(tmp_path / "old.pt", mode="msf", flip=True).protocol.flip

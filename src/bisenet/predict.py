@@ -97,6 +97,19 @@ def scale_note(segmenter: Segmenter, flags: bool = False) -> str | None:
     return f"{shown} scores at eval.scale {scale}: pass {how} to predict as it was scored"
 
 
+class FlipWarning(UserWarning):
+    """msf/mscf without flip because the config says eval.flip: false (the stored default of runs before 12-04)."""
+
+
+def flip_note(info: LabelInfo, mode: str, flip: bool | None, flags: bool = False) -> str | None:
+    """Why msf/mscf runs without flip when `flip` is not given and the config turns it off; else None."""
+    if mode not in ("msf", "mscf") or flip is not None or info.evaluation.flip is not False:
+        return None
+    how = "--flip" if flags else "flip=True"
+    return (f"eval.flip is false in {info.source}: {mode} runs without flip (pass {how}, or set eval.flip: null, "
+            "for the protocol's flip)")
+
+
 class Segmenter:
     """Segment RGB uint8 images with a BiSeNet model: `Segmenter.from_checkpoint(path).predict(image)`.
 
@@ -107,8 +120,12 @@ class Segmenter:
     def __init__(self, model: nn.Module | Callable, num_classes: int, info: LabelInfo | None = None,
                  device: str | torch.device = "cpu",
                  mode: str = "ss", backend: str = "eager", batch_size: int = 4, protocol: Protocol | None = None,
-                 calibration: str | os.PathLike | None = None, scale: float | None = None) -> None:
-        """Wrap a model (or a runner); `info` (names, palette, mean/std) defaults to `label_info(num_classes)`."""
+                 calibration: str | os.PathLike | None = None, scale: float | None = None,
+                 flip: bool | None = None) -> None:
+        """Wrap a model (or a runner); `info` (names, palette, mean/std) defaults to `label_info(num_classes)`.
+
+        `flip` adds flipped inputs; None follows the config's eval.flip (null: on for msf/mscf).
+        """
         from bisenet.checkpoint import model_arch
         from bisenet.engine.distributed import resolve_device
 
@@ -146,7 +163,7 @@ class Segmenter:
             keep_freed_memory()  # eager inference 20% faster here: no page faults on each image's activations
         self.model = model
         self.backend = getattr(model, "name", backend)  # what runs, said on predict's start line
-        self.protocol = protocol or config_protocol(info.evaluation, mode, scale=scale)  # as eval runs `mode`
+        self.protocol = protocol or config_protocol(info.evaluation, mode, scale=scale, flip=flip)  # as eval runs it
         self._mean = torch.tensor(info.mean, device=self.device).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(info.std, device=self.device).view(1, 3, 1, 1) * 255
 
@@ -154,7 +171,8 @@ class Segmenter:
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         config: Config | str | os.PathLike | dict | None = None, mode: str = "ss",
                         backend: str = "eager", batch_size: int = 4,
-                        calibration: str | os.PathLike | None = None, scale: float | None = None) -> Segmenter:
+                        calibration: str | os.PathLike | None = None, scale: float | None = None,
+                        flip: bool | None = None) -> Segmenter:
         """Load published or own weights; names/palette/mean/std from `config`, the checkpoint, or a preset.
 
         A `config` whose model.arch differs from the weights' arch is refused, as by `bisenet eval`.
@@ -179,7 +197,9 @@ class Segmenter:
         stored = ckpt.get("config")
         info = label_info(model.num_classes, config, stored if isinstance(stored, dict) else None, path)
         segmenter = cls(model, model.num_classes, info, device, mode, backend, batch_size, calibration=calibration,
-                        scale=scale)
+                        scale=scale, flip=flip)
+        if flip_note(info, mode, flip):
+            warnings.warn(flip_note(info, mode, flip), FlipWarning, stacklevel=2)
         note = scale_note(segmenter) if config is None and scale is None else None
         if note:
             warnings.warn(note, EvalScaleWarning, stacklevel=2)

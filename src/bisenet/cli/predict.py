@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=EVAL_MODES, default="ss", help="inference protocol (default ss)")
     parser.add_argument("--scale", type=float, metavar="S",
                         help="ss/ssc: resize inputs by this first; outputs keep the input size (default eval.scale, 1.0)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="add horizontally flipped inputs (default: the config's eval.flip; unset: on for msf/mscf)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass (at least 1, default 4)")
     parser.add_argument("--backend", default="eager",
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Segment the inputs and print what was written; exit 1 when any input was skipped (the others still written)."""
     from bisenet.cli.evaluate import unused_calibration
-    from bisenet.predict import EvalScaleWarning, Segmenter, scale_note
+    from bisenet.predict import EvalScaleWarning, FlipWarning, Segmenter, flip_note, scale_note
     from bisenet.predict_files import check_alpha, predict_paths
 
     check_alpha(args.overlay)  # before the weights load
@@ -49,13 +51,17 @@ def run(args: argparse.Namespace) -> int:
         raise BisenetError(f"--calibration {calibration}: {problem}; pass a folder of images like the ones to segment")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EvalScaleWarning)  # said below, worded with the flags
+        warnings.simplefilter("ignore", FlipWarning)
         segmenter = Segmenter.from_checkpoint(
             args.weights, device=args.device, config=args.config, mode=args.mode, backend=args.backend,
-            batch_size=args.batch_size, scale=args.scale,
+            batch_size=args.batch_size, scale=args.scale, flip=args.flip,
             calibration=calibration or _input_images(args.inputs, args.out, args.backend))
     print(f"{segmenter.num_classes} classes; names, palette and mean/std from {segmenter.info.source}; "
           f"{_protocol_text(segmenter.protocol)} on {segmenter.device}, {segmenter.backend} backend")
     note = scale_note(segmenter, flags=True) if args.config is None and args.scale is None else None
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    note = flip_note(segmenter.info, segmenter.protocol.mode, args.flip, flags=True)
     if note:
         print(f"note: {note}", file=sys.stderr)
     summary = predict_paths(segmenter, args.inputs, args.out, alpha=args.overlay, progress=not args.quiet)
