@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import bisenet
 from bisenet.config import load_config
@@ -91,7 +92,8 @@ def test_colorize_refuses_a_bad_palette_in_one_line(palette, problem) -> None:
         colorize(mask, palette)
     _one_line(info)
     nested = colorize(mask, [list(c) for c in DUBAI.palette]).tolist()  # what palettes were taken still are
-    for palette in (DUBAI.palette, np.array(DUBAI.palette, float), [v for c in DUBAI.palette for v in c]):
+    for palette in (DUBAI.palette, np.array(DUBAI.palette, float), [v for c in DUBAI.palette for v in c],
+                    torch.tensor(DUBAI.palette)):
         assert colorize(mask, palette).tolist() == nested
     assert nested[1][1] == [0, 0, 0]  # ids without a colour (ignore) stay black
 

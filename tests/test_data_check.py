@@ -343,7 +343,7 @@ def test_check_and_show_read_the_list_under_root_over_a_same_named_one_in_the_cw
     (tmp_path / "c.yaml").write_text(f"data:\n  num_classes: 2\n  root: {root}\n")
     monkeypatch.chdir(tmp_path)
     note = (f"note: --list train.txt names both {Path('R') / 'train.txt'} and train.txt in the current directory: "
-            f"reading {Path('R') / 'train.txt'}, the one under the data root (pass an absolute path for the other)")
+            f"reading {Path('R') / 'train.txt'}, the one under the data root (pass ./NAME or an absolute path for the other)")
     code, out = run_cli(capsys, "data", "check", "--root", "R", "--list", "train.txt", "--num-classes", "2")
     assert code == 0 and out.splitlines()[:3] == [note, f"{Path('R') / 'train.txt'}:", "1 pair, no problems"]
     code, out = run_cli(capsys, "data", "show", "c.yaml", "--data-root", "R", "--list", "train.txt", "--width", "32",

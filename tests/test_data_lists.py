@@ -348,7 +348,7 @@ def test_a_given_list_written_from_the_cwd_is_that_file_and_a_bare_name_is_looke
     bare = read_given_list("val.txt", "../root")
     assert [e.image.name for e in bare.entries] == ["a.png", "b.png"]
     note = (f"note: --list val.txt names both {Path('../root/val.txt')} and val.txt in the current directory: "
-            f"reading {Path('../root/val.txt')}, the one under the data root (pass an absolute path for the other)")
+            f"reading {Path('../root/val.txt')}, the one under the data root (pass ./NAME or an absolute path for the other)")
     assert bare.notes == [note]
     (here / "sub").mkdir()
     (tmp_path / "val.txt").write_text("d.png,d.png\n")  # what root/../val.txt names

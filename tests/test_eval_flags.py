@@ -354,7 +354,7 @@ def test_eval_list_written_from_the_cwd_is_that_file_and_a_bare_name_in_both_pla
                                                                                                capsys) -> None:
     # `--list ./val.txt` scored the data root's val.txt, and with no note saying which file was read.
     note = (f"note: --list val.txt names both {tiny / 'val.txt'} and val.txt in the current directory: reading "
-            f"{tiny / 'val.txt'}, the one under the data root (pass an absolute path for the other)")
+            f"{tiny / 'val.txt'}, the one under the data root (pass ./NAME or an absolute path for the other)")
     model_run = ["eval", str(CONFIG), "--weights", "w.pt", "--data-root", str(tiny), "--device", "cpu", "--workers", "0"]
     scoring = ["eval", "--pred-dir", "preds", "--root", str(tiny), "--dataset", "dubai"]
     for base in (model_run, scoring):

@@ -44,7 +44,7 @@ def test_cli_writes_three_images_per_input_and_skips_bad_ones(weights, photos, t
     captured = capsys.readouterr()
     assert "broken.png" in captured.err and "nope.jpg" in captured.err
     assert "skipped 2" in captured.out and "dubai preset" in captured.out
-    assert captured.out.splitlines()[-1] == "2 of 5 inputs skipped"
+    assert captured.out.splitlines()[-1] == "2 of 5 skipped (images, videos or missing paths)"
     assert captured.out.splitlines()[0].endswith("on cpu, eager backend")  # the start line names the backend
     for photo in sorted(photos.iterdir()):
         h, w = cv2.imread(str(photo)).shape[:2]
@@ -74,7 +74,7 @@ def test_cli_turns_a_video_into_an_overlay_mp4(weights, tmp_path, capsys) -> Non
     assert main(["predict", "--weights", str(weights), str(video), str(bad_video), "--out", str(out),
                  "--device", "cpu", "--quiet"]) == 1  # the bad one skipped, the good one written
     captured = capsys.readouterr()
-    assert "bad.avi" in captured.err and captured.out.splitlines()[-1] == "1 of 2 inputs skipped"
+    assert "bad.avi" in captured.err and captured.out.splitlines()[-1] == "1 of 2 skipped (images, videos or missing paths)"
     result = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
     frames = 0
     while True:
@@ -450,7 +450,7 @@ def test_skipped_inputs_exit_1_with_a_summary_after_writing_the_good_ones(weight
     args = ["predict", "--weights", str(weights), "--device", "cpu", "--quiet", "--out"]
     assert main([*args, str(out), str(photos), str(broken)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2:] == [f"wrote 3 image(s) x 3 PNGs and 0 video(s) to {out}; skipped 1", "1 of 4 inputs skipped"]
+    assert lines[-2:] == [f"wrote 3 image(s) x 3 PNGs and 0 video(s) to {out}; skipped 1", "1 of 4 skipped (images, videos or missing paths)"]
     assert len(list(out.glob("*_label.png"))) == 3  # the good ones are still written
     assert main([*args, str(tmp_path / "all_good"), str(photos)]) == 0  # nothing skipped: 0, no summary line
-    assert "inputs skipped" not in capsys.readouterr().out
+    assert " skipped (" not in capsys.readouterr().out

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if not summary.skipped:
         return 0
     # Exit 1 so that scripts see the missing outputs; the good inputs' outputs are written all the same.
-    print(f"{len(summary.skipped)} of {summary.images + summary.videos + len(summary.skipped)} inputs skipped")
+    total = summary.images + summary.videos + len(summary.skipped)
+    print(f"{len(summary.skipped)} of {total} skipped (images, videos or missing paths)")
     return 1
 
 

@@ -36,7 +36,8 @@ def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) ->
 
 def palette_table(palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """A palette ([[R, G, B], ...], a flat [R, G, B, R, ...] or an Nx3 array) as Nx3 uint8, or a one-line error."""
-    if isinstance(palette, (str, bytes)) or not isinstance(palette, (Sequence, np.ndarray)):
+    array_like = isinstance(palette, (Sequence, np.ndarray)) or hasattr(palette, "__array__")  # e.g. a torch tensor
+    if isinstance(palette, (str, bytes)) or not array_like:
         raise BisenetError(f"colorize: the palette is {type(palette).__name__}; pass a list of [R, G, B] colours "
                            "0-255, one per class (e.g. Segmenter.palette)")
     try:

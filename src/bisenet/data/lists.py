@@ -89,7 +89,7 @@ def list_note(list_file: str | os.PathLike, root: str | Path, flag: str = "--lis
     if not (under_root.is_file() and in_cwd.is_file()) or os.path.samefile(under_root, in_cwd):
         return None
     return (f"note: {flag} {list_file} names both {under_root} and {in_cwd} in the current directory: "
-            f"reading {under_root}, the one under the data root (pass an absolute path for the other)")
+            f"reading {under_root}, the one under the data root (pass ./NAME or an absolute path for the other)")
 
 
 def read_given_list(list_file: str | Path, root: str | Path, flag: str = "--list") -> PairList:
