@@ -317,3 +317,14 @@ def test_safetensors_with_nan_is_refused_and_predict_says_so_in_one_line(tmp_pat
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "holds NaN" in err, err
     assert not (tmp_path / "masks").exists() or not any((tmp_path / "masks").iterdir())  # no all-zero masks written
+
+
+def test_numpy_class_counts_are_taken_as_segmenter_takes_them(tmp_path) -> None:
+    # Segmenter accepted np.int64 while build_model and load_model refused it as not a positive integer.
+    np = pytest.importorskip("numpy")
+    model = bisenet.build_model("bisenetv2", np.int64(3))
+    assert type(model.num_classes) is int and model.num_classes == 3
+    save_inference_weights(model, tmp_path / "w.safetensors", "bisenetv2")
+    assert bisenet.load_model(tmp_path / "w.safetensors", num_classes=np.int32(3)).num_classes == 3
+    with pytest.raises(CheckpointError, match="must be a positive integer"):
+        bisenet.load_model(tmp_path / "w.safetensors", num_classes=np.float64(3))

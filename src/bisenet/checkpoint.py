@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import pickle
 import tempfile
@@ -209,8 +210,9 @@ def model_from_weights(
     """
     if arch is not None and arch not in MODELS:
         raise CheckpointError(f"arch={arch!r}: unknown arch; valid: {', '.join(MODELS)} (or None to read it from the file)")
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1):
         raise CheckpointError(f"num_classes={num_classes!r}: must be a positive integer (or None to read it from the file)")
+    num_classes = None if num_classes is None else int(num_classes)  # numpy ints as Segmenter takes them
     state = ckpt["model"]
     guessed_arch, guessed_classes = infer_arch(state, path)
     if arch is not None and arch != guessed_arch:  # else the first foreign entry is named, which says less

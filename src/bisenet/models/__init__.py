@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 from torch import nn
@@ -24,9 +25,9 @@ def build_model(arch: str, num_classes: int, pretrained: str | None = None) -> n
     """
     if arch not in MODELS:
         raise ConfigError(f"unknown arch {arch!r}{nearest(str(arch), MODELS)}; valid: {', '.join(MODELS)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-    model = MODELS[arch](num_classes=num_classes)
+    model = MODELS[arch](num_classes=int(num_classes))  # a numpy int too, stored as a plain one
     if pretrained:
         if not hasattr(model, "load_pretrained_backbone"):
             raise ConfigError(f"{arch} trains from scratch and takes no pretrained backbone; set model.pretrained: null")
