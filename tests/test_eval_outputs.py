@@ -150,6 +150,17 @@ def test_labels_that_are_all_ignore_are_an_error_not_a_score_of_n_a(data, model,
     assert main(["eval", "--pred-dir", str(preds), "--root", str(data), "--list", "val.txt", "--dataset", "dubai",
                  "--json", str(out)]) == 2
     assert _one_line_error(capsys).startswith(expected) and not out.exists()
+    # An unlabelled split (Cityscapes test) is still predicted for --save-pred: a note, not an error.
+    assert main(_eval_argv(data, weights, "--save-pred", str(tmp_path / "written"), "--json", str(out))) == 0
+    captured = capsys.readouterr()
+    assert "no pixel was scored: metrics n/a (an unlabelled split such as Cityscapes test?)" in captured.err
+    assert sorted(p.name for p in (tmp_path / "written").iterdir()) == ["t0.png", "t1.png"] and out.exists()
+
+
+def test_pred_dir_on_the_label_folder_itself_is_missing_predictions_not_a_perfect_score(data, capsys) -> None:
+    # Each label was excluded as its own prediction, then taken back as the fallback STEM.png: mIoU 100.
+    code = main(["eval", "--pred-dir", str(data / "lab"), "--root", str(data), "--list", "val.txt", "--dataset", "dubai"])
+    assert code == 2 and _one_line_error(capsys).startswith(f"2 of 2 predictions missing, first {data / 'lab' / 't0.png'}")
 
 
 def test_crop_and_stride_take_hxw_strings_in_python(tiny, model) -> None:  # noqa: F811

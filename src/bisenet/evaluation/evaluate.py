@@ -352,10 +352,14 @@ def _evaluate(cfg: Config, weights_or_model: Any, *, mode: str | None, split: st
     finally:
         for module, training in modes.items():
             module.training = training
-    if result["pixels"] == 0:  # every metric would be n/a: a wrong label encoding, not a score
-        raise DataError(f"{dataset.list_file}: its labels hold only the ignore index (data.ignore_index "
-                        f"{cfg.data.ignore_index}), so no pixel was scored; check the label encoding (raw ids vs "
-                        f"train ids), data.label_map, and that the list is of dataset {cfg.data.dataset}")
+    if result["pixels"] == 0:  # every metric n/a: a wrong label encoding, or an unlabelled split
+        unlabelled = (f"{dataset.list_file}: its labels hold only the ignore index (data.ignore_index "
+                      f"{cfg.data.ignore_index}), so no pixel was scored")
+        if save_pred_dir is None:
+            raise DataError(f"{unlabelled}; check the label encoding (raw ids vs train ids), data.label_map, and that "
+                            f"the list is of dataset {cfg.data.dataset} (an unlabelled split such as Cityscapes test "
+                            "has nothing to score: pass --save-pred DIR to write its predictions)")
+        _note(f"{unlabelled}: metrics n/a (an unlabelled split such as Cityscapes test?); the predictions are written")
     # The list scored: `split` names only the config's list, not one given with --list.
     result.update(split=split if list_file is None else None, list=str(dataset.list_file), backend=backend,
                   device=str(device))

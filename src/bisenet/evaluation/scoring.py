@@ -143,14 +143,15 @@ def score_predictions(
         raise DataError(f"{pairs.problems[0]}" + (f" (and {len(pairs.problems) - 1} more)" if len(pairs.problems) > 1 else ""))
     predictions = _prediction_paths(pred_dir, [_relative(e.image, root) for e in pairs.entries],
                                     [(e.image, e.label) for e in pairs.entries])
-    jobs = [(prediction, e.label) for prediction, e in zip(predictions, pairs.entries)]
-    missing = [str(p) for p, _ in jobs if not p.is_file()]
+    # A miss is named where eval --save-pred would have written it (never the photo itself, which may be STEM.png).
+    missing = [str(pred_dir / f"{e.image.stem}.png") for p, e in zip(predictions, pairs.entries) if p is None]
     if missing:
         raise DataError(
-            f"{len(missing)} of {len(jobs)} predictions missing, first {missing[0]}; predictions must be train-id "
+            f"{len(missing)} of {len(predictions)} predictions missing, first {missing[0]}; predictions must be train-id "
             "PNGs named after each image's stem: STEM.png (eval --save-pred) or STEM_label.png (predict), both looked for "
             "in the folder and its subfolders"
         )
+    jobs = [(prediction, e.label) for prediction, e in zip(predictions, pairs.entries)]
     _refuse_shared_predictions(pairs, root, predictions)
     if json_path is not None:  # before scoring, so a bad path does not cost the results
         from bisenet.evaluation.outputs import check_report_inputs
@@ -173,7 +174,8 @@ def score_predictions(
     if result["pixels"] == 0:  # every metric would be n/a: a wrong label encoding, not a score
         raise DataError(f"{pairs.path}: its labels hold only the ignore index (data.ignore_index {ignore_index}), so "
                         "no pixel was scored; check the label encoding (raw ids vs train ids), the label map "
-                        "(data.label_map, --dataset) and that the list is of this dataset")
+                        "(data.label_map, --dataset) and that the list is of this dataset (an unlabelled split, "
+                        "such as Cityscapes test, has nothing to score)")
     result.update(mode="pred-dir", images=len(jobs), seconds=round(time.perf_counter() - start, 3))
     result.update(confusion_fields(confusion))
     if json_path is not None:
@@ -204,41 +206,41 @@ def _relative(image: Path, root: Path) -> Path:
         return Path(image.name)
 
 
-def _prediction_paths(pred_dir: Path, images: list[Path], own: list[tuple[Path, Path]] | None = None) -> list[Path]:
+def _prediction_paths(pred_dir: Path, images: list[Path],
+                      own: list[tuple[Path, Path]] | None = None) -> list[Path | None]:
     """Per image, predict's STEM_label.png or `eval --save-pred`'s STEM.png: at the image's relative folder
     below pred_dir or any tail of it (predict mirrors the input folder's subfolders), else by a name found once
-    anywhere below pred_dir; pred_dir/STEM.png (for the message) where there is none. Both kinds for one image
+    anywhere below pred_dir; None where there is none. Both kinds for one image
     are refused (which one is current is a guess); `own` (each image and label itself) never counts as one."""
     found: dict[str, list[Path]] = {}
     for path in sorted(pred_dir.rglob("*.png")):
         found.setdefault(path.name, []).append(path)
     paths = []
     for k, image in enumerate(images):
-        photo = own[k] if own is not None else ()
+        pair = own[k] if own is not None else ()  # (image, label): never a prediction of itself
         names = (f"{image.stem}_label.png", f"{image.stem}.png")
         parts = image.parent.parts
         tails = [Path(*parts[i:]) for i in range(len(parts) + 1)]  # img/a, a, "" for list path img/a/x.png
-        hits = [_first_file([pred_dir / tail / name for tail in tails], photo) for name in names]
+        hits = [_first_file([pred_dir / tail / name for tail in tails], pair) for name in names]
         if hits == [None, None]:
-            hits = [_found_once(pred_dir, image, name, found, photo) for name in names]
+            hits = [_found_once(pred_dir, image, name, found, pair) for name in names]
         if None not in hits:
             raise DataError(f"{pred_dir}: both {hits[0]} and {hits[1]} are predictions of {image}; remove one of "
                             "them (or score a folder that holds one kind: predict's STEM_label.png or eval "
                             "--save-pred's STEM.png)")
-        hit = hits[0] or hits[1]
-        paths.append(hit if hit is not None else pred_dir / f"{image.stem}.png")
+        paths.append(hits[0] or hits[1])
     return paths
 
 
-def _first_file(candidates: list[Path], photo: tuple[Path, ...]) -> Path | None:
+def _first_file(candidates: list[Path], pair: tuple[Path, ...]) -> Path | None:
     """The first candidate that is a file and not the image or label itself (a STEM.png may be the photo)."""
-    return next((path for path in candidates if path.is_file() and not _same(path, photo)), None)
+    return next((path for path in candidates if path.is_file() and not _same(path, pair)), None)
 
 
 def _found_once(pred_dir: Path, image: Path, name: str, found: dict[str, list[Path]],
-                photo: tuple[Path, ...]) -> Path | None:
+                pair: tuple[Path, ...]) -> Path | None:
     """The one file of this name anywhere below pred_dir (the image and label aside); a one-line error for several."""
-    hits = [path for path in found.get(name, []) if not _same(path, photo)]
+    hits = [path for path in found.get(name, []) if not _same(path, pair)]
     if len(hits) > 1:  # which one scores is a guess: refuse
         raise DataError(f"{pred_dir}: {name} is there {len(hits)} times ({', '.join(map(str, hits[:3]))}"
                         f"{' ...' if len(hits) > 3 else ''}) and none at {image.parent / name}; lay the "
