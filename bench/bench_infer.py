@@ -35,9 +35,9 @@ def alone_argv(args: argparse.Namespace, backend: str) -> list[str]:
     """`bisenet bench` flags that time one backend by itself, at the round-robin run's settings."""
     argv = ["--size", args.size, "--backend", backend, "--iters", str(args.iters), "--warmup", str(args.warmup),
             "--max-images", str(args.max_images)]
-    if args.arch:  # else the weights' (bisenetv2, 19 classes without weights)
+    if args.arch is not None:  # else the weights' (bisenetv2, 19 classes without weights)
         argv += ["--arch", args.arch]
-    if args.num_classes:
+    if args.num_classes is not None:
         argv += ["--num-classes", str(args.num_classes)]
     if args.threads:
         argv += ["--threads", str(args.threads)]

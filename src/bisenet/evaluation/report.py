@@ -63,7 +63,7 @@ def write_report(result: dict, json_path: str | os.PathLike) -> list[Path]:
     write_text_atomic(path, text + "\n", "metrics file", "metrics.json")
     written = [path]
     names = list(result["IoU"])
-    if heatmap in report_files(result, path):
+    if result.get("confusion_matrix") is not None:  # as report_files lists it
         matrix = np.asarray(result["confusion_matrix"])
         if any(result.get("predicted_ignore") or ()):  # else the rows would not hold every pixel of their class
             matrix = np.column_stack([matrix, result["predicted_ignore"]])
