@@ -416,3 +416,32 @@ def test_an_error_before_the_first_step_is_the_last_line_of_train_log(tmp_path):
               tmp_path / "run")
     last_line = (tmp_path / "run" / "train.log").read_text().splitlines()[-1]
     assert last_line.startswith("error at iteration 0: ") and "4_label.png" in last_line
+
+
+def test_a_forked_child_does_not_keep_the_work_dir_locked(tmp_path):
+    # DataLoader workers are forks: they shared the run's flock, so after a kill -9 the orphaned
+    # workers kept the work dir "in use by" the dead pid for seconds.
+    import multiprocessing
+    import time
+
+    from bisenet.engine.monitor import RunMonitor
+
+    fork = multiprocessing.get_context("fork")
+    started = fork.Event()
+
+    def worker() -> None:
+        started.set()  # after the fork's hooks ran
+        time.sleep(30)
+
+    child = None
+    try:
+        with RunMonitor(tmp_path, 1, fresh=True, resume_iter=0, tensorboard=False):
+            child = fork.Process(target=worker, daemon=True)
+            child.start()
+            assert started.wait(30)
+        with RunMonitor(tmp_path, 1, fresh=False, resume_iter=0, tensorboard=False):  # free: the child let go
+            assert child.is_alive()
+    finally:
+        if child is not None:
+            child.kill()
+            child.join()

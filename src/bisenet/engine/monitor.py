@@ -171,6 +171,8 @@ class RunMonitor:
 
     def release(self) -> None:
         """Close the log files and let another run use the work dir (also after a failed run)."""
+        if self._lock in _held_locks:
+            _held_locks.remove(self._lock)
         for handle in (self.writer, self._jsonl, self._log_file, self._lock):
             if handle is not None:
                 handle.close()  # closing the lock file drops its flock
@@ -194,6 +196,22 @@ class RunMonitor:
 LOCK_NAME = ".bisenet-train.lock"
 
 
+# Work-dir locks this process holds. A fork (the DataLoader's workers) shares each one's flock; were the
+# copies left open, a kill -9'd run's orphaned workers would hold its work dir for seconds after it died.
+_held_locks: list = []
+
+
+def _drop_inherited_locks() -> None:
+    for handle in _held_locks:
+        with contextlib.suppress(OSError):
+            handle.close()  # the child's copy only: the parent keeps its lock
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 def _lock_work_dir(work_dir: Path):
     """Take the work dir's lock (an open file) or raise BisenetError naming the run that holds it."""
     try:
@@ -214,6 +232,7 @@ def _lock_work_dir(work_dir: Path):
     handle.truncate(0)  # the kernel drops the lock when the process dies: this text only names the holder
     handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}\n")
     handle.flush()
+    _held_locks.append(handle)
     return handle
 
 
