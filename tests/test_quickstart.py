@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 
@@ -10,7 +11,8 @@ from bisenet.cli import main as cli_main
 from bisenet.quickstart import EXAMPLE_ROOT, MIN_ITERS, QUICKSTART_OVERRIDES, fit_iterations
 
 
-def test_quickstart_leaves_checkpoint_metrics_curves_and_predictions(tmp_path, capsys):
+def test_quickstart_leaves_checkpoint_metrics_curves_and_predictions(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user's own folder: the bundled data and weights are found from anywhere
     out = tmp_path / "qs"
     assert cli_main(["quickstart", "--out", str(out), "--max-iters", "2"]) == 0
     printed = capsys.readouterr().out
@@ -28,6 +30,11 @@ def test_quickstart_leaves_checkpoint_metrics_curves_and_predictions(tmp_path, c
         assert written is not None and written.shape[:2] == photo.shape[:2], suffix
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 2
+    # Its closing hint works from any folder: the shipped weights were named relative to the repository.
+    road = next(line for line in printed.splitlines() if "road scenes:" in line)
+    weights = road.split("--weights ")[1].split()[0]
+    assert (Path(weights) if Path(weights).is_absolute() else Path.cwd() / weights).is_file(), road
+    assert "--config " in road
 
 
 def test_schedule_fits_the_time_budget_between_the_floor_and_the_recipe(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -98,7 +99,10 @@ def quickstart(out_dir: str | Path = "runs/quickstart", max_iters: int | None = 
         f"  next: bisenet predict --weights {out / 'train' / 'last.pt'} YOUR_IMAGE.jpg --out {out / 'mine'}",
     ]
     if CAMVID_WEIGHTS.is_file():
-        lines.append(f"  road scenes: bisenet predict --weights {CAMVID_WEIGHTS.relative_to(REPO_ROOT)} "
+        # Paths as they work from here: relative under the cwd (the repository root), else absolute.
+        weights, config = (os.path.relpath(p) if p.is_relative_to(Path.cwd()) else str(p)
+                           for p in (CAMVID_WEIGHTS, REPO_ROOT / "configs" / "bisenetv2_camvid.yaml"))
+        lines.append(f"  road scenes: bisenet predict --weights {weights} --config {config} "
                      "YOUR_STREET_PHOTO.png --out runs/camvid_pred   (CamVid weights: non-commercial licence)")
     print("\n".join(lines))
     (out / "summary.json").write_text(json.dumps({
