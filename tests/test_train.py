@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -385,3 +386,12 @@ def test_train_arguments_of_the_wrong_type_are_one_line_errors(tmp_path, monkeyp
     with pytest.raises(ConfigError) as info:
         train(cfg, work_dir)
     assert str(info.value) == message and list(tmp_path.iterdir()) == []
+
+
+def test_more_workers_than_cpus_is_one_line_of_ours_not_torchs_warning(tmp_path, capfd, recwarn):
+    # torch's three-line UserWarning (with its source line) came twice: for the train and the val loader.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    train(tiny_config("train.max_iters=2", "train.eval_interval=2", f"train.workers={cpus + 1}"), tmp_path)
+    err = capfd.readouterr().err
+    assert not [w for w in recwarn if "This DataLoader will create" in str(w.message)]
+    assert err.count(f"warning: train.workers {cpus + 1} is more than the {cpus} CPUs here") == 1

@@ -6,14 +6,16 @@ import contextlib
 import dataclasses
 import os
 import signal
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from bisenet.config import AugmentConfig, Config, load_config
 from bisenet.data.cache import DecodedCache
@@ -67,13 +69,38 @@ def loader_batches(loader: Iterable) -> Iterator[Iterator]:
     mid-epoch otherwise leaves them waiting for work, and Python's exit, which terminates daemonic
     children with SIGTERM and then joins them, hangs for good.
     """
-    batches = iter(loader)
+    with _no_worker_count_warning():
+        batches = iter(loader)
     try:
         yield batches
     finally:
         shut_down = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator
         if shut_down is not None:
             shut_down()
+
+
+@contextlib.contextmanager
+def _no_worker_count_warning() -> Iterator[None]:
+    # torch's three-line "This DataLoader will create N worker processes" for more workers than CPUs,
+    # given at construction and at each iteration: train and eval say it once, in too_many_workers_note's line.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        yield
+
+
+def make_loader(dataset: Any, **options: Any) -> DataLoader:
+    """torch's DataLoader(dataset, **options), without its warning for more workers than CPUs (ours is one line)."""
+    with _no_worker_count_warning():
+        return DataLoader(dataset, **options)
+
+
+def too_many_workers_note(workers: int, setting: str) -> str | None:
+    """A one-line note when `workers` data processes exceed the CPUs this process may use; else None."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers <= cpus:
+        return None
+    return (f"{setting} {workers} is more than the {cpus} CPUs here: the workers compete with the model for them "
+            f"(set it to {cpus} or fewer)")
 
 
 def spread_indices(total: int, count: int) -> list[int]:

@@ -19,11 +19,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from bisenet.config import Config, TrainConfig, load_config, save_config
 from bisenet.data import build_dataset, validate_split
-from bisenet.data.dataset import ignore_stop_signals, loader_batches, with_absolute_data_paths
+from bisenet.data.dataset import (ignore_stop_signals, loader_batches, make_loader, too_many_workers_note,
+                                  with_absolute_data_paths)
 from bisenet.data.device_augment import DeviceBatches
 from bisenet.engine.resume import (ResumePoint, checkpoint_state, load_finetune_weights, read_finetune_weights,
                                   read_resume_checkpoint, restore_checkpoint, resume_differences, resume_source,
@@ -317,7 +317,10 @@ def _train_loader(train_set, cfg: Config, dist_info: DistInfo, start_iter: int, 
         if device.type == "cpu":
             monitor.warn("data.cache: device on a CPU augments 2.7x slower than the OpenCV loader; use data.cache: memory")
         return DeviceBatches(train_set, sampler, tc.batch_size, device)
-    return DataLoader(
+    note = too_many_workers_note(tc.workers, "train.workers")
+    if note:
+        monitor.warn(note)
+    return make_loader(
         train_set, batch_size=tc.batch_size, sampler=sampler, num_workers=tc.workers,
         pin_memory=device.type == "cuda", drop_last=False,
         # A private generator: creating the loader must not consume the global RNG.

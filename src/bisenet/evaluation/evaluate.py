@@ -16,12 +16,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from bisenet.config import Config, load_config
 from bisenet.data.catalog import DATASETS
-from bisenet.data.dataset import ignore_stop_signals, loader_batches
+from bisenet.data.dataset import ignore_stop_signals, loader_batches, make_loader, too_many_workers_note
 from bisenet.errors import BisenetError, DataError, make_dir
 from bisenet.evaluation.inference import (MODES, Protocol, build_runner, check_batch_size, check_scale, check_scale_list,
                                           check_size, check_workers, config_protocol, eval_settings, infer,
@@ -106,7 +106,7 @@ def evaluate_model(
         indices = indices[dist.get_rank()::dist.get_world_size()]  # strided shard: no padded duplicates
     batches = size_batches(dataset, indices, batch_size)
     workers = _default_workers() if workers is None else check_workers(workers)
-    loader = DataLoader(
+    loader = make_loader(
         _Indexed(dataset), batch_sampler=batches, num_workers=workers if len(batches) > 1 else 0,
         pin_memory=device.type == "cuda", worker_init_fn=ignore_stop_signals,  # a stop signal is the trainer's to handle
     )
@@ -326,6 +326,8 @@ def _evaluate(cfg: Config, weights_or_model: Any, *, mode: str | None, split: st
     if mode in ("msf", "mscf") and flip is None and ec.flip is False:  # runs before 12-04 stored false as the default
         _note(f"eval.flip is false in the config: {mode} runs without flip (pass --flip, or set eval.flip: null, "
               "for the protocol's flip)")
+    if workers is not None and too_many_workers_note(workers, "--workers"):
+        _note(too_many_workers_note(workers, "--workers") + " (workers= in Python)")
     raw_lut = None
     if cityscapes_ids:
         if save_pred_dir is None:
