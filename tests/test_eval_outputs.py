@@ -209,3 +209,77 @@ def test_a_callers_module_keeps_its_training_mode(tiny) -> None:  # noqa: F811
     with pytest.raises(BisenetError, match="the model predicts 3 classes but the dataset has 5"):
         evaluate(_cfg(tiny), wrong, device="cpu", workers=0, progress=False)
     assert all(m.training for m in wrong.modules())
+
+
+def _jpeg_split(root: Path, label_suffix: str = "") -> str:
+    """The tiny split turned into .jpg photos and labels named STEM{label_suffix}.png: the list file's name."""
+    lines = []
+    for k in (0, 1):
+        cv2.imwrite(str(root / "img" / f"t{k}.jpg"), cv2.imread(str(root / "img" / f"t{k}.png")))
+        (root / "img" / f"t{k}.png").unlink()
+        (root / "lab" / f"t{k}.png").rename(root / "lab" / f"t{k}{label_suffix}.png")
+        lines.append(f"img/t{k}.jpg,lab/t{k}{label_suffix}.png\n")
+    (root / "jpg.txt").write_text("".join(lines))
+    return "jpg.txt"
+
+
+def test_save_pred_into_a_folder_of_the_lists_images_or_labels_is_refused(data, weights, tmp_path, capsys) -> None:
+    # x.png beside x.jpg overwrote nothing, so it passed; then `predict` on that folder segmented the masks as
+    # photos and `data lists` paired photos with predictions.
+    listed = _jpeg_split(data, "_gt")
+    argv = ["eval", str(CONFIG), "--weights", str(weights), "--data-root", str(data), "--list", listed,
+            "--device", "cpu", "--workers", "0"]
+    before = _snapshot(data)
+    for folder, kind, source in ((data / "img", "image", data / "img" / "t0.jpg"),
+                                 (data / "lab", "label", data / "lab" / "t0_gt.png")):
+        assert main([*argv, "--save-pred", str(folder)]) == 2
+        assert _one_line_error(capsys) == (
+            f"--save-pred {folder}: prediction {folder / 't0.png'} would land in {folder}, beside the {kind} "
+            f"{source} of {data / listed}, where `predict` and `data lists` would take predictions for data; pass a "
+            f"folder of their own, e.g. --save-pred {folder.with_name(folder.name + '_pred')}")
+    assert _snapshot(data) == before and not (data / "img_pred").exists()
+    # The fix it names works, as do a fresh folder beside the data and the dataset root (it holds only the list).
+    for folder in (data / "img_pred", tmp_path / "fresh", data):
+        assert main([*argv, "--save-pred", str(folder)]) == 0, folder
+        capsys.readouterr()
+        assert (folder / "t0.png").is_file() and (folder / "t1.png").is_file()
+
+
+def test_save_pred_into_a_mirrored_label_tree_is_refused_but_elsewhere_is_not(data, model, tmp_path) -> None:  # noqa: F811
+    # Cityscapes-like trees: photos under leftImg8bit/val/CITY, labels under gtFine/val/CITY (the same subfolders).
+    lines = []
+    for k in (0, 1):
+        for tree, src, name in (("leftImg8bit", "img", f"t{k}_leftImg8bit.png"), ("gtFine", "lab", f"t{k}_gtFine.png")):
+            (data / tree / "val" / f"c{k}").mkdir(parents=True, exist_ok=True)
+            shutil.copy(data / src / f"t{k}.png", data / tree / "val" / f"c{k}" / name)
+        lines.append(f"leftImg8bit/val/c{k}/t{k}_leftImg8bit.png,gtFine/val/c{k}/t{k}_gtFine.png\n")
+    (data / "city.txt").write_text("".join(lines))
+    cfg = load_config(CONFIG, {"data.root": str(data), "data.val_list": "city.txt"})
+    with pytest.raises(BisenetError) as info:
+        evaluate(cfg, model, device="cpu", workers=0, progress=False, save_pred_dir=data / "gtFine" / "val")
+    city = data / "gtFine" / "val" / "c0"
+    assert (f"prediction {city / 't0_leftImg8bit.png'} would land in {city}, beside the label {city / 't0_gtFine.png'}"
+            in str(info.value))
+    evaluate(cfg, model, device="cpu", workers=0, progress=False, save_pred_dir=tmp_path / "out")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "out").rglob("*.png")) == [
+        "out/c0/t0_leftImg8bit.png", "out/c1/t1_leftImg8bit.png"]
+
+
+def test_pred_dir_on_the_lists_own_folders_says_they_hold_the_data_not_predictions(data, capsys) -> None:
+    # "2 of 2 predictions missing, first LAB/t0.png" while that file exists: it is the list's label, never a prediction.
+    fix = "pass the folder predict/eval --save-pred wrote"
+    base = ["eval", "--root", str(data), "--list", "val.txt", "--dataset", "dubai", "--pred-dir"]
+    assert main([*base, str(data / "lab")]) == 2
+    assert _one_line_error(capsys) == (
+        f"2 of 2 predictions missing, first {data / 'lab' / 't0.png'}: --pred-dir {data / 'lab'} is the list's label "
+        f"folder: its files are the ground truth, not predictions; {fix}")
+    with pytest.raises(DataError) as info:
+        score_predictions(data / "img", data, "val.txt", dataset="dubai")
+    assert str(info.value).endswith(f"--pred-dir {data / 'img'} is the list's image folder: its files are the photos, "
+                                    f"not predictions; {fix}")
+    # One prediction there (predict's STEM_label.png beside the labels): the miss is named as the label it is.
+    shutil.copy(data / "lab" / "t1.png", data / "lab" / "t1_label.png")
+    with pytest.raises(DataError) as info:
+        score_predictions(data / "lab", data, "val.txt", dataset="dubai")
+    assert str(info.value) == (f"1 of 2 predictions missing, first {data / 'lab' / 't0.png'}: {data / 'lab' / 't0.png'} "
+                               f"is the list's own label ({data / 'val.txt'} line 1), not a prediction; {fix}")

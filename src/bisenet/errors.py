@@ -6,7 +6,7 @@ import contextlib
 import difflib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 
@@ -106,3 +106,36 @@ def check_writable(path: str | os.PathLike, what: str, example: str, create: boo
     os.close(fd)
     remove_quietly(probe)
     return path
+
+
+# (what it is, path) pairs that an output must not overwrite: ("label", Path(...)), ...
+Inputs = Iterable[tuple[str, "str | os.PathLike | None"]]
+
+
+def first_clash(outputs: Sequence[Path], inputs: Inputs) -> tuple[Path, str, Path] | None:
+    """The first (output, kind, input) where writing `output` would replace that input file; None when none would."""
+    known: dict[str, tuple[str, Path]] = {}
+    for kind, path in inputs:
+        if path is not None:
+            path = Path(path).expanduser()
+            known.setdefault(os.path.abspath(path), (kind, path))
+    for output in outputs:
+        hit = known.get(os.path.abspath(Path(output).expanduser()))
+        if hit is not None:
+            return output, *hit
+    # Another spelling of an existing file (a link, ../, a case-insensitive disk): compare the files themselves.
+    existing = [(output, os.stat(output)) for output in outputs if os.path.isfile(output)]
+    if not existing:
+        return None
+    files: dict[tuple[int, int], tuple[str, Path]] = {}
+    for key, hit in known.items():
+        try:
+            stat = os.stat(key)
+        except OSError:
+            continue
+        files.setdefault((stat.st_dev, stat.st_ino), hit)
+    for output, stat in existing:
+        hit = files.get((stat.st_dev, stat.st_ino))
+        if hit is not None:
+            return output, *hit
+    return None

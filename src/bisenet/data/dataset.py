@@ -103,6 +103,14 @@ def too_many_workers_note(workers: int, setting: str) -> str | None:
             f"(set it to {cpus} or fewer)")
 
 
+def dataset_inputs(dataset: Any) -> list[tuple[str, Path]]:
+    """The list file, then each image and label that `dataset` reads (what no output may overwrite)."""
+    samples = getattr(dataset, "samples", None) or []
+    listed = getattr(dataset, "list_file", None)
+    return ([("list file", Path(listed))] if listed is not None else []) + \
+        [("image", Path(image)) for image, _ in samples] + [("label", Path(label)) for _, label in samples]
+
+
 def spread_indices(total: int, count: int) -> list[int]:
     """Up to `count` indices of `total` items, evenly spread from the first to the last."""
     return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(int)).tolist()

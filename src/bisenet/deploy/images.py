@@ -19,13 +19,82 @@ def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Pat
     """Image files directly in `folder`, sorted by name; at most `limit` of them."""
     folder = Path(folder)
     if folder.is_file():
-        raise BisenetError(f"{folder} is a file, not a folder; pass the folder of .jpg/.png images (e.g. {folder.parent})")
+        example = _folder_for_file(folder)
+        raise BisenetError(f"{folder} is a file, not a folder; pass the folder of .jpg/.png images"
+                           + (f" (e.g. {example})" if example is not None else ""))
     if not folder.is_dir():
         raise BisenetError(f"{folder}: image folder not found; pass a folder of .jpg/.png images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    files = _images_in(folder)
     if not files:
-        raise BisenetError(f"{folder}: no images ({', '.join(IMAGE_EXTS)}) in this folder")
+        below = _image_folder_below(folder)  # subfolders are not searched: name one that would work
+        if below is not None:
+            raise BisenetError(f"no images directly in {folder} (subfolders are not searched); {below[0]} "
+                               f"holds {below[1]} image(s): pass that folder")
+        raise BisenetError(f"{folder}: no images ({', '.join(IMAGE_EXTS)}) in this folder or its subfolders")
     return files[:limit] if limit else files
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name; none when it cannot be read."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    except OSError:
+        return []
+
+
+def _image_folder_below(top: Path, max_folders: int = 2000) -> tuple[Path, int] | None:
+    """(folder, image count) of the first folder below `top`, breadth first, that holds images directly.
+
+    Bounded, so that a hint on a huge tree costs no more than a moment; hidden folders are skipped.
+    """
+    queue, seen = [top], 0
+    while queue and seen < max_folders:
+        folder = queue.pop(0)
+        seen += 1
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            continue
+        for child in children:
+            count = len(_images_in(child))
+            if count:
+                return child, count
+        queue.extend(children)
+    return None
+
+
+def _folder_for_file(path: Path) -> Path | None:
+    """A folder that really holds images, to suggest for a file given as one: an image's own folder, the folder
+    of a list file's first image, else the first image folder below the file's folder; None when there is none."""
+    if path.suffix.lower() in IMAGE_EXTS:
+        return path.parent
+    first = _first_listed_image(path)
+    if first is not None:
+        return first.parent
+    if _images_in(path.parent):
+        return path.parent
+    below = _image_folder_below(path.parent)
+    return below[0] if below is not None else None
+
+
+def _first_listed_image(list_file: Path) -> Path | None:
+    """The first image of an 'image,label' list file that exists (paths relative to the list's folder or the cwd)."""
+    from bisenet.data.lists import parse_line
+
+    try:
+        with open(list_file, encoding="utf-8-sig") as handle:
+            lines = [line.strip() for _, line in zip(range(100), handle)]  # a list's head; not a whole big file
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        pair = parse_line(line) if line and not line.startswith("#") else None
+        if pair is None:
+            continue
+        image = Path(pair[0]).expanduser()
+        for candidate in ([image] if image.is_absolute() else [list_file.parent / image, image]):
+            if candidate.is_file() and candidate.suffix.lower() in IMAGE_EXTS:
+                return candidate
+    return None
 
 
 def read_image(

@@ -153,16 +153,16 @@ def make_protocol(
     crop = (int(crop[0]), int(crop[1]))
     if crop[0] % 32 or crop[1] % 32 or min(crop) <= 0:
         raise BisenetError(
-            f"crop {crop[0]}x{crop[1]} must be positive multiples of 32 (the network's stride); "
-            f"try {_ceil32(crop[0])}x{_ceil32(crop[1])}"
+            f"--crop {crop[0]}x{crop[1]} (crop= in Python): must be positive multiples of 32 (the network's stride); "
+            f"try --crop {_ceil32(crop[0])}x{_ceil32(crop[1])}"
         )
     if stride is None:
         stride = (max(1, math.ceil(crop[0] * 2 / 3)), max(1, math.ceil(crop[1] * 2 / 3)))
     stride = (int(stride[0]), int(stride[1]))
     if not (0 < stride[0] <= crop[0] and 0 < stride[1] <= crop[1]):
         raise BisenetError(
-            f"stride {stride[0]}x{stride[1]} must be positive and no larger than the crop {crop[0]}x{crop[1]} "
-            "(larger strides leave pixels unseen)"
+            f"--stride {stride[0]}x{stride[1]} (stride= in Python): must be positive and no larger than the crop "
+            f"{crop[0]}x{crop[1]} (larger strides leave pixels unseen)"
         )
     return Protocol(mode, scales, flip, crop, stride, crop_batch)
 
@@ -177,6 +177,12 @@ def config_protocol(settings: EvalConfig, mode: str | None = None, *, scales: Se
                     flip: bool | None = None, crop: tuple[int, int] | None = None,
                     stride: tuple[int, int] | None = None, scale: float | None = None) -> Protocol:
     """The protocol of an eval section (see eval_settings), as eval and predict run it; arguments given override it."""
+    window, step = crop or settings.crop_size, settings.stride
+    if stride is None and step is not None and window and (mode or settings.mode) in ("ssc", "mscf") \
+            and not (0 < step[0] <= window[0] and 0 < step[1] <= window[1]):  # the config's: make_protocol says --stride
+        raise BisenetError(f"eval.stride {step[0]}x{step[1]} (the config's): must be positive and no larger than the "
+                           f"crop {window[0]}x{window[1]} (larger strides leave pixels unseen); fix eval.stride or "
+                           "pass --stride HxW")
     return make_protocol(mode or settings.mode, scales or settings.scales, settings.flip if flip is None else flip,
                          crop or settings.crop_size, stride or settings.stride,
                          scale=settings.scale if scale is None else scale)

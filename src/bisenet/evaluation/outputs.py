@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bisenet.errors import BisenetError
+from bisenet.data.dataset import dataset_inputs
+from bisenet.errors import BisenetError, Inputs, first_clash
 
-Inputs = Iterable[tuple[str, "str | os.PathLike | None"]]
 
 
 def prediction_names(dataset: Any) -> list[Path]:
@@ -35,56 +35,73 @@ def prediction_names(dataset: Any) -> list[Path]:
     return names
 
 
-def first_clash(outputs: Sequence[Path], inputs: Inputs) -> tuple[Path, str, Path] | None:
-    """The first (output, kind, input) where writing `output` would replace that input file; None when none would."""
-    known: dict[str, tuple[str, Path]] = {}
+def first_data_folder(outputs: Sequence[Path], inputs: Inputs) -> tuple[Path, str, Path] | None:
+    """The first (output, kind, input) where `output` would land in the folder of that image or label; None if none."""
+    folders: dict[str, tuple[str, Path]] = {}
     for kind, path in inputs:
-        if path is not None:
+        if path is not None and kind in ("image", "label"):
             path = Path(path).expanduser()
-            known.setdefault(os.path.abspath(path), (kind, path))
+            folders.setdefault(os.path.abspath(path.parent), (kind, path))
+    parents: dict[str, Path] = {}
     for output in outputs:
-        hit = known.get(os.path.abspath(Path(output).expanduser()))
+        parents.setdefault(os.path.abspath(Path(output).expanduser().parent), output)
+    for parent, output in parents.items():
+        hit = folders.get(parent)
         if hit is not None:
             return output, *hit
-    # Another spelling of an existing file (a link, ../, a case-insensitive disk): compare the files themselves.
-    existing = [(output, os.stat(output)) for output in outputs if os.path.isfile(output)]
-    if not existing:
-        return None
-    files: dict[tuple[int, int], tuple[str, Path]] = {}
-    for key, hit in known.items():
-        try:
-            stat = os.stat(key)
-        except OSError:
-            continue
-        files.setdefault((stat.st_dev, stat.st_ino), hit)
-    for output, stat in existing:
-        hit = files.get((stat.st_dev, stat.st_ino))
-        if hit is not None:
-            return output, *hit
+    # Another spelling of an existing folder (a link, ../, a case-insensitive disk): compare the folders themselves.
+    stats = {_folder_id(parent): output for parent, output in parents.items()}
+    stats.pop(None, None)
+    if stats:
+        for folder, hit in folders.items():
+            output = stats.get(_folder_id(folder))
+            if output is not None:
+                return output, *hit
     return None
 
 
-def dataset_inputs(dataset: Any) -> list[tuple[str, Path]]:
-    """The list file, then each image and label that `dataset` reads (what no output may overwrite)."""
-    samples = getattr(dataset, "samples", None) or []
-    listed = getattr(dataset, "list_file", None)
-    return ([("list file", Path(listed))] if listed is not None else []) + \
-        [("image", Path(image)) for image, _ in samples] + [("label", Path(label)) for _, label in samples]
+def _folder_id(folder: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(folder)
+    except OSError:  # not made yet: a fresh folder, which no input lies in
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def prediction_paths(dataset: Any, out_dir: str | os.PathLike) -> list[Path]:
-    """Per image, its --save-pred file; a one-line error when one would overwrite an image or label of the list."""
+    """Per image, its --save-pred file; a one-line error when one would overwrite an image or label of the list,
+    or land in a folder that holds them (where `predict` and `data lists` would take it for data)."""
     out_dir = Path(out_dir)
-    paths = [out_dir / f"{name}.png" for name in prediction_names(dataset)]
-    clash = first_clash(paths, dataset_inputs(dataset))
+    names = prediction_names(dataset)
+    paths = [out_dir / f"{name}.png" for name in names]
+    inputs = dataset_inputs(dataset)
+    clash = first_clash(paths, inputs)
+    where = f" of {dataset.list_file}" if getattr(dataset, "list_file", None) is not None else ""
     if clash is not None:
         output, kind, source = clash
-        where = f" of {dataset.list_file}" if getattr(dataset, "list_file", None) is not None else ""
-        other = Path(os.path.abspath(out_dir))
         raise BisenetError(f"--save-pred {out_dir}: prediction {output} would overwrite the {kind} {source}{where}; "
                            f"pass a folder that holds none of the list's images and labels, e.g. --save-pred "
-                           f"{other.with_name(other.name + '_pred')}")
+                           f"{_free_folder(out_dir, names, inputs)}")
+    mixed = first_data_folder(paths, inputs)
+    if mixed is not None:
+        output, kind, source = mixed
+        raise BisenetError(f"--save-pred {out_dir}: prediction {output} would land in {output.parent}, beside the "
+                           f"{kind} {source}{where}, where `predict` and `data lists` would take predictions for data; "
+                           f"pass a folder of their own, e.g. --save-pred {_free_folder(out_dir, names, inputs)}")
     return paths
+
+
+def _free_folder(out_dir: Path, names: Sequence[Path], inputs: list[tuple[str, Path]]) -> Path:
+    """A folder beside `out_dir` (DIR_pred, DIR_pred2, ...) that prediction_paths accepts: the fix the error names."""
+    other = Path(os.path.abspath(out_dir))
+    for k in range(1, 100):
+        suffix = str(k) if k > 1 else ""
+        # out_dir "/" has no name to extend: a folder below it instead
+        folder = other.with_name(f"{other.name}_pred{suffix}") if other.name else other / f"predictions{suffix}"
+        paths = [folder / f"{name}.png" for name in names]
+        if first_clash(paths, inputs) is None and first_data_folder(paths, inputs) is None:
+            return folder
+    return folder
 
 
 def check_report_inputs(json_path: str | os.PathLike, inputs: Inputs) -> None:

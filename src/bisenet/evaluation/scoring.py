@@ -146,8 +146,12 @@ def score_predictions(
     # A miss is named where eval --save-pred would have written it (never the photo itself, which may be STEM.png).
     missing = [str(pred_dir / f"{e.image.stem}.png") for p, e in zip(predictions, pairs.entries) if p is None]
     if missing:
+        head = f"{len(missing)} of {len(predictions)} predictions missing, first {missing[0]}"
+        own = _own_data(pred_dir, Path(missing[0]), pairs, all_missing=len(missing) == len(predictions))
+        if own:  # the list's own files are never its predictions: "missing" alone reads as if the file were not there
+            raise DataError(f"{head}: {own}; pass the folder predict/eval --save-pred wrote")
         raise DataError(
-            f"{len(missing)} of {len(predictions)} predictions missing, first {missing[0]}; predictions must be train-id "
+            f"{head}; predictions must be train-id "
             "PNGs named after each image's stem: STEM.png (eval --save-pred) or STEM_label.png (predict), both looked for "
             "in the folder and its subfolders"
         )
@@ -196,6 +200,21 @@ def _refuse_shared_predictions(pairs: PairList, root: Path, predictions: list[Pa
                 f"({_relative(entry.image, root)}) would both be scored against {prediction}; predict their common "
                 "folder, not the files one by one (or eval --save-pred), so that their folders are mirrored below "
                 "the prediction folder")
+
+
+def _own_data(pred_dir: Path, first_missing: Path, pairs: PairList, all_missing: bool) -> str | None:
+    """Why `pred_dir` holds no predictions when it is the list's label or image folder, or its first miss is one
+    of the list's own images or labels; None otherwise."""
+    for kind, files in (("label", [e.label for e in pairs.entries]), ("image", [e.image for e in pairs.entries])):
+        # Only when nothing was found: predict's STEM_label.png files beside the photos are predictions all the same.
+        if all_missing and any(_same(pred_dir, (folder,)) for folder in dict.fromkeys(p.parent for p in files)):
+            what = "the ground truth" if kind == "label" else "the photos"
+            return f"--pred-dir {pred_dir} is the list's {kind} folder: its files are {what}, not predictions"
+    for entry in pairs.entries:
+        for kind, path in (("label", entry.label), ("image", entry.image)):
+            if _same(first_missing, (path,)):
+                return f"{first_missing} is the list's own {kind} ({pairs.where(entry.line)}), not a prediction"
+    return None
 
 
 def _relative(image: Path, root: Path) -> Path:
