@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             raise BisenetError(f"--threads {args.threads}: must be at least 1")
         torch.set_num_threads(args.threads)
     config = load_config(args.config) if args.config else None  # read once: mean/std, and the arch --weights must have
+    if args.json:  # a checkpoint, config, list or image replaced by the table would be lost for good
+        _refuse_input_json(args, config)
     mean, std = image_normalisation(config, args.weights)
     # Training precisions never calibrate; without --backend the warning names the two always timed.
     calibration = unused_calibration(args.calibration, args.backend or (DEFAULT_INFER if args.mode == "infer" else
@@ -74,3 +76,33 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(args.json, json.dumps(rows, indent=2) + "\n", "--json", "bench.json")
     return 0
 
+
+
+def _refuse_input_json(args: argparse.Namespace, config: object) -> None:
+    """A one-line error when --json is --weights, --config, one of the config's lists or a file of --images/--calibration."""
+    from pathlib import Path
+
+    from bisenet.errors import BisenetError
+    from bisenet.errors import first_clash
+
+    inputs: list[tuple[str, object]] = [("--weights file", args.weights), ("--config file", args.config)]
+    data = getattr(config, "data", None)
+    if data is not None:  # not read by bench, but a list file is as much a user's work as the config
+        from bisenet.data.lists import resolve_list_path
+
+        root = Path(data.root).expanduser()
+        inputs += [(f"config's data.{split}_list", resolve_list_path(name, root)) for split, name in
+                   (("train", data.train_list), ("val", data.val_list), ("test", data.test_list)) if name]
+    for flag in ("--images", "--calibration"):
+        folder = getattr(args, flag[2:])
+        if folder is None:
+            continue
+        folder = Path(folder).expanduser()
+        inputs.append((f"{flag} file", folder))
+        if folder.is_dir():  # bench reads the files directly inside (not subfolders)
+            inputs += [(f"{flag} file", file) for file in folder.iterdir() if file.is_file()]
+    clash = first_clash([Path(args.json)], inputs)
+    if clash is not None:
+        _, kind, source = clash
+        raise BisenetError(f"--json {args.json} would overwrite the {kind} {source}; pass a new file, "
+                           "e.g. --json bench.json")

@@ -113,7 +113,7 @@ def _under(root: Path, path: Path) -> Path:
 
 def _lists(args: argparse.Namespace) -> int:
     from bisenet.data.layouts import IMAGE_EXTS, describe_unmatched, pair_folders, write_dataset_lists
-    from bisenet.data.lists import existing_lines, write_list
+    from bisenet.data.lists import check_list_output, existing_lines, write_list
 
     if args.layout == "pairs":
         if args.images is None or args.labels is None or args.out is None:
@@ -125,6 +125,9 @@ def _lists(args: argparse.Namespace) -> int:
         check_output_file(out, "--out", "train.txt")  # before pairing the folders
         images, labels = _under(args.root, args.images), _under(args.root, args.labels)
         pairing = pair_folders(images, labels)
+        # Before anything is printed: a label, a config or any other non-list file there must survive.
+        example = "pairs.txt" if args.out.name == "train.txt" else "train.txt"
+        check_list_output(out, "--out", f"pass another path, e.g. --out {example} (relative to ROOT)", pairing.pairs)
         unmatched = describe_unmatched(pairing, "pairs")
         for line in unmatched:
             print(line)

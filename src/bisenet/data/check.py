@@ -13,7 +13,7 @@ import numpy as np
 from bisenet.data.catalog import DatasetInfo, build_lut, invalid_counts
 from bisenet.data.dataset import uses_train_ids
 from bisenet.data.decode import FileProblem, is_jpeg, label_value_fix, pair_problem, read_image, read_label, size_mismatch
-from bisenet.data.lists import ListEntry, PairList, plural
+from bisenet.data.lists import ListEntry, PairList, plural, root_hint
 
 
 @dataclass
@@ -94,6 +94,12 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
     unmapped = np.ones(256, bool)  # values the map sends to ignore only because it leaves them out
     unmapped[[raw for raw in (label_map or {}) if 0 <= raw < 256] + [ignore_index]] = False  # ignore stays ignore
 
+    # A list relative to another folder: one line saying which, not two "not found" lines per pair.
+    hint, explained = root_hint(pairs)
+    if hint:
+        report.problems.append(hint)
+    entries = [entry for entry in pairs.entries if entry.line not in explained]
+
     def work(entry: ListEntry):
         return _check_one(entry, pairs.where(entry.line), lut, num_classes, ignore_index, dataset, label_map)
 
@@ -104,7 +110,7 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
             report.repeats.append((entry.line, first))
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for entry, (problems, stats) in zip(pairs.entries, pool.map(work, pairs.entries)):  # map keeps list order
+        for entry, (problems, stats) in zip(entries, pool.map(work, entries)):  # map keeps list order
             report.problems.extend(problems)
             if is_jpeg(entry.label):
                 report.jpeg_labels.append(entry.label)

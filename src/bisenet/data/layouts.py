@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from bisenet.data.decode import MASK_MODES, swapped_kind
-from bisenet.data.lists import existing_lines, format_list
+from bisenet.data.lists import check_list_output, existing_lines, format_list
 from bisenet.errors import DataError, check_output_file, write_text_atomic
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")  # all OpenCV reads
@@ -349,6 +349,8 @@ def write_dataset_lists(dataset: str, root: str | Path, out: str | Path | None =
         report.warnings.extend(describe_unmatched(pairing, f"{dataset} {split}"))
         if pairing.pairs:  # format and check every list before writing any: no half-updated set of lists
             path = check_output_file(out_dir / f"{split}.txt", "list file", f"{split}.txt")
+            check_list_output(path, "list file", f"pass another --out folder, e.g. --out {out_dir / 'lists'}",
+                              pairing.pairs)
             texts[path] = (format_list(pairing.pairs, root), len(pairing.pairs))
     for path, (text, count) in texts.items():
         old = existing_lines(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,14 +167,101 @@ def _posix(root: Path, part: str) -> Path:
 
 
 def missing_files(pairs: PairList) -> list[str]:
-    """One message per list line whose image or label does not exist."""
-    problems = []
+    """One message per list line whose image or label does not exist; one line first when another root holds them."""
+    hint, explained = root_hint(pairs, "data.root", "set data.root (or --data-root) to {}")
+    problems = [hint] if hint else []
     for entry in pairs.entries:
+        if entry.line in explained:  # the hint says where they are: no line each
+            continue
         for what, path in (("image", entry.image), ("label", entry.label)):
             if not path.is_file():
                 problems.append(f"{pairs.where(entry.line)}: {what} {path} not found; {not_found_fix(entry, path)} "
                                 f"(data root {pairs.root})")
     return problems
+
+
+WRONG_ROOT_SHARE = 0.5  # lines missing a file, of all lines, from which another root is looked for
+
+
+def _missing(entry: ListEntry) -> bool:
+    return not (entry.image.is_file() and entry.label.is_file())
+
+
+def _moved(entry: ListEntry, root: Path, other: Path) -> bool:
+    """True when both files of `entry` exist with their list paths taken from `other` instead of `root`."""
+    try:
+        return all((other / path.relative_to(root)).is_file() for path in (entry.image, entry.label))
+    except ValueError:  # an absolute path in the list: another root changes nothing
+        return False
+
+
+def root_hint(pairs: PairList, name: str = "--root", fix: str = "pass --root {}") -> tuple[str, set[int]]:
+    """One line when most list lines miss a file under the root but find both under another folder, and those lines.
+
+    The usual cause: a list written relative to its own folder (`data lists pairs SUB ...`) checked from a
+    higher root. Candidates: the list's folder, the root's parent, the current directory. ('', set()) when none fits.
+    """
+    missing = [entry for entry in pairs.entries if _missing(entry)]
+    if not missing or len(missing) < WRONG_ROOT_SHARE * len(pairs.entries):
+        return "", set()
+    root = pairs.root
+    candidates = ((pairs.path.parent, "the list's folder"), (root / "..", "the root's parent"),
+                  (Path("."), "the current directory"))
+    for folder, what in candidates:
+        if os.path.abspath(folder) == os.path.abspath(root):
+            continue
+        moved = {entry.line for entry in missing if _moved(entry, root, folder)}
+        if len(moved) < 0.9 * len(missing):  # a few strays may be truly missing; they keep their own lines
+            continue
+        shown = Path(os.path.normpath(folder))
+        few = "none" if len(missing) == len(pairs.entries) else f"{len(missing)}"
+        are = "are" if few == "none" else "are not"
+        where = "they are all" if len(moved) == len(missing) else f"{len(moved)} of them are"
+        first = next(path for path in (missing[0].image, missing[0].label) if not path.is_file())
+        return (f"{pairs.path}: {few} of the {plural(len(pairs.entries), 'pair')}' files {are} under {name} {root} "
+                f"(line {missing[0].line}: {first} not found); {where} under {shown} ({what}): "
+                + fix.format(shown), moved)
+    return "", set()
+
+
+def not_list_reason(data: bytes) -> str:
+    """Why these bytes are not a list file ('' when they are one, or empty): binary, or a line that is no path pair."""
+    if b"\0" in data:
+        return "binary content"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return "binary content"
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pair = parse_line(line)
+        if pair is not None and number == 1 and {Path(p).name.lower() for p in pair} <= HEADER_WORDS:
+            continue  # a spreadsheet's header: still a list
+        # Image paths have an extension; a YAML 'key: value' or prose splits into words without one.
+        if pair is None or not all(Path(p).suffix for p in pair):
+            return f"line {number} is not an 'image,label' pair: {line[:40]!r}"
+    return ""
+
+
+def check_list_output(path: Path, flag: str, fix: str, pairs: Iterable[tuple[Path, Path]] = ()) -> None:
+    """A one-line DataError when writing a list at `path` would replace a file it lists, or a file that is no list."""
+    from bisenet.errors import first_clash
+
+    clash = first_clash([path], [(kind, file) for pair in pairs for kind, file in zip(("image", "label"), pair)])
+    if clash is not None:
+        _, kind, source = clash
+        raise DataError(f"{flag} {path} is the {kind} {source} of this list: writing the list there would destroy it; "
+                        f"{fix}")
+    try:
+        data = path.read_bytes()
+    except OSError:  # absent (a folder or an unreadable file: the write says so)
+        return
+    reason = not_list_reason(data)
+    if reason:
+        raise DataError(f"{flag} {path} is an existing file but not a list file ({reason}): writing the list would "
+                        f"replace it; {fix}, or delete that file first")
 
 
 def not_found_fix(entry: ListEntry, path: Path) -> str:

@@ -58,6 +58,7 @@ def show_samples(
     if epoch < 0:
         raise DataError(f"--epoch {epoch}: epochs count from 0")
     dataset = build_dataset(cfg, split, data_root, list_file)
+    _refuse_input(out, config, dataset)  # before decoding anything
     for note in dataset.list_notes if log is not None else ():
         log(note)
     if count > len(dataset) and log is not None:  # else the picture silently has fewer rows than asked for
@@ -74,6 +75,20 @@ def show_samples(
     canvas = np.vstack(rows + [_legend(sorted(shown), names, palette, cfg.data.ignore_index, panel_width)])
     png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))[1]
     return write_atomic(out, lambda tmp: tmp.write_bytes(png.tobytes()), "--out", "samples.png")
+
+
+def _refuse_input(out: str | os.PathLike, config: object, dataset: SegmentationDataset) -> None:
+    """A one-line DataError when --out is the config, the list or one of its images or labels (it would be replaced)."""
+    from bisenet.data.dataset import dataset_inputs
+    from bisenet.errors import first_clash
+
+    given = [("config", config)] if isinstance(config, (str, os.PathLike)) else []
+    clash = first_clash([Path(out)], given + dataset_inputs(dataset))
+    if clash is not None:
+        _, kind, source = clash
+        of = "" if kind in ("config", "list file") else f" of {dataset.list_file}"
+        raise DataError(f"--out {out} is the {kind} {source}{of}: the drawing would replace it; pass another path "
+                        "(none of the dataset's files), e.g. --out samples.png")
 
 
 def _sample(dataset: SegmentationDataset, index: int, augment: bool, epoch: int) -> tuple[np.ndarray, np.ndarray]:
