@@ -257,8 +257,8 @@ def test_eval_of_the_train_split_scores_whole_images_not_training_crops(tiny, mo
     (["--batch-size", "0"], "--batch-size 0: must be a whole number of at least 1"),
     (["--batch-size", "-1"], "--batch-size -1: must be a whole number of at least 1"),
     (["--mode", "ss", "--scales", "1", "2"], "--scales 1 2: mode ss runs one scale; several scales are for --mode msf or mscf"),
-    (["--mode", "ss", "--crop", "64x64"], "--crop 64x64: mode ss runs on whole images; sliding windows are for --mode ssc or mscf"),
-    (["--mode", "msf", "--stride", "32x32"], "--stride 32x32: mode msf runs on whole images"),
+    (["--mode", "ss", "--crop", "64x64"], "--crop 64x64 (crop= in Python): mode ss runs on whole images; sliding windows are for --mode ssc or mscf"),
+    (["--mode", "msf", "--stride", "32x32"], "--stride 32x32 (stride= in Python): mode msf runs on whole images"),
     (["--mode", "msf", "--scale", "3"], "--scale 3: mode msf runs several scales (the config's eval.scales); --scale is for --mode ss or ssc"),
     (["--calibration-images", "-3", "--backend", "int8"], "--calibration-images -3: must be at least 1"),
 ])

@@ -67,3 +67,14 @@ def test_a_crop_or_stride_that_does_not_fit_names_the_flag_and_a_crop_that_works
         "pixels unseen); fix eval.stride or pass --stride HxW")
     result = evaluate(cfg, model, mode="ssc", crop=(64, 64), stride=(32, 32), device="cpu", workers=0, progress=False)
     assert result["protocol"] == "ssc crop 64x64 stride 32x32"
+
+
+def test_size_errors_name_the_flag_given(capsys) -> None:
+    # "size 100x100: ..." named no flag; export takes --height/--width, bench and info --size.
+    for argv, flag in ((["bench", "--size", "100x100", "--iters", "1"], "--size 100x100"),
+                       (["info", "--size", "100x64"], "--size 100x64"),
+                       (["export", "--weights", str(EXAMPLE.parents[1] / "weights" / "bisenetv2_camvid.safetensors"),
+                         "--out", "never.onnx", "--height", "100"], "--height/--width 100x1024")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"bisenet {argv[0]}: error: {flag}: height and width must be positive multiples of 32")

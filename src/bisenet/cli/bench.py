@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from bisenet.errors import BisenetError, check_writable, write_text_atomic
 
     size = parse_size(args.size, "--size") if args.size else None  # None: the mode's default (run_benchmark)
+    if size is not None:
+        from bisenet.models.layers import check_size
+
+        check_size(*size, flag="--size")
     if args.json:  # before the run, so a path that takes no file does not cost its (minutes of) results
         check_writable(args.json, "--json", "bench.json")
     if args.threads is not None:

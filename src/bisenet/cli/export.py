@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from bisenet.models.layers import check_size
 
     # Every check before any output: a refusal must not follow a printed summary.
-    check_size(args.height, args.width)  # before loading weights: fail fast on a bad size
+    check_size(args.height, args.width, flag="--height/--width")  # before loading weights: fail fast
     if args.num_classes is not None and args.num_classes < 1:
         raise BisenetError(f"--num-classes {args.num_classes}: must be at least 1 (or leave it out to read it from the weights)")
     weights_only = args.out.endswith(".safetensors")

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if num_classes < 1:
         raise BisenetError(f"--num-classes {num_classes}: must be at least 1")
     size = parse_size(args.size, "--size")
-    check_size(*size)
+    check_size(*size, flag="--size")
     held = weights_summary(args.weights) if args.weights is not None else {}
     stats: dict[str, Any] = {**held, **model_info(held.get("arch", args.arch or DEFAULT_ARCH),
                                                   held.get("num_classes", num_classes), size)}

@@ -247,7 +247,7 @@ def _check_arguments(mode: str, scales: list[float] | None, scale: float | None,
                            "are for --mode msf or mscf (or pass --scale S)")
     for flag, size in (("--crop", crop), ("--stride", stride)):
         if size is not None and not sliding:
-            raise BisenetError(f"{flag} {size[0]}x{size[1]}: mode {mode} runs on whole images; "
+            raise BisenetError(f"{flag} {size[0]}x{size[1]} ({flag[2:]}= in Python): mode {mode} runs on whole images; "
                                f"sliding windows are for --mode ssc or mscf")
 
 

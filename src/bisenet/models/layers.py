@@ -178,9 +178,10 @@ def init_kaiming_fan_out(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def check_size(height: int, width: int, multiple: int = 32) -> None:
-    """Raise a BisenetError naming the nearest valid size unless H and W are multiples of 32."""
+def check_size(height: int, width: int, multiple: int = 32, flag: str = "size") -> None:
+    """Raise a BisenetError naming `flag` and the nearest valid size unless H and W are multiples of 32."""
     if height <= 0 or width <= 0 or height % multiple or width % multiple:
         ph = max(multiple, -(-height // multiple) * multiple)
         pw = max(multiple, -(-width // multiple) * multiple)
-        raise BisenetError(f"size {height}x{width}: height and width must be positive multiples of {multiple}; use {ph}x{pw}")
+        raise BisenetError(f"{flag} {height}x{width}: height and width must be positive multiples of {multiple}; "
+                           f"use {ph}x{pw}")
