@@ -328,7 +328,7 @@ def split_pairs(cfg: Config, split: str, data_root: str | Path | None = None,
         return read_given_list(list_file, root)
     name = {"train": cfg.data.train_list, "val": cfg.data.val_list, "test": cfg.data.test_list}[split]
     if name is None:
-        raise DataError(f"no list for the {split} split: set data.{split}_list in the config or pass a list file")
+        raise DataError(f"no list for the {split} split: set data.{split}_list in the config or pass --list FILE (list_file= in Python)")
     return read_list(resolve_list_path(name, root), root)
 
 
