@@ -445,3 +445,14 @@ def test_a_forked_child_does_not_keep_the_work_dir_locked(tmp_path):
         if child is not None:
             child.kill()
             child.join()
+
+
+def test_a_monitor_that_fails_to_start_lets_go_of_the_work_dir(tmp_path):
+    # The lock stayed held (kept alive by the fork hook's list) when setup failed with a non-OSError:
+    # a retry in the same process was refused as "in use by" itself.
+    from bisenet.engine.monitor import RunMonitor
+
+    (tmp_path / "metrics.jsonl").write_bytes(b"\xff\xfe bad\n")
+    for _ in range(2):
+        with pytest.raises(UnicodeDecodeError):
+            RunMonitor(tmp_path, 10, fresh=False, resume_iter=5, tensorboard=False)

@@ -63,6 +63,9 @@ class RunMonitor:
             self.release()
             raise BisenetError(f"cannot write in the work dir {self.work_dir}: {exc.strerror or exc}; "
                                "pass a writable --work-dir") from None
+        except BaseException:  # any other failure (a bad metrics.jsonl) must not keep the lock: a retry would be refused
+            self.release()
+            raise
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
