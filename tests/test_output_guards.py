@@ -98,7 +98,7 @@ def test_data_check_names_the_root_a_list_is_relative_to(dubai, capsys):
                          "--num-classes", "5")
     lines = text.strip().splitlines()
     assert code == 1 and len(lines) == 2, text
-    assert lines[0].startswith(f"{dubai / 'train' / 't.txt'}: none of the 42 pairs' files are under --root {dubai} ")
+    assert lines[0].startswith(f"{dubai / 'train' / 't.txt'}: none of the files of its 42 pairs are under --root {dubai} ")
     assert lines[0].endswith(f"they are all under {dubai / 'train'} (the list's folder): pass --root {dubai / 'train'}")
     # Files missing everywhere keep their own line each.
     (dubai / "gone.txt").write_text("x/a.jpg,x/a.png\nx/b.jpg,x/b.png\n")

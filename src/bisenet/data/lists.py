@@ -214,11 +214,12 @@ def root_hint(pairs: PairList, name: str = "--root", fix: str = "pass --root {}"
         if len(moved) < 0.9 * len(missing):  # a few strays may be truly missing; they keep their own lines
             continue
         shown = Path(os.path.normpath(folder))
-        few = "none" if len(missing) == len(pairs.entries) else f"{len(missing)}"
-        are = "are" if few == "none" else "are not"
+        total = plural(len(pairs.entries), "pair")
+        lacking = (f"none of the files of its {total} are" if len(missing) == len(pairs.entries)
+                   else f"{len(missing)} of its {total} have files that are not")
         where = "they are all" if len(moved) == len(missing) else f"{len(moved)} of them are"
         first = next(path for path in (missing[0].image, missing[0].label) if not path.is_file())
-        return (f"{pairs.path}: {few} of the {plural(len(pairs.entries), 'pair')}' files {are} under {name} {root} "
+        return (f"{pairs.path}: {lacking} under {name} {root} "
                 f"(line {missing[0].line}: {first} not found); {where} under {shown} ({what}): "
                 + fix.format(shown), moved)
     return "", set()
