@@ -40,6 +40,13 @@ def test_bench_json_refuses_to_overwrite_weights_config_list_or_image(dubai, tmp
         assert code == 2 and _unchanged(victim, before), (flags, out)
         assert f"would overwrite the {kind} {victim}; pass a new file, e.g. --json bench.json" in out
         assert len(out.strip().splitlines()) == 1
+    # An earlier run's JSON in the --images folder is no image: writing it again is fine.
+    images = Path(shutil.copytree(dubai / "val" / "images", tmp_path / "imgs"))
+    for _ in range(2):
+        code, out = run_cli(capsys, "bench", "--weights", str(weights), "--size", "64x64", "--backend", "eager",
+                            "--iters", "1", "--warmup", "0", "--images", str(images), "--max-images", "1",
+                            "--json", str(images / "bench.json"))
+        assert code == 0, out
 
 
 def test_data_show_out_refuses_a_label_the_list_or_the_config(dubai, tmp_path, capsys):

@@ -84,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _refuse_input_json(args: argparse.Namespace, config: object) -> None:
     """A one-line error when --json is --weights, --config, one of the config's lists or a file of --images/--calibration."""
+    import os
     from pathlib import Path
 
-    from bisenet.errors import BisenetError
-    from bisenet.errors import first_clash
+    from bisenet.data.layouts import IMAGE_EXTS
+    from bisenet.errors import BisenetError, first_clash
 
     inputs: list[tuple[str, object]] = [("--weights file", args.weights), ("--config file", args.config)]
     data = getattr(config, "data", None)
@@ -97,15 +98,18 @@ def _refuse_input_json(args: argparse.Namespace, config: object) -> None:
         root = Path(data.root).expanduser()
         inputs += [(f"config's data.{split}_list", resolve_list_path(name, root)) for split, name in
                    (("train", data.train_list), ("val", data.val_list), ("test", data.test_list)) if name]
+    out = Path(args.json).expanduser()
     for flag in ("--images", "--calibration"):
         folder = getattr(args, flag[2:])
         if folder is None:
             continue
         folder = Path(folder).expanduser()
         inputs.append((f"{flag} file", folder))
-        if folder.is_dir():  # bench reads the files directly inside (not subfolders)
-            inputs += [(f"{flag} file", file) for file in folder.iterdir() if file.is_file()]
-    clash = first_clash([Path(args.json)], inputs)
+        # bench reads the images directly inside: only an existing image there can be lost (not an earlier JSON)
+        if (out.suffix.lower() in IMAGE_EXTS and out.is_file() and folder.is_dir()
+                and os.path.samefile(out.parent, folder)):
+            inputs.append((f"{flag} file", out))
+    clash = first_clash([out], inputs)
     if clash is not None:
         _, kind, source = clash
         raise BisenetError(f"--json {args.json} would overwrite the {kind} {source}; pass a new file, "
