@@ -68,8 +68,8 @@ def test_data_lists_pairs_refuses_a_listed_label_a_config_or_text_but_replaces_a
     notes.write_text("hello world\n")
     base = ["data", "lists", "pairs", str(root), "--images", "images", "--labels", "labels", "--out"]
     for out, victim, says in (("labels/tile1_image_part_001.png", label, f"is the label {label} of this list"),
-                              ("config.yaml", config, "is an existing file but not a list file (line "),
-                              ("notes.txt", notes, "is an existing file but not a list file (line 1 ")):
+                              ("config.yaml", config, "is an existing file but not a list file (most lines "),
+                              ("notes.txt", notes, "is an existing file but not a list file (most lines ")):
         before = victim.read_bytes()
         code, text = run_cli(capsys, *base, out)
         assert code == 2 and _unchanged(victim, before), text
@@ -82,6 +82,14 @@ def test_data_lists_pairs_refuses_a_listed_label_a_config_or_text_but_replaces_a
     (root / "old.txt").write_text("image,label\nimages/a.jpg,labels/a.png\n")
     code, text = run_cli(capsys, *base, "old.txt")
     assert code == 0 and "replaced" in text and (root / "old.txt").read_text().count("\n") == 42
+    # Lists that need regenerating are still lists: a quoted header and paths, a stray bad line, UTF-16 text.
+    listed = "".join(f'"images/{k}.jpg","labels/{k}.png"\n' for k in range(5))
+    for name, content in (("quoted.txt", ('"image","label"\n' + listed).encode()),
+                          ("stray.txt", (listed + "a,b,c\n").encode()),
+                          ("wide.txt", listed.encode("utf-16"))):
+        (root / name).write_bytes(content)
+        code, text = run_cli(capsys, *base, name)
+        assert code == 0 and "replaced" in text, (name, text)
 
 
 def test_layout_lists_refuse_a_train_txt_that_is_not_a_list(tmp_path, capsys):

@@ -226,23 +226,22 @@ def root_hint(pairs: PairList, name: str = "--root", fix: str = "pass --root {}"
 
 
 def not_list_reason(data: bytes) -> str:
-    """Why these bytes are not a list file ('' when they are one, or empty): binary, or a line that is no path pair."""
-    if b"\0" in data:
+    """Why these bytes are not a list file ('' when they are one, or empty): binary, or text whose lines are no pairs.
+
+    Judged by most lines, not each: a list with a header, quotes or a stray bad line is a list to regenerate.
+    """
+    utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")  # PowerShell's `>` writes UTF-16
+    if b"\0" in data and not utf16:
         return "binary content"
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-16" if utf16 else "utf-8-sig")
     except UnicodeDecodeError:
         return "binary content"
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        pair = parse_line(line)
-        if pair is not None and number == 1 and {Path(p).name.lower() for p in pair} <= HEADER_WORDS:
-            continue  # a spreadsheet's header: still a list
-        # Image paths have an extension; a YAML 'key: value' or prose splits into words without one.
-        if pair is None or not all(Path(p).suffix for p in pair):
-            return f"line {number} is not an 'image,label' pair: {line[:40]!r}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    # Image paths have an extension; a YAML 'key: value' or prose splits into words without one.
+    bad = [line for line in lines if (pair := parse_line(line)) is None or not all(Path(p).suffix for p in pair)]
+    if len(bad) * 2 > len(lines):
+        return f"most lines are not 'image,label' pairs, e.g. {bad[0][:40]!r}"
     return ""
 
 
