@@ -78,3 +78,15 @@ def test_size_errors_name_the_flag_given(capsys) -> None:
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"bisenet {argv[0]}: error: {flag}: height and width must be positive multiples of 32")
+
+
+def test_a_calibration_hint_never_names_a_folder_of_label_maps(tmp_path) -> None:
+    # Breadth first and alphabetical, gtFine/ (masks) came before leftImg8bit/: int8 would calibrate on labels.
+    import cv2
+    import numpy as np
+
+    for folder in ("gtFine/val/a", "leftImg8bit/val/a"):
+        (tmp_path / folder).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / folder / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    message = _error(read_folder, tmp_path, (64, 64))
+    assert f"{tmp_path / 'leftImg8bit' / 'val' / 'a'} holds 1 image(s)" in message and "gtFine" not in message

@@ -52,7 +52,8 @@ def _image_folder_below(top: Path, max_folders: int = 2000) -> tuple[Path, int] 
         folder = queue.pop(0)
         seen += 1
         try:
-            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            children = sorted(p for p in folder.iterdir()
+                              if p.is_dir() and not p.name.startswith(".") and not _label_folder(p.name))
         except OSError:
             continue
         for child in children:
@@ -61,6 +62,16 @@ def _image_folder_below(top: Path, max_folders: int = 2000) -> tuple[Path, int] 
                 return child, count
         queue.extend(children)
     return None
+
+
+LABEL_FOLDERS = {"gtfine", "gtcoarse", "annotations", "annotation", "labels", "label", "masks", "mask", "gt"}
+
+
+def _label_folder(name: str) -> bool:
+    """True for a folder of label maps by its name (Cityscapes' gtFine, ADE's annotations, CamVid's trainannot):
+    calibrating int8 on masks would quantise for the wrong inputs, silently."""
+    name = name.lower()
+    return name in LABEL_FOLDERS or name.endswith("annot")
 
 
 def _folder_for_file(path: Path) -> Path | None:
