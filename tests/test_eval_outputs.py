@@ -283,3 +283,31 @@ def test_pred_dir_on_the_lists_own_folders_says_they_hold_the_data_not_predictio
         score_predictions(data / "lab", data, "val.txt", dataset="dubai")
     assert str(info.value) == (f"1 of 2 predictions missing, first {data / 'lab' / 't0.png'}: {data / 'lab' / 't0.png'} "
                                f"is the list's own label ({data / 'val.txt'} line 1), not a prediction; {fix}")
+
+
+def test_json_over_a_runs_stored_config_or_log_is_refused_but_an_old_report_is_replaced(data, model, tmp_path,  # noqa: F811
+                                                                                       capsys) -> None:
+    # With no CONFIG, `--json RUN/config.yaml` replaced the run's config (which resume reads) with the metrics.
+    from bisenet.checkpoint import atomic_save
+    from bisenet.config import to_dict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "config.yaml"
+    config.write_text(CONFIG.read_text())
+    (run / "train.log").write_text("step 1 loss 2.0\n")
+    weights = run / "best.pt"
+    atomic_save({"model": model.state_dict(), "config": to_dict(_cfg(data))}, weights)
+    argv = ["eval", "--weights", str(weights), "--data-root", str(data), "--list", "val.txt", "--device", "cpu",
+            "--workers", "0"]
+    for target in (config, run / "train.log"):
+        before = target.read_bytes()
+        assert main([*argv, "--json", str(target)]) == 2
+        assert _one_line_error(capsys) == (
+            f"--json {target}: that file exists and is not a metrics report (writing would lose it); pass a new "
+            f"file, e.g. --json {target.with_name(target.stem + '_metrics.json')}")
+        assert target.read_bytes() == before
+    report = run / "m.json"
+    for _ in range(2):  # the second run replaces the first one's report
+        assert main([*argv, "--json", str(report)]) == 0
+        assert "mIoU" in report.read_text()

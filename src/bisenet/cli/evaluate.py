@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:  # before the run, so a bad path does not cost its results
         check_report_path(args.json, "--json")
         # The list, images and labels are checked (and the report written) by evaluate / score_predictions.
-        check_report_inputs(args.json, [("config", args.config), ("weights", args.weights)])
+        check_report_inputs(args.json, [("config", args.config), ("weights", args.weights)], all_inputs=False)
     result = _score_saved(args) if args.pred_dir else _evaluate_weights(args)
     if os.environ.get("RANK", "0") != "0":  # under torchrun every rank holds the same all-reduced result
         return 0

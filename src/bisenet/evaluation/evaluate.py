@@ -214,7 +214,8 @@ def evaluate(
 
         check_report_path(json_path, "json_path")
         inputs = [("weights", weights_or_model), ("config", config)]
-        check_report_inputs(json_path, [(kind, path) for kind, path in inputs if isinstance(path, (str, os.PathLike))])
+        check_report_inputs(json_path, [(kind, path) for kind, path in inputs if isinstance(path, (str, os.PathLike))],
+                            all_inputs=False)  # the rest once the list is read
     from bisenet.deploy.backends import CALIBRATED
 
     if backend in CALIBRATED and not (backend_options or {}).get("calibration"):

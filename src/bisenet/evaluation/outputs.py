@@ -104,13 +104,18 @@ def _free_folder(out_dir: Path, names: Sequence[Path], inputs: list[tuple[str, P
     return folder
 
 
-def check_report_inputs(json_path: str | os.PathLike, inputs: Inputs) -> None:
-    """A one-line error when the --json file or one of its plots would overwrite an input (list, weights, image...)."""
-    from bisenet.evaluation.report import report_paths
+def check_report_inputs(json_path: str | os.PathLike, inputs: Inputs, all_inputs: bool = True) -> None:
+    """A one-line error when the --json file or one of its plots would overwrite an input (list, weights, image...).
+
+    With all_inputs (the whole list is known), any existing file that is not an earlier report is refused too.
+    """
+    from bisenet.evaluation.report import check_replaceable, report_paths
 
     paths = report_paths(json_path)
     clash = first_clash(paths, inputs)
     if clash is None:
+        if all_inputs:  # not an input, but maybe a run's config.yaml or train.log
+            check_replaceable(json_path)
         return
     output, kind, source = clash
     which = "it" if output == paths[0] else f"its plot {output}"
