@@ -282,8 +282,8 @@ def test_calibration_flag_mistakes_are_said_in_one_line(weights, photos, tmp_pat
     args = ["predict", "--weights", str(weights), str(photos), "--out", str(out), "--device", "cpu", "--quiet"]
     assert main([*args, "--backend", "int8", "--calibration", str(photo)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"bisenet predict: error: --calibration {photo}: is a file, not a folder; pass a folder of images like the "
-        "ones to segment"]
+        f"bisenet predict: error: --calibration: {photo} is a file, not a folder; pass the folder of .jpg/.png "
+        f"images (e.g. {photos})"]
     assert not out.exists()
     assert main([*args, "--calibration", str(photos)]) == 0  # eager: no calibration, said, still runs
     assert capsys.readouterr().err.strip().splitlines() == [

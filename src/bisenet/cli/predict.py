@@ -46,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_alpha(args.overlay)  # before the weights load
     calibration = unused_calibration(args.calibration, args.backend)
-    if calibration and not Path(calibration).is_dir():  # before the weights load
-        problem = "is a file, not a folder" if Path(calibration).is_file() else "folder not found"
-        raise BisenetError(f"--calibration {calibration}: {problem}; pass a folder of images like the ones to segment")
+    if calibration:  # before the weights load; a file or an empty folder names a folder that holds images
+        from bisenet.deploy.images import list_images
+
+        try:
+            list_images(calibration, limit=1)
+        except BisenetError as exc:
+            raise BisenetError(f"--calibration: {exc}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EvalScaleWarning)  # said below, worded with the flags
         warnings.simplefilter("ignore", FlipWarning)
