@@ -456,3 +456,16 @@ def test_a_monitor_that_fails_to_start_lets_go_of_the_work_dir(tmp_path):
     for _ in range(2):
         with pytest.raises(UnicodeDecodeError):
             RunMonitor(tmp_path, 10, fresh=False, resume_iter=5, tensorboard=False)
+
+
+def test_a_metrics_log_with_bytes_that_are_not_utf8_resumes_and_drops_only_that_line(tmp_path):
+    # A line of garbage bytes (a disk error, an editor's encoding) made resume fail with a raw UnicodeDecodeError.
+    run = tmp_path / "run"
+    assert train(tiny_config("train.max_iters=1"), run).iteration == 1
+    metrics = run / "metrics.jsonl"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good + b'{"iteration": 0, "note": "\xff\xfe"}\n')
+    assert train(tiny_config("train.max_iters=2"), run, resume=True).iteration == 2
+    text = metrics.read_text(encoding="utf-8")  # the bad line is gone, the good ones kept, the new step appended
+    assert text.startswith(good.decode()) and "note" not in text
+    assert [json.loads(line)["iteration"] for line in text.splitlines()][-1] == 2

@@ -245,7 +245,7 @@ def _drop_records_after(metrics_path: Path, iteration: int, eval_again: bool = F
     at `iteration`; returns the span of iterations past `iteration` that were dropped."""
     if not metrics_path.is_file():
         return None
-    lines = metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = _read_lines(metrics_path)
     records = [_record(line) if line.endswith("\n") else None for line in lines]
     redone = {"eval"} if eval_again else set()
     kept = [line for line, record in zip(lines, records) if record is not None and (
@@ -258,6 +258,8 @@ def _drop_records_after(metrics_path: Path, iteration: int, eval_again: bool = F
 
 def _record(line: str) -> dict[str, Any] | None:
     """One metrics.jsonl record, None for a line that is not one (cut short by a kill -9, say)."""
+    if "\ufffd" in line:  # bytes that are not UTF-8 (a disk error, say): not a record we wrote
+        return None
     try:
         record = json.loads(line)
         record["iteration"] = int(record["iteration"])
@@ -270,7 +272,12 @@ def _records(metrics_path: Path) -> list[dict[str, Any]]:
     """The whole records of a metrics.jsonl, in order (none when it does not exist)."""
     if not metrics_path.is_file():
         return []
-    return [r for r in map(_record, metrics_path.read_text(encoding="utf-8").splitlines()) if r is not None]
+    return [r for r in map(_record, _read_lines(metrics_path)) if r is not None]
+
+
+def _read_lines(metrics_path: Path) -> list[str]:
+    """The lines of a metrics.jsonl, ends kept; bytes that are not UTF-8 read as U+FFFD (_record drops those lines)."""
+    return metrics_path.read_bytes().decode("utf-8", errors="replace").splitlines(keepends=True)
 
 
 def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
