@@ -333,13 +333,15 @@ def test_export_of_weights_without_a_config_carries_what_predict_uses(tmp_path, 
     assert "metadata: class names, palette and mean/std from the camvid preset (11 classes)" in printed
     assert "simplified: no (--no-simplify)" in printed  # the user's choice, not a missing onnxslim
     assert "check 1x32x32" in printed and "check 2x64x64" in printed  # the dynamic check at another H and W
-    predicted = bisenet.Segmenter.from_checkpoint(SHIPPED)
+    with pytest.warns(bisenet.predict.EvalScaleWarning, match="scores at eval.scale 2"):  # the preset's scale
+        predicted = bisenet.Segmenter.from_checkpoint(SHIPPED)
     assert _metadata(graph) == {"mean": predicted.info.mean, "std": predicted.info.std,
                                 "class_names": predicted.class_names, "palette": predicted.palette}
     assert main(["export", "--weights", str(SHIPPED), "--out", str(st), "--height", "32", "--width", "32"]) == 0
     # A .safetensors keeps no guessed config: eval would take it as the run's (scale 1, default lists).
     assert "metadata: none stored (predict finds the camvid preset" in capsys.readouterr().out
-    reloaded = bisenet.Segmenter.from_checkpoint(st)
+    with pytest.warns(bisenet.predict.EvalScaleWarning, match="scores at eval.scale 2"):
+        reloaded = bisenet.Segmenter.from_checkpoint(st)
     assert "camvid preset" in reloaded.info.source
     assert reloaded.class_names == predicted.class_names and reloaded.palette == predicted.palette
     assert reloaded.info.mean == predicted.info.mean and reloaded.info.std == predicted.info.std

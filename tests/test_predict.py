@@ -17,7 +17,7 @@ from bisenet.config import load_config, to_dict
 from bisenet.data.catalog import DUBAI, generated_palette
 from bisenet.data.colour import overlay
 from bisenet.errors import BisenetError, ConfigError
-from bisenet.predict import Segmenter, colorize
+from bisenet.predict import FlipWarning, Segmenter, colorize
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "dubai"
@@ -205,7 +205,9 @@ def test_predict_runs_the_protocol_eval_runs_for_the_same_config(weights, tmp_pa
     saved = cv2.imread(str(tmp_path / "pred" / "t.png"), cv2.IMREAD_UNCHANGED)
     assert (seg.predict(image[:, :, ::-1].copy()) == saved).mean() > 0.99  # float rounding only: near-tie logits
     # eval.flip: false turns off the flip msf runs by default, in predict as in eval.
-    assert not Segmenter.from_checkpoint(weights, config=load_config(CONFIG, {"eval.flip": False}), mode="msf").protocol.flip
+    with pytest.warns(FlipWarning, match="eval.flip is false in the config: msf runs without flip"):
+        assert not Segmenter.from_checkpoint(weights, config=load_config(CONFIG, {"eval.flip": False}),
+                                             mode="msf").protocol.flip
     assert Segmenter.from_checkpoint(weights, config=CONFIG, mode="msf").protocol.flip
 
 
