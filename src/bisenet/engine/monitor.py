@@ -63,7 +63,7 @@ class RunMonitor:
             self.release()
             raise BisenetError(f"cannot write in the work dir {self.work_dir}: {exc.strerror or exc}; "
                                "pass a writable --work-dir") from None
-        except BaseException:  # any other failure (a bad metrics.jsonl) must not keep the lock: a retry would be refused
+        except BaseException:  # any other failure (a Ctrl-C, say) must not keep the lock: a retry would be refused
             self.release()
             raise
         if tensorboard:
@@ -287,7 +287,9 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
 
     train, evals = {}, {}
     for record in _records(Path(metrics_path)):  # a resumed run appends: later records for an iteration win
-        (train if record.get("type") == "train" else evals)[record["iteration"]] = record
+        kind, key = (train, "loss") if record.get("type") == "train" else (evals, "mIoU")
+        if isinstance(record.get(key), (int, float)):  # mIoU is null when no class was present; an edited line
+            kind[record["iteration"]] = record
     if not train:
         return None
     fig = Figure(figsize=(10, 3.6), dpi=100)  # no pyplot: leaves the global backend alone
@@ -295,7 +297,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     ax_loss, ax_miou = fig.subplots(1, 2)
     its = sorted(train)
     ax_loss.plot(its, [train[i]["loss"] for i in its], label="total")
-    if "main" in train[its[0]]:
+    if all("main" in train[i] for i in its):
         ax_loss.plot(its, [train[i]["main"] for i in its], label="main head", alpha=0.7)
     ax_loss.set(xlabel="iteration", ylabel="loss (log scale)", title="training loss", yscale="log")
     ax_loss.legend()
