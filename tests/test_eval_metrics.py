@@ -86,15 +86,24 @@ def test_histogram_fold_matches_direct_confusion() -> None:
     assert torch.equal(folded, direct)
 
 
-def test_all_reduce_on_cpu_with_gloo(tmp_path) -> None:
-    if dist.is_initialized():
-        pytest.skip("a process group is already initialised in this process")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+def _reduce_one_shard(rank: int, store: str, out: str) -> None:
+    """One of two gloo processes: score its own half of the pixels, all-reduce, save what it holds."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        cm = confusion(torch.tensor([0, 1]), torch.tensor([0, 0]), 2)
-        assert torch.equal(all_reduce_confusion(cm.clone()), cm)
+        pred, target = ([0, 1], [0, 0]) if rank == 0 else ([2, 2, 1], [2, 1, 1])
+        torch.save(all_reduce_confusion(confusion(torch.tensor(pred), torch.tensor(target), 3)), f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+def test_all_reduce_sums_two_gloo_processes_shards(tmp_path) -> None:
+    # Each rank holds the confusion of its own shard; after the all-reduce both hold the whole split's.
+    import torch.multiprocessing as mp
+
+    mp.spawn(_reduce_one_shard, args=(str(tmp_path / "store"), str(tmp_path / "cm")), nprocs=2)
+    whole = confusion(torch.tensor([0, 1, 2, 2, 1]), torch.tensor([0, 0, 2, 1, 1]), 3)
+    for rank in range(2):
+        assert torch.equal(torch.load(tmp_path / f"cm.{rank}", weights_only=True), whole)
 
 
 def test_report_writes_json_and_two_plots(tmp_path) -> None:

@@ -279,8 +279,12 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert "x 2 process(es)" in proc.stdout and "= 4 images per step" in proc.stdout
     assert proc.stdout.count("done: iteration 2") == 1  # rank 0 only
     # Both ranks scored their shards with rank 0's BatchNorm statistics, all-reduced into one result.
-    assert '"type": "eval"' in (tmp_path / "metrics.jsonl").read_text()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = next(r for r in records if r.get("type") == "eval" and r["iteration"] == 2)
     assert torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)["iteration"] == 2
+    # The same score as one process evaluating the saved weights over the whole split.
+    alone = bisenet.evaluate(tmp_path / "config.yaml", tmp_path / "last.pt", device="cpu", workers=0, progress=False)
+    assert logged["mIoU"] == pytest.approx(alone["mIoU"], abs=1e-6)
 
 
 def test_broken_list_stops_before_training_with_data_check_message(tmp_path, capsys):

@@ -220,14 +220,14 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 step_lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"]  # the lr this step used
-                scaler.step(optimizer)
+                scaler.step(optimizer)  # optimizer.step(), skipped when fp16 gradients overflowed
                 scaler.update()
                 scheduler.step()
                 if not dist_info.distributed:  # a signal during backward stops after this step, not the next one
                     stop_asked = stop_asked or stop.signal is not None
 
                 for name, value in zip(["loss", *head_names], [loss, *parts]):
-                    # Summed on the device: a float() per loss would make the host wait for each step.
+                    # Summed as tensors: one all-reduce per log line, not one per step and loss.
                     sums[name] = sums.get(name, 0.0) + value.detach().float()
                 if iteration % tc.log_interval == 0 or iteration == tc.max_iters or iteration == 1:
                     span = iteration - last_logged  # the iterations summed in `sums`
