@@ -2,6 +2,7 @@
 
 from bisenet.checkpoint import load_model
 from bisenet.config import Config, load_config
+from bisenet.deploy.export import export_model
 from bisenet.engine.train import TrainResult, train
 from bisenet.evaluation import evaluate, score_predictions
 from bisenet.models import build_model
@@ -16,6 +17,7 @@ __all__ = [
     "build_model",
     "colorize",
     "evaluate",
+    "export_model",
     "load_config",
     "load_model",
     "score_predictions",

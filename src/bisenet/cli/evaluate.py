@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bisenet.config import EVAL_MODES, bundled_config, parse_size
+from bisenet.config import EVAL_MODES, parse_size
 from bisenet.errors import BisenetError
 
 if TYPE_CHECKING:
@@ -92,9 +91,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_weights(args: argparse.Namespace) -> dict:
-    from bisenet.checkpoint import read_weights
-    from bisenet.config import load_config
-    from bisenet.errors import ConfigError
     from bisenet.evaluation import evaluate
 
     if not args.weights:
@@ -106,23 +102,9 @@ def _evaluate_weights(args: argparse.Namespace) -> dict:
     calibration = unused_calibration(args.calibration, backend)
     if args.calibration_images is not None:
         unused_calibration(f"--calibration-images {args.calibration_images}", backend, flag="")
-    config = args.config
-    if config is None:
-        ckpt = read_weights(args.weights)
-        config = ckpt.get("config")
-        if not isinstance(config, dict):
-            raise BisenetError(_no_config_hint(args.weights, ckpt))
-        try:  # a config stored by an older version may fail today's checks: say whose it is
-            config = load_config(config)
-        except ConfigError as exc:
-            raise ConfigError(f"{args.weights}: its stored config: {exc}; pass a config that loads as the first "
-                              f"argument: bisenet eval CONFIG --weights {args.weights}") from None
-    else:
-        config = load_config(config)  # read once: the note below needs its data.root
-    if args.list is not None:
-        print_list_note(args.list, args.data_root if args.data_root is not None else config.data.root)
+    # No CONFIG: evaluate reads the one the checkpoint stores (or says which to pass).
     return evaluate(
-        config, args.weights, mode=args.mode, split=args.split or "val", data_root=args.data_root, list_file=args.list,
+        args.config, args.weights, mode=args.mode, split=args.split or "val", data_root=args.data_root, list_file=args.list,
         scales=scales, scale=args.scale, crop=parse_size(args.crop, "--crop") if args.crop else None,
         stride=parse_size(args.stride, "--stride") if args.stride else None, flip=args.flip,
         batch_size=args.batch_size, device=args.device or "auto", backend=backend, save_pred_dir=args.save_pred,
@@ -163,17 +145,6 @@ def refuse_split_with_list(args: argparse.Namespace) -> None:
                            "name the list with --list")
 
 
-def print_list_note(list_file: str, root: str | os.PathLike) -> None:
-    """Say which file a bare --list name read when it names one under the data root and one in the cwd."""
-    import sys
-
-    from bisenet.data.lists import list_note
-
-    note = list_note(list_file, Path(root).expanduser())
-    if note is not None and os.environ.get("RANK", "0") == "0":  # once under torchrun
-        print(note, file=sys.stderr)  # stderr, as eval's other notes: stdout holds the metrics table
-
-
 def unused_calibration(calibration: str | None, backend: str | Sequence[str], flag: str = "--calibration ") -> str | None:
     """`calibration`, or None with a one-line warning when no backend given calibrates (eval, predict and bench)."""
     import sys
@@ -186,20 +157,6 @@ def unused_calibration(calibration: str | None, backend: str | Sequence[str], fl
               f"calibrate, not --backend {' '.join(backends)}", file=sys.stderr)
         return None
     return calibration
-
-
-def _no_config_hint(weights: str, ckpt: dict) -> str:
-    """Weights without a stored config: name a bundled config of their arch and class count, else say what to pass."""
-    from bisenet.checkpoint import infer_arch
-
-    guessed_arch, guessed_classes = infer_arch(ckpt["model"], weights)
-    arch, classes = ckpt.get("arch") or guessed_arch, ckpt.get("num_classes") or guessed_classes
-    found = bundled_config(arch, classes)
-    if found is not None:
-        return (f"{weights} stores no config ({arch}, {classes} classes): pass the one it was trained with "
-                f"first, e.g. bisenet eval {found[0]} --weights {weights}")
-    return (f"{weights} stores no config ({arch}, {classes} classes): pass the YAML config it was trained with "
-            f"first: bisenet eval CONFIG --weights {weights}")
 
 
 def _model_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
@@ -222,34 +179,13 @@ def _score_saved(args: argparse.Namespace) -> dict:
     if given:
         raise BisenetError(f"--pred-dir scores saved PNGs without a model: drop {' '.join(given)} (used only when "
                            "running one), or drop --pred-dir and pass --weights")
-    if args.config:
-        from bisenet.config import load_config
-
-        cfg = load_config(args.config)
-        d = cfg.data
-        split = args.split or "val"
-        root = args.root or args.data_root or d.root
-        listed = given_list(args.list, root) if args.list else getattr(d, f"{split}_list")  # --split: the config's
-        if not listed:
-            raise BisenetError(f"--split {split}: {args.config} names no data.{split}_list; pass --list L")
-        return score_predictions(
-            args.pred_dir, root, listed, num_classes=cfg.num_classes,
-            ignore_index=d.ignore_index, label_map=d.label_map, class_names=d.class_names, workers=args.workers,
-            json_path=args.json,
-        )
-    root = args.root or args.data_root
+    root = args.root or args.data_root or None  # None with a CONFIG: its data.root
+    if args.config:  # its data section gives the classes, root and (by --split) the list
+        return score_predictions(args.pred_dir, root, args.list, config=args.config, split=args.split or "val",
+                                 workers=args.workers, json_path=args.json)
     if not root or not args.list:
         raise BisenetError("--pred-dir needs --root R and --list L (or a CONFIG that names them)")
     if not args.dataset and not args.num_classes:
         raise BisenetError("--pred-dir needs --dataset NAME (e.g. cityscapes) or --num-classes N")
-    return score_predictions(args.pred_dir, root, given_list(args.list, root), num_classes=args.num_classes,
-                             dataset=args.dataset, workers=args.workers, json_path=args.json)
-
-
-def given_list(list_file: str, root: str | os.PathLike) -> str:
-    """--list as score_predictions should read it (./NAME pinned to the cwd), after its note, if any."""
-    from bisenet.data.lists import given_list_path, written_from_cwd
-
-    print_list_note(list_file, root)
-    # A path written from the cwd goes on absolute: score_predictions' lookup tries the data root first.
-    return str(given_list_path(list_file, Path(root).expanduser())) if written_from_cwd(list_file) else list_file
+    return score_predictions(args.pred_dir, root, args.list, num_classes=args.num_classes, dataset=args.dataset,
+                             workers=args.workers, json_path=args.json)

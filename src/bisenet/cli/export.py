@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -30,74 +29,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print what was checked; exit 1 (nothing written) when the export disagrees with PyTorch."""
-    from bisenet.checkpoint import NonFiniteWeightsError, model_from_weights, read_weights
-    from bisenet.config import load_config
-    from bisenet.deploy.export import (
-        ExportCheckError,
-        check_onnxruntime,
-        check_opset,
-        export_config,
-        export_onnx,
-        export_weights,
-    )
-    from bisenet.errors import BisenetError, check_writable
-    from bisenet.models.layers import check_size
+    from bisenet.checkpoint import NonFiniteWeightsError
+    from bisenet.deploy.export import ExportCheckError, export_model
 
-    # Every check before any output: a refusal must not follow a printed summary.
-    check_size(args.height, args.width, flag="--height/--width")  # before loading weights: fail fast
-    if args.num_classes is not None and args.num_classes < 1:
-        raise BisenetError(f"--num-classes {args.num_classes}: must be at least 1 (or leave it out to read it from the weights)")
     weights_only = args.out.endswith(".safetensors")
-    if not weights_only and not args.out.lower().endswith(".onnx"):  # before the weights load: export_onnx says it too
-        stem = os.path.splitext(os.path.basename(args.out))[0] or "model"
-        raise BisenetError(f"--out {args.out}: export writes an ONNX graph (.onnx) or eval-only weights (.safetensors); "
-                           f"name it {stem}.onnx or {stem}.safetensors")
-    if weights_only and (args.dynamic or args.argmax):
-        raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {args.out} gets weights only: drop them or write .onnx")
-    if os.path.exists(args.out) and os.path.exists(args.weights) and os.path.samefile(args.out, args.weights):
-        raise BisenetError(f"--out {args.out} is the --weights file; write the export to another name")
-    if not weights_only:
-        check_opset(args.opset)
-        if not args.no_check:
-            check_onnxruntime()
-    check_writable(args.out, "--out", "model.safetensors" if weights_only else "model.onnx")
-    replacing = os.path.isfile(args.out)
-    given = load_config(args.config) if args.config else None  # before the weights: a bad config fails fast
-    ckpt = read_weights(args.weights)  # once: a training checkpoint can be large
     try:
-        model = model_from_weights(ckpt, args.weights, arch=args.arch, num_classes=args.num_classes)
+        report = export_model(args.weights, args.out, args.height, args.width, dynamic=args.dynamic, argmax=args.argmax,
+                              opset=args.opset, fp16=args.fp16, arch=args.arch, num_classes=args.num_classes,
+                              config=args.config or None, simplify=not args.no_simplify, check=not args.no_check)
     except NonFiniteWeightsError as exc:  # exit 1 as for a failed export check: nothing to export
         print(f"bisenet export: error: {args.out}: not exported: {exc}; nothing was written", file=sys.stderr)
         return 1
-    stored = ckpt.get("config")
-    # Names, palette, mean/std travel along, resolved as predict resolves them for these weights.
-    config, whence = export_config(model, given, stored if isinstance(stored, dict) else None, preset=not weights_only,
-                                   weights=args.weights)
-    try:
-        if weights_only:
-            report = export_weights(model, args.out, fp16=args.fp16, height=args.height, width=args.width, config=config)
-            print(whence)  # only now: the export's own checks may still refuse before this
-            if replacing:
-                print(f"replacing {args.out}")
-            print(f"wrote {report['path']} ({report['size_mb']} MB, {report['arch']}, {'fp16' if args.fp16 else 'fp32'} "
-                  "weights, no aux heads)")
-        else:
-            report = export_onnx(model, args.out, args.height, args.width, dynamic=args.dynamic, argmax=args.argmax,
-                                 opset=args.opset, fp16=args.fp16, simplify=not args.no_simplify, check=not args.no_check,
-                                 config=config)
-            print(whence)
-            if replacing:
-                print(f"replacing {args.out}")
-            shape = "N x 3 x H x W" if args.dynamic else f"1 x 3 x {args.height} x {args.width}"
-            print(f"wrote {report['path']} ({report['size_mb']} MB, opset {args.opset}, input {shape}, "
-                  f"output {report['output']}{', fp16' if args.fp16 else ''}; "
-                  f"simplified: {report['simplified_with'] or _why_not_simplified(args.no_simplify)})")
     except ExportCheckError as exc:
         # The measurements go to stdout as on success; the verdict is the one line on stderr.
-        print(whence)
+        print(exc.report["whence"])
         _print_checks(exc.report["checks"], weights_only)
         print(f"bisenet export: error: {exc}", file=sys.stderr)
         return 1
+    print(report["whence"])  # only now: the export's own checks may still refuse before this
+    if report["replacing"]:
+        print(f"replacing {args.out}")
+    if weights_only:
+        print(f"wrote {report['path']} ({report['size_mb']} MB, {report['arch']}, {'fp16' if args.fp16 else 'fp32'} "
+              "weights, no aux heads)")
+    else:
+        shape = "N x 3 x H x W" if args.dynamic else f"1 x 3 x {args.height} x {args.width}"
+        print(f"wrote {report['path']} ({report['size_mb']} MB, opset {args.opset}, input {shape}, "
+              f"output {report['output']}{', fp16' if args.fp16 else ''}; "
+              f"simplified: {report['simplified_with'] or _why_not_simplified(args.no_simplify)})")
     _print_checks(report.get("checks", []), weights_only)
     return 0
 

@@ -83,11 +83,11 @@ def check_config_given(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train the config the flags describe; the exit code (143/130 when stopped by SIGTERM/Ctrl-C)."""
-    from bisenet.engine.train import train
+    from bisenet.engine.train import default_work_dir, train
 
     check_config_given(args)
     cfg = load_config(args.config, overrides_from_args(args))
-    work_dir = Path(args.work_dir or Path("runs") / Path(args.config).stem)
+    work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(args.config)
     result = train(cfg, work_dir, resume=args.resume, finetune_from=args.finetune_from)
     if result.stopped_by:
         return 143 if result.stopped_by == "SIGTERM" else 130

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bisenet.checkpoint import publish
-from bisenet.deploy.export_metadata import (  # noqa: F401 (export_config: re-exported from here)
+from bisenet.deploy.export_metadata import (
     _add_metadata,
     _fitting_config,
     config_metadata,
@@ -349,3 +349,55 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
         remove_quietly(tmp)
         raise
     return report
+
+
+def export_model(weights: str | os.PathLike, out: str | os.PathLike, height: int = 512, width: int = 1024,
+                 dynamic: bool = False, argmax: bool = False, opset: int = 17, fp16: bool = False,
+                 arch: str | None = None, num_classes: int | None = None, config: Any = None, simplify: bool = True,
+                 check: bool = True) -> dict[str, Any]:
+    """Export a weights file to ONNX (`out` .onnx) or eval-only .safetensors weights; the report (`bisenet export`).
+
+    The report adds `whence` (where the metadata's names, palette and mean/std come from) and `replacing`
+    (whether `out` existed). Raises NonFiniteWeightsError for NaN/inf weights and ExportCheckError (with
+    `whence` in its report) when the export disagrees with PyTorch; nothing is written then.
+    """
+    from bisenet.checkpoint import model_from_weights, read_weights
+    from bisenet.config import load_config
+
+    if not isinstance(weights, (str, os.PathLike)) or not isinstance(out, (str, os.PathLike)):
+        raise BisenetError(f"weights={weights!r}, out={out!r}: expected file paths (export_onnx exports a built model)")
+    check_size(height, width, flag="--height/--width")  # every check before the weights load: fail fast
+    if num_classes is not None and num_classes < 1:
+        raise BisenetError(f"--num-classes {num_classes}: must be at least 1 (or leave it out to read it from the weights)")
+    out = os.fspath(out)
+    weights_only = out.endswith(".safetensors")
+    if not weights_only and not out.lower().endswith(".onnx"):  # before the weights load: export_onnx says it too
+        stem = os.path.splitext(os.path.basename(out))[0] or "model"
+        raise BisenetError(f"--out {out}: export writes an ONNX graph (.onnx) or eval-only weights (.safetensors); "
+                           f"name it {stem}.onnx or {stem}.safetensors")
+    if weights_only and (dynamic or argmax):
+        raise BisenetError(f"--dynamic and --argmax shape an ONNX graph; {out} gets weights only: drop them or write .onnx")
+    if os.path.exists(out) and os.path.exists(weights) and os.path.samefile(out, weights):
+        raise BisenetError(f"--out {out} is the --weights file; write the export to another name")
+    if not weights_only:
+        check_opset(opset)
+        if check:
+            check_onnxruntime()
+    check_writable(out, "--out", "model.safetensors" if weights_only else "model.onnx")
+    replacing = os.path.isfile(out)
+    given = load_config(config) if config is not None else None  # before the weights: a bad config fails fast
+    ckpt = read_weights(weights)  # once: a training checkpoint can be large
+    model, stored = model_from_weights(ckpt, weights, arch=arch, num_classes=num_classes), ckpt.get("config")
+    # Names, palette, mean/std travel along, resolved as predict resolves them for these weights.
+    config, whence = export_config(model, given, stored if isinstance(stored, dict) else None, preset=not weights_only,
+                                   weights=weights)
+    try:
+        if weights_only:
+            report = export_weights(model, out, fp16=fp16, height=height, width=width, config=config)
+        else:
+            report = export_onnx(model, out, height, width, dynamic=dynamic, argmax=argmax, opset=opset, fp16=fp16,
+                                 simplify=simplify, check=check, config=config)
+    except ExportCheckError as exc:
+        exc.report["whence"] = whence  # the CLI prints it above the failed checks
+        raise
+    return {**report, "whence": whence, "replacing": replacing}

@@ -62,12 +62,13 @@ class TrainResult:
     seconds_per_iter: float | None = None
 
 
-def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | Path | bool | None = None,
+def train(cfg: Config | str | Path | dict, work_dir: str | Path | None = None, resume: str | Path | bool | None = None,
           finetune_from: str | Path | None = None) -> TrainResult:
     """Train `cfg` into `work_dir`; returns where the run ended (a refused start leaves no work dir behind).
 
     cfg: a Config, or a YAML path or dict that `load_config` reads.
-    work_dir: the run's folder: config.yaml, last.pt, best.pt, train.log, metrics.jsonl, tensorboard/.
+    work_dir: the run's folder: config.yaml, last.pt, best.pt, train.log, metrics.jsonl, tensorboard/;
+        None: runs/<config file name> (as `bisenet train`), for a cfg given as a YAML path.
     resume: continue a run, its optimizer state and schedule included. "auto" (or True; the CLI's bare
         --resume) resumes work_dir/last.pt if there is one and otherwise starts a new run; a path resumes
         that checkpoint; None (or False) starts a new run, refused if work_dir already holds last.pt.
@@ -76,6 +77,7 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path, resume: str | P
         last.pt (a requeued fine-tune resumes); with a resume path it is refused.
     """
     check_train_arguments(cfg, work_dir)
+    work_dir = default_work_dir(cfg) if work_dir is None else work_dir
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     cfg = with_absolute_data_paths(cfg)  # the run's stored config then works from any directory
@@ -96,9 +98,17 @@ def check_train_arguments(cfg: object, work_dir: object) -> None:
     if not isinstance(cfg, (Config, str, os.PathLike, dict)):
         raise ConfigError(f"cfg={cfg!r}: expected a Config, a YAML path (str or os.PathLike) or a dict, "
                           f"not {type(cfg).__name__}")
-    if not isinstance(work_dir, (str, os.PathLike)):
+    if work_dir is not None and not isinstance(work_dir, (str, os.PathLike)):
         raise ConfigError(f"work_dir={work_dir!r}: expected the run's folder as a str or os.PathLike, "
                           f"not {type(work_dir).__name__}")
+
+
+def default_work_dir(config: object) -> Path:
+    """runs/<config file name>: where a run of a YAML config goes when no work dir is given."""
+    if not isinstance(config, (str, os.PathLike)):  # a Config or dict has no file name to go by
+        raise ConfigError(f"work_dir=None names the run's folder after the config's YAML file; with a "
+                          f"{type(config).__name__} pass work_dir= (e.g. 'runs/my_run')")
+    return Path("runs") / Path(config).stem
 
 
 def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path | None, finetune_from: str | Path | None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 import time
 from collections.abc import Iterator
@@ -19,13 +18,13 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from bisenet.config import Config, load_config
+from bisenet.config import Config
 from bisenet.data.catalog import DATASETS
 from bisenet.data.dataset import ignore_stop_signals, loader_batches, make_loader, too_many_workers_note
 from bisenet.errors import BisenetError, DataError, make_dir
-from bisenet.evaluation.inference import (MODES, Protocol, build_runner, check_batch_size, check_scale, check_scale_list,
-                                          check_size, check_workers, config_protocol, eval_settings, infer,
-                                          labels_from_scores, make_protocol)
+from bisenet.evaluation.arguments import check_arguments, check_types, eval_config
+from bisenet.evaluation.inference import (Protocol, build_runner, check_scale_list, check_size, check_workers,
+                                          config_protocol, eval_settings, infer, labels_from_scores, make_protocol)
 from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_fields, new_confusion, update_confusion
 from bisenet.evaluation.outputs import check_report_inputs, dataset_inputs, prediction_names, prediction_paths  # noqa: F401
 from bisenet.evaluation.scoring import train_to_raw_lut
@@ -176,7 +175,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def evaluate(
-    config: Config | str | os.PathLike | dict,
+    config: Config | str | os.PathLike | dict | None,
     weights_or_model: str | os.PathLike | nn.Module | Any,
     mode: str | None = None,
     split: str = "val",
@@ -201,14 +200,15 @@ def evaluate(
 ) -> dict:
     """Evaluate weights (a file or a model) on a split with ss/ssc/msf/mscf; optional JSON and plots.
 
+    config None reads the config stored in the weights file (a path then, not a module).
     Returns {"mIoU", "IoU": {class: value or None}, "pixel_acc", "fwIoU", "mode", "images", ...}.
     """
-    _check_types(weights_or_model, flip=flip, save_pred_dir=save_pred_dir, json_path=json_path, data_root=data_root,
-                 list_file=list_file, calibration=calibration)
+    check_types(weights_or_model, flip=flip, save_pred_dir=save_pred_dir, json_path=json_path, data_root=data_root,
+                list_file=list_file, calibration=calibration)
     crop, stride, scales = check_size(crop, "crop"), check_size(stride, "stride"), check_scale_list(scales)
     workers = None if workers is None else check_workers(workers)
-    cfg = config if isinstance(config, Config) else load_config(config)
-    _check_arguments(mode or cfg.eval.mode, scales, scale, crop, stride, batch_size, calibration_images)
+    cfg = eval_config(config, weights_or_model)
+    check_arguments(mode or cfg.eval.mode, scales, scale, crop, stride, batch_size, calibration_images)
     if json_path is not None:  # before the run, so a bad path does not cost its results
         from bisenet.evaluation.report import check_report_path
 
@@ -226,42 +226,6 @@ def evaluate(
                          scales=scales, scale=scale, crop=crop, stride=stride, flip=flip, batch_size=batch_size,
                          device=run_device, backend=backend, save_pred_dir=save_pred_dir, cityscapes_ids=cityscapes_ids,
                          json_path=json_path, workers=workers, progress=progress, backend_options=backend_options)
-
-
-def _check_arguments(mode: str, scales: list[float] | None, scale: float | None, crop: tuple[int, int] | None,
-                     stride: tuple[int, int] | None, batch_size: int | None, calibration_images: int) -> None:
-    """Refuse bad values and flags that `mode` does not use, before any work (they used to be ignored silently)."""
-    if scale is not None:
-        check_scale(scale, mode)
-    if batch_size is not None:
-        check_batch_size(batch_size)
-    if isinstance(calibration_images, bool) or not isinstance(calibration_images, numbers.Integral) \
-            or calibration_images < 1:
-        shown = calibration_images if isinstance(calibration_images, numbers.Real) else repr(calibration_images)
-        raise BisenetError(f"--calibration-images {shown}: must be at least 1 (images int8 is calibrated on), "
-                           "a whole number")
-    if mode not in MODES:  # make_protocol names the valid modes
-        return
-    multi_scale, sliding = mode in ("msf", "mscf"), mode in ("ssc", "mscf")
-    if scales and not multi_scale:
-        raise BisenetError(f"--scales {' '.join(f'{s:g}' for s in scales)}: mode {mode} runs one scale; several scales "
-                           "are for --mode msf or mscf (or pass --scale S)")
-    for flag, size in (("--crop", crop), ("--stride", stride)):
-        if size is not None and not sliding:
-            raise BisenetError(f"{flag} {size[0]}x{size[1]} ({flag[2:]}= in Python): mode {mode} runs on whole images; "
-                               f"sliding windows are for --mode ssc or mscf")
-
-
-def _check_types(weights_or_model: Any, *, flip: Any, **paths: Any) -> None:
-    """One-line errors for arguments of the wrong kind, which would otherwise fail deep inside as TypeErrors."""
-    if not isinstance(weights_or_model, (str, os.PathLike)) and not callable(weights_or_model):
-        raise BisenetError(f"weights_or_model={weights_or_model!r}: expected a weights file path, an nn.Module or a "
-                           "callable backend")
-    if flip is not None and not isinstance(flip, (bool, np.bool_)):
-        raise BisenetError(f"flip={flip!r}: expected True, False or None (None: the config's eval.flip)")
-    for name, value in paths.items():
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise BisenetError(f"{name}={value!r}: expected a path (a str or pathlib.Path) or None")
 
 
 def _calibration_options(cfg: Config, folder: str | os.PathLike | None, count: int, data_root: Any,
@@ -342,6 +306,8 @@ def _evaluate(cfg: Config, weights_or_model: Any, *, mode: str | None, split: st
         raw_lut = train_to_raw_lut(cfg.data.label_map, cfg.num_classes)
     validate_split(cfg, split, data_root, list_file)
     dataset = build_dataset(cfg, split, data_root, list_file, augment=False)  # whole images, even for --split train
+    for note in dataset.list_notes:  # e.g. which of two same-named lists a bare list_file read
+        _note(note.removeprefix("note: "))
     # Before any model loads or runs: neither output may replace a file that this evaluation reads.
     predictions = prediction_paths(dataset, save_pred_dir) if save_pred_dir is not None else []
     if json_path is not None:

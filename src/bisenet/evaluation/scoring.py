@@ -8,6 +8,7 @@ end instead of to every pixel. PNGs are decoded in a thread pool (OpenCV release
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from bisenet.config import Config
 from bisenet.data.catalog import DATASETS, DatasetInfo, build_lut, invalid_counts, preset_labels
 from bisenet.data.lists import ListEntry, PairList
 from bisenet.errors import BisenetError, DataError, nearest
@@ -112,33 +114,56 @@ def _resolve_classes(num_classes: int | None, dataset: str | None) -> tuple[int,
 
 def score_predictions(
     pred_dir: str | os.PathLike,
-    root: str | os.PathLike,
-    list_file: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    list_file: str | os.PathLike | None = None,
     num_classes: int | None = None,
     dataset: str | None = None,
-    ignore_index: int = 255,
+    ignore_index: int | None = None,
     label_map: dict[int, int] | None = None,
     class_names: list[str] | None = None,
     workers: int | None = None,
     json_path: str | os.PathLike | None = None,
+    config: Config | str | os.PathLike | dict | None = None,
+    split: str = "val",
 ) -> dict:
     """Score train-id PNGs in `pred_dir` (STEM.png or predict's STEM_label.png per image) against the list's labels.
 
+    Without `config`, pass `root`, `list_file` and the classes (`dataset` or `num_classes`; ignore_index
+    defaults to 255). With `config` (a Config or YAML path), its data section gives the classes, label map,
+    ignore index and root (unless `root` is given), and its data.<split>_list the list (unless `list_file` is).
+    A `list_file` written from the cwd (./NAME, ../NAME) is that file; a bare name is looked for under the
+    root, then the cwd, with a note on stderr when both exist (as evaluate's list_file).
     With `json_path`, also write the report there (as evaluate does), refused before scoring if it would overwrite
     the list, an image, a label or a prediction.
     """
-    from bisenet.data.lists import read_list, resolve_list_path
+    from bisenet.data.lists import given_list_path, list_note, read_list, resolve_list_path
 
     start = time.perf_counter()
     if workers is not None and workers < 0:
         raise BisenetError(f"--workers {workers}: must be 0 or more, 0 for the default (workers= in Python)")
+    given_list = list_file is not None
+    if config is not None:
+        root, list_file, num_classes, ignore_index, label_map, class_names = _config_inputs(
+            config, split, root, list_file, num_classes=num_classes, dataset=dataset, ignore_index=ignore_index,
+            label_map=label_map, class_names=class_names)
+    elif root is None or list_file is None:
+        raise BisenetError("score_predictions needs root= and list_file= (or config=, whose data.root and "
+                           "data.<split>_list name them)")
+    ignore_index = 255 if ignore_index is None else ignore_index
     num_classes, names, preset_map = _resolve_classes(num_classes, dataset)
     names = list(class_names) if class_names is not None else names
     label_map = label_map if label_map is not None else preset_map
     pred_dir, root = Path(pred_dir), Path(root)
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder {pred_dir} not found; write one with `bisenet eval ... --save-pred {pred_dir}`")
-    pairs = read_list(resolve_list_path(list_file, root), root)
+    if given_list:  # a list the caller names: ./NAME is the cwd's file, as for evaluate's list_file
+        note = list_note(list_file, root)
+        if note is not None:
+            print(note, file=sys.stderr)  # stderr: stdout holds the metrics table
+        list_path = given_list_path(list_file, root)
+    else:  # the config's list: under the root, then the cwd, as training reads it
+        list_path = resolve_list_path(list_file, root)
+    pairs = read_list(list_path, root)
     if pairs.problems:
         raise DataError(f"{pairs.problems[0]}" + (f" (and {len(pairs.problems) - 1} more)" if len(pairs.problems) > 1 else ""))
     predictions = _prediction_paths(pred_dir, [_relative(e.image, root) for e in pairs.entries],
@@ -187,6 +212,27 @@ def score_predictions(
 
         write_report(result, json_path)
     return result
+
+
+def _config_inputs(config: Config | str | os.PathLike | dict, split: str, root: str | os.PathLike | None,
+                   list_file: str | os.PathLike | None, **given: object) -> tuple:
+    """(root, list file, class count, ignore index, label map, class names) that `config` gives for scoring `split`."""
+    from bisenet.config import load_config
+    from bisenet.data.dataset import SPLITS
+
+    clash = [f"{name}=" for name, value in given.items() if value is not None]
+    if clash:  # two sources of the classes: which one scores would be a guess
+        raise BisenetError(f"config= gives the classes, label map and ignore index: drop {', '.join(clash)}")
+    cfg = config if isinstance(config, Config) else load_config(config)
+    d = cfg.data
+    if list_file is None:
+        if split not in SPLITS:
+            raise BisenetError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        list_file = getattr(d, f"{split}_list")
+        if not list_file:
+            named = config if isinstance(config, (str, os.PathLike)) else "the config"
+            raise BisenetError(f"--split {split}: {named} names no data.{split}_list; pass --list L")
+    return (root if root is not None else d.root), list_file, cfg.num_classes, d.ignore_index, d.label_map, d.class_names
 
 
 def _refuse_shared_predictions(pairs: PairList, root: Path, predictions: list[Path]) -> None:
