@@ -47,6 +47,14 @@ def test_bench_json_refuses_to_overwrite_weights_config_list_or_image(dubai, tmp
                             "--iters", "1", "--warmup", "0", "--images", str(images), "--max-images", "1",
                             "--json", str(images / "bench.json"))
         assert code == 0, out
+    # Files that are not this run's inputs (weights of another run, an ONNX graph, a config) are not replaced either.
+    other = Path(shutil.copy(WEIGHTS, tmp_path / "other.safetensors"))
+    before = other.read_bytes()
+    code, out = run_cli(capsys, "bench", "--weights", str(weights), "--size", "64x64", "--backend", "eager",
+                        "--iters", "1", "--warmup", "0", "--json", str(other))
+    assert code == 2 and _unchanged(other, before), out
+    assert out.strip() == (f"bisenet bench: error: --json {other}: that file exists and is not an earlier bench table "
+                           f"(writing would lose it); pass a new file, e.g. --json {tmp_path / 'other_bench.json'}")
 
 
 def test_data_show_out_refuses_a_label_the_list_or_the_config(dubai, tmp_path, capsys):

@@ -112,6 +112,31 @@ def check_writable(path: str | os.PathLike, what: str, example: str, create: boo
 Inputs = Iterable[tuple[str, "str | os.PathLike | None"]]
 
 
+def check_replaceable(path: str | os.PathLike, what: str, kind: str, is_earlier: Callable[[object], bool],
+                      suffix: str) -> None:
+    """A one-line error when `path` holds a file other than an earlier `kind` (what `is_earlier` accepts of its JSON);
+    the fix names STEM`suffix` beside it.
+
+    A config, log, list or weights file that happens to be named there would be lost for good.
+    """
+    import json
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:  # absent (or unreadable: writing says why)
+        return
+    earlier = False
+    if size <= 64 << 20:  # reports are kilobytes; weights are not
+        try:
+            earlier = size == 0 or is_earlier(json.loads(path.read_bytes()))
+        except (OSError, ValueError):
+            earlier = False
+    if not earlier:
+        raise BisenetError(f"{what} {path}: that file exists and is not {kind} (writing would lose it); "
+                           f"pass a new file, e.g. {what} {path.with_name(path.stem + suffix)}")
+
+
 def first_clash(outputs: Sequence[Path], inputs: Inputs) -> tuple[Path, str, Path] | None:
     """The first (output, kind, input) where writing `output` would replace that input file; None when none would."""
     known: dict[str, tuple[str, Path]] = {}

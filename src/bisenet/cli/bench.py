@@ -88,7 +88,7 @@ def _refuse_input_json(args: argparse.Namespace, config: object) -> None:
     from pathlib import Path
 
     from bisenet.data.layouts import IMAGE_EXTS
-    from bisenet.errors import BisenetError, first_clash
+    from bisenet.errors import BisenetError, check_replaceable, first_clash
 
     inputs: list[tuple[str, object]] = [("--weights file", args.weights), ("--config file", args.config)]
     data = getattr(config, "data", None)
@@ -114,3 +114,10 @@ def _refuse_input_json(args: argparse.Namespace, config: object) -> None:
         _, kind, source = clash
         raise BisenetError(f"--json {args.json} would overwrite the {kind} {source}; pass a new file, "
                            "e.g. --json bench.json")
+    # Any other file there (weights of another run, an ONNX graph, a config) is only replaced by a new table.
+    check_replaceable(args.json, "--json", "an earlier bench table", _is_bench_table, "_bench.json")
+
+
+def _is_bench_table(old: object) -> bool:
+    """True for what `bench --json` writes: a list of rows, each with a "backend"."""
+    return isinstance(old, list) and all(isinstance(row, dict) and "backend" in row for row in old)

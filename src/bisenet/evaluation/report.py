@@ -57,27 +57,9 @@ def check_report_path(json_path: str | os.PathLike, what: str = "--json") -> tup
 
 def check_replaceable(json_path: str | os.PathLike, what: str = "--json") -> None:
     """A one-line error when `json_path` holds something other than an earlier report (a run's config.yaml, a log)."""
-    path = Path(json_path)
-    if not _replaceable(path):
-        raise BisenetError(f"{what} {path}: that file exists and is not a metrics report (writing would lose it); "
-                           f"pass a new file, e.g. {what} {path.with_name(path.stem + '_metrics.json')}")
+    from bisenet.errors import check_replaceable as check
 
-
-def _replaceable(path: Path) -> bool:
-    """True when `path` is absent, empty, or an earlier report (a JSON object with "mIoU"), so writing loses nothing."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return True
-    if size == 0:
-        return True
-    if size > 64 << 20:  # reports are kilobytes; weights are not
-        return False
-    try:
-        old = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return False
-    return isinstance(old, dict) and "mIoU" in old
+    check(json_path, what, "a metrics report", lambda old: isinstance(old, dict) and "mIoU" in old, "_metrics.json")
 
 
 def write_report(result: dict, json_path: str | os.PathLike) -> list[Path]:
