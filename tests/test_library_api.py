@@ -197,3 +197,12 @@ def test_train_defaults_its_work_dir_to_runs_config_name(tmp_path, monkeypatch) 
     save_config(cfg, tmp_path / "tiny_run.yaml")
     result = bisenet.train("tiny_run.yaml")
     assert result.work_dir == Path("runs") / "tiny_run" and (tmp_path / "runs" / "tiny_run" / "last.pt").is_file()
+
+
+def test_build_dataset_is_at_the_top_level_and_reads_a_split_as_training_does() -> None:
+    # The README pointed at bisenet.SegmentationDataset, which raised AttributeError.
+    root = Path(__file__).resolve().parents[1]
+    dataset = bisenet.build_dataset(root / "configs" / "bisenetv2_dubai.yaml", "val", data_root=root / "examples" / "dubai")
+    assert isinstance(dataset, bisenet.SegmentationDataset) and len(dataset) == 12
+    image, label = dataset[0][:2]
+    assert image.shape[0] == 3 and image.shape[1:] == label.shape

@@ -2,6 +2,7 @@
 
 from bisenet.checkpoint import load_model
 from bisenet.config import Config, load_config
+from bisenet.data import SegmentationDataset, build_dataset
 from bisenet.deploy.export import export_model
 from bisenet.engine.train import TrainResult, train
 from bisenet.evaluation import evaluate, score_predictions
@@ -12,8 +13,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "SegmentationDataset",
     "Segmenter",
     "TrainResult",
+    "build_dataset",
     "build_model",
     "colorize",
     "evaluate",

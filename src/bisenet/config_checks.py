@@ -109,6 +109,10 @@ def resolve(cfg: Config, source: Source) -> Config:
 def _check_label_map(data: DataConfig, source: Source) -> None:
     """Label map targets: a class id or the ignore index (a key no label holds, e.g. Cityscapes' -1, is harmless)."""
     for raw, target in (data.label_map or {}).items():
+        if not -1 <= raw <= 255:  # labels are 8-bit: such a key matches no pixel, so its class would never be seen
+            raise ConfigError(f"{source.at('data.label_map', 'data.dataset')}: data.label_map key {raw} (-> {target}) "
+                              "is not a label value: keys are the values stored in the 8-bit label files, 0-255 "
+                              "(-1, as in Cityscapes' map, is allowed and matches nothing)")
         if not (0 <= target < data.num_classes or target == data.ignore_index):
             raise ConfigError(f"{source.at('data.label_map', 'data.num_classes', 'data.dataset')}: data.label_map "
                               f"{raw}: {target} must map to a class id in [0, {data.num_classes}) or to the ignore "

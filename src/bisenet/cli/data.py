@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lists.add_argument("--images", type=Path, help="pairs: image folder (relative to ROOT or absolute)")
     lists.add_argument("--labels", type=Path, help="pairs: label folder (relative to ROOT or absolute)")
     lists.add_argument("--train-ids", action="store_true",
-                       help="cityscapes: point at *_labelTrainIds.png (after `bisenet data convert`)")
+                       help="cityscapes: point at *_labelTrainIds.png (after `bisenet data convert`); cocostuff: "
+                            "prefer mmsegmentation's *_labelTrainIds.png where raw-id labels lie beside them")
 
     check = sub.add_parser("check", help="read every pair of a list and report problems",
                            description="Read every image/label pair; print one line per problem (exit 1) or a "
@@ -115,6 +116,13 @@ def _lists(args: argparse.Namespace) -> int:
     from bisenet.data.layouts import IMAGE_EXTS, describe_unmatched, pair_folders, write_dataset_lists
     from bisenet.data.lists import check_list_output, existing_lines, write_list
 
+    if args.layout != "pairs":  # they name the two folders of `pairs` only: a layout finds its own
+        given = [flag for flag, value in (("--images", args.images), ("--labels", args.labels)) if value is not None]
+        if given:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise DataError(f"{' and '.join(given)} {verb} to `bisenet data lists pairs` only; `lists {args.layout}` "
+                            f"finds the {args.layout} layout's folders under ROOT itself: drop {' and '.join(given)}, "
+                            "or use `bisenet data lists pairs ROOT --images DIR --labels DIR --out LIST`")
     if args.layout == "pairs":
         if args.images is None or args.labels is None or args.out is None:
             raise DataError("lists pairs needs --images DIR --labels DIR --out LIST")

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from bisenet.data.catalog import DatasetInfo, build_lut, invalid_counts
+from bisenet.data.catalog import (
+    COCOSTUFF_UNUSED_IDS,
+    DatasetInfo,
+    build_lut,
+    invalid_counts,
+)
 from bisenet.data.dataset import uses_train_ids
-from bisenet.data.decode import FileProblem, is_jpeg, label_value_fix, pair_problem, read_image, read_label, size_mismatch
+from bisenet.data.decode import (
+    EXIF_TURNS,
+    FileProblem,
+    exif_orientation,
+    is_jpeg,
+    label_value_fix,
+    pair_problem,
+    read_image,
+    read_label,
+    size_mismatch,
+)
 from bisenet.data.lists import ListEntry, PairList, plural, root_hint
+
+if TYPE_CHECKING:
+    from bisenet.config import Config
 
 
 @dataclass
@@ -31,6 +51,9 @@ class CheckReport:
     jpeg_labels: list[Path] = field(default_factory=list)  # lossy: in-range noise passes the value test
     unmapped_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256))  # raw value not in the map -> pixels
     repeats: list[tuple[int, int]] = field(default_factory=list)  # (line, earlier line of the same pair)
+    dataset: DatasetInfo | None = None  # the named dataset whose raw ids the labels were read as
+    oriented: list[tuple[Path, int]] = field(default_factory=list)  # (image, EXIF orientation 2-8)
+    test_split: bool = False  # every label path lies in a test/ folder
 
     @property
     def ok(self) -> bool:
@@ -48,7 +71,7 @@ class CheckReport:
 def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes: int, ignore_index: int,
                dataset: DatasetInfo | None, label_map: dict[int, int] | None):
     """Problems of one pair plus its statistics (None when unreadable)."""
-    problems, image, label = [], None, None
+    problems, image, label, orientation = [], None, None, 1
     for what, reader in (("image", read_image), ("label", read_label)):
         try:
             array = reader(entry.image if what == "image" else entry.label)
@@ -57,6 +80,7 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
             continue
         if what == "image":
             image = array
+            orientation = exif_orientation(entry.image)  # a regular file, read already: the header parse cannot hang
         else:
             label = array
     if image is not None and label is not None and image.shape[:2] != label.shape[:2]:
@@ -79,7 +103,7 @@ def _check_one(entry: ListEntry, where: str, lut: np.ndarray | None, num_classes
         classes = np.bincount(mapped, weights=hist, minlength=256)
         raw = hist if label_lut is not None else None  # train-id files skip the map: nothing of theirs is unmapped
         stats = ((image.shape[1], image.shape[0]), n, mean * n, (std**2 + mean**2) * n, classes, raw)
-    return problems, stats
+    return problems, stats, orientation
 
 
 def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
@@ -89,7 +113,9 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
 
     `dataset` (catalog.preset_labels): the named dataset whose raw label ids every label must hold.
     """
-    report = CheckReport(pairs=len(pairs.entries), problems=list(pairs.problems), label_map=label_map is not None)
+    report = CheckReport(pairs=len(pairs.entries), problems=list(pairs.problems), label_map=label_map is not None,
+                         dataset=dataset)
+    report.test_split = bool(pairs.entries) and all("/test/" in entry.label.as_posix() for entry in pairs.entries)
     lut = build_lut(label_map, ignore_index)
     unmapped = np.ones(256, bool)  # values the map sends to ignore only because it leaves them out
     unmapped[[raw for raw in (label_map or {}) if 0 <= raw < 256] + [ignore_index]] = False  # ignore stays ignore
@@ -110,8 +136,10 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
             report.repeats.append((entry.line, first))
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for entry, (problems, stats) in zip(entries, pool.map(work, entries)):  # map keeps list order
+        for entry, (problems, stats, orientation) in zip(entries, pool.map(work, entries)):  # map keeps list order
             report.problems.extend(problems)
+            if orientation != 1:
+                report.oriented.append((entry.image, orientation))
             if is_jpeg(entry.label):
                 report.jpeg_labels.append(entry.label)
             if stats is not None:
@@ -124,6 +152,34 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
                 report.rgb_sqsum += sqtotal
                 report.class_pixels += classes
     return report
+
+
+def check_split(pairs: PairList, cfg: Config, dataset: DatasetInfo | None) -> list[str]:
+    """Problems of a config's pairs read as training reads them; the label notes `data check` prints go to stderr.
+
+    Training reads a sample of each split through this (validate_split), so the notes reach `bisenet train` too.
+    """
+    num_classes, ignore_index = cfg.num_classes, cfg.data.ignore_index
+    report = check_pairs(pairs, num_classes, ignore_index, cfg.data.label_map, workers=max(1, cfg.train.workers),
+                         dataset=dataset)
+    if report.problems:
+        return report.problems
+    if report.class_pixels.sum() and not report.class_pixels[:num_classes].sum():
+        if blank_test_note(report, num_classes):
+            return [f"{pairs.path}: {blank_test_note(report, num_classes).removeprefix('note: ')}"]
+        # Each value passes alone, but a label map that matches no value trains on nothing (loss 0).
+        return [(f"{pairs.path}: every pixel of the {len(pairs.entries)} labels read maps to the ignore index "
+                 f"{ignore_index}, so there is nothing to learn; data.label_map's keys must be the "
+                 "values stored in the label files (see `bisenet data check`)")]
+    from bisenet.engine.distributed import is_main_process
+
+    custom = cfg.data.label_map is not None and dataset is None
+    notes = label_notes(report, num_classes, ignore_index, "data.label_map" if custom else None)
+    if notes and is_main_process():
+        read = f"{pairs.path} ({plural(len(pairs.entries), 'label')} read)"
+        for note in notes:
+            print(f"note: {read}: {note.removeprefix('note: ')}", file=sys.stderr, flush=True)
+    return []
 
 
 def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
@@ -145,9 +201,7 @@ def format_summary(report: CheckReport, num_classes: int, ignore_index: int,
         lines.append(f"  {c:>3} {name:<20} {share:>6}%{absent}")
     mean, std = report.mean_std()
     lines.append(f"RGB mean/std on [0,1] pixels, for the config:  mean: {mean}  std: {std}")
-    notes = [ignore_note(report, num_classes, ignore_index), unmapped_note(report, ignore_index, map_name)]
-    if not any(notes):  # those two already say which values went to ignore, and why
-        notes.append(mostly_ignored_note(report, ignore_index))
+    notes = label_notes(report, num_classes, ignore_index, map_name)
     if report.repeats:  # a note: oversampling by repetition is a choice some make on purpose
         (line, first), more = report.repeats[0], len(report.repeats) - 1
         others = f" and {plural(more, 'more line')} repeat earlier ones" if more else ""
@@ -170,29 +224,94 @@ def percent(share: float, digits: int = 1) -> str:
 
 
 IGNORED_SHARE_NOTE = 0.05  # ignored share of pixels above which an absent class hints at a class saved as 255
-MOSTLY_IGNORED = 0.9  # ignored share above which the label encoding is likely not the one assumed
+# Ignored share above which the label encoding is likely not the one assumed. Real datasets label most pixels
+# (Cityscapes ~9% ignored, CamVid ~4%, ADE20K and COCO-Stuff ~10%), so a named dataset's labels past half
+# ignored are read with the wrong map (CamVid as Cityscapes: 89%); custom data may be sparsely labelled on purpose.
+MOSTLY_IGNORED = 0.9
+MOSTLY_IGNORED_PRESET = 0.5
+ABSENT_SAMPLE = 20  # labels of a named dataset over which most of its classes never occurring means another dataset
 
 
-def mostly_ignored_note(report: CheckReport, ignore_index: int) -> str:
-    """A note when nearly every pixel ends up ignored: real datasets label most pixels, so the encoding is off."""
+def label_notes(report: CheckReport, num_classes: int, ignore_index: int, map_name: str | None = None) -> list[str]:
+    """The notes on what the labels hold (ignore share, absent classes, encoding, EXIF), as data check and train print them."""
+    notes = [ignore_note(report, num_classes, ignore_index), unmapped_note(report, ignore_index, map_name)]
+    if not any(notes):  # those two already say which values went to ignore, and why
+        notes.append(blank_test_note(report, num_classes) or mostly_ignored_note(report, ignore_index, num_classes))
+    notes += [train_ids_note(report), orientation_note(report)]
+    return [note for note in notes if note]
+
+
+def _absent(report: CheckReport, num_classes: int) -> list[int]:
+    return [c for c in range(num_classes) if report.class_pixels[c] == 0]
+
+
+def mostly_ignored_note(report: CheckReport, ignore_index: int, num_classes: int | None = None) -> str:
+    """A note when most pixels end up ignored, or most of a named dataset's classes never occur: the encoding is off."""
     counts = report.class_pixels
     share = counts[ignore_index] / max(counts.sum(), 1)
-    if share <= MOSTLY_IGNORED:
+    named = report.dataset is not None
+    # Absent classes say little in a few labels (one street scene lacks trains): counted over ABSENT_SAMPLE or more.
+    absent = _absent(report, num_classes) if named and num_classes and report.pairs >= ABSENT_SAMPLE else []
+    fix = ("wrong --dataset / data.dataset, or labels in another encoding? `bisenet data show CFG` draws what "
+           "the network gets")
+    if share > (MOSTLY_IGNORED_PRESET if named else MOSTLY_IGNORED):
+        missing = f" and {len(absent)} of {num_classes} {report.dataset.name} classes never occur" \
+            if named and len(absent) > num_classes / 2 else ""
+        return (f"note: {percent(share)}% of pixels are the ignore index {ignore_index}{missing}, so little is left "
+                f"to learn: {fix}")
+    if absent and len(absent) > num_classes / 2:
+        return (f"note: {len(absent)} of {num_classes} {report.dataset.name} classes never occur in "
+                f"{plural(report.pairs, 'label')}: {fix}")
+    return ""
+
+
+def blank_test_note(report: CheckReport, num_classes: int) -> str:
+    """A note for Cityscapes' test split, whose labels are blank (all ignore) by design: no wrong --dataset there."""
+    counts = report.class_pixels
+    if report.dataset is None or report.dataset.name != "cityscapes" or not report.test_split or \
+            not counts.sum() or counts[:num_classes].sum():
         return ""
-    return (f"note: {percent(share)}% of pixels are the ignore index {ignore_index}, so little is left to learn: "
-            "wrong --dataset / data.dataset, or labels in another encoding? `bisenet data show CFG` draws what "
-            "the network gets")
+    return ("note: every pixel of these Cityscapes test labels is ignore: the test split's labels are blank (its "
+            "ground truth is not public), so the list is fit for prediction (`bisenet eval --save-pred`, "
+            "`bisenet predict`) only, not for training or scoring; score on the val split")
+
+
+def train_ids_note(report: CheckReport) -> str:
+    """A note when COCO-Stuff labels hold ids its raw files never use: they look like train ids already."""
+    if report.dataset is None or report.dataset.name != "cocostuff":
+        return ""
+    unused = [v for v in COCOSTUFF_UNUSED_IDS if report.unmapped_pixels[v] > 0]
+    if not unused:
+        return ""
+    return (f"note: labels hold {'value' if len(unused) == 1 else 'values'} {', '.join(map(str, unused))}, which "
+            "COCO-Stuff's raw label files never use (unused ids), so they go to ignore: the labels look like train "
+            "ids 0-170 already; name them *_labelTrainIds.png (read as train ids, the raw-id map skipped) or use "
+            "data.dataset custom with data.num_classes 171")
+
+
+def orientation_note(report: CheckReport) -> str:
+    """A note for images with an EXIF orientation tag: OpenCV turns them on reading, labels are read as stored."""
+    if not report.oriented:
+        return ""
+    (image, tag), more = report.oriented[0], len(report.oriented) - 1
+    others = f" (and {plural(more, 'more image')})" if more else ""
+    return (f"note: image {image} has the EXIF orientation tag {tag} ({EXIF_TURNS[tag]}){others}, which is applied "
+            "on reading while labels are read as stored, so each label must match the displayed (turned) picture; "
+            "if the labels were drawn on the stored pixels, strip the tag (e.g. `exiftool -Orientation= "
+            f"-overwrite_original {image}`)")
 
 
 def ignore_note(report: CheckReport, num_classes: int, ignore_index: int) -> str:
     """A hint when, without a label map, a class never occurs while many pixels hold the ignore index.
 
     0/255 binary masks are the usual case: 255 is the ignore index, so class 1 is silently never learnt.
+    Labels holding only 0 and the ignore index get the hint at any share (a small foreground is common).
     """
     counts = report.class_pixels
     share = counts[ignore_index] / max(counts.sum(), 1)
-    absent = [c for c in range(num_classes) if counts[c] == 0]
-    if report.label_map or not absent or share < IGNORED_SHARE_NOTE:
+    absent = _absent(report, num_classes)
+    binary = counts[ignore_index] > 0 and set(np.flatnonzero(counts).tolist()) == {0, ignore_index}
+    if report.label_map or not absent or (share < IGNORED_SHARE_NOTE and not binary):
         return ""
     example = {c: c for c in range(num_classes) if counts[c] > 0}
     example[ignore_index] = absent[0]

@@ -365,20 +365,12 @@ def validate_split(config: Config | str | Path | dict, split: str, data_root: st
     pairs = split_pairs(cfg, split, data_root, list_file)
     problems = pairs.problems + missing_files(pairs)
     if not problems and (full or sample > 0):
-        from bisenet.data.check import check_pairs
+        from bisenet.data.check import check_split
 
         if not full:
             picked = spread_indices(len(pairs.entries), sample)
             pairs = dataclasses.replace(pairs, entries=[pairs.entries[i] for i in picked])
-        report = check_pairs(pairs, cfg.num_classes, cfg.data.ignore_index, cfg.data.label_map,
-                             workers=max(1, cfg.train.workers),
-                             dataset=preset_labels(cfg.data.dataset, cfg.data.label_map))
-        problems = report.problems
-        if not problems and report.class_pixels.sum() and not report.class_pixels[:cfg.num_classes].sum():
-            # Each value passes alone, but a label map that matches no value trains on nothing (loss 0).
-            problems = [f"{pairs.path}: every pixel of the {len(pairs.entries)} labels read maps to the ignore index "
-                        f"{cfg.data.ignore_index}, so there is nothing to learn; data.label_map's keys must be the "
-                        "values stored in the label files (see `bisenet data check`)"]
+        problems = check_split(pairs, cfg, preset_labels(cfg.data.dataset, cfg.data.label_map))
     if problems:
         hint = (f"bisenet data check --root {pairs.root} --list {pairs.path} --num-classes {cfg.num_classes}"
                 + (f" --dataset {cfg.data.dataset}" if cfg.data.dataset != "custom" else ""))

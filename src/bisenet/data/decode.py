@@ -7,6 +7,7 @@ callers add the list file and line number before turning it into a `DataError`.
 from __future__ import annotations
 
 import io
+import stat
 import threading
 from pathlib import Path
 
@@ -39,6 +40,12 @@ class FileProblem(Exception):
 
 def _read_bytes(path: Path, what: str) -> bytes:
     try:
+        mode = path.stat().st_mode  # before opening: a FIFO or device would block the read for good
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
+            raise FileProblem("unreadable", f"{what} {path} is {kind}, not a regular file; list only image and "
+                                            "label files (copy the data to a regular file first)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise FileProblem("missing", f"{what} {path} not found") from None
@@ -275,6 +282,8 @@ def exif_orientation(path: str | Path) -> int:
     """The EXIF Orientation tag (2-8: OpenCV rotates or mirrors the image on reading), 1 when none."""
     try:
         with Image.open(path) as image:
+            if image.format == "PNG" and "exif" not in image.info:  # else Pillow decodes every pixel to look further
+                return 1
             value = image.getexif().get(EXIF_ORIENTATION, 1)
     except (OSError, ValueError, SyntaxError):
         return 1

@@ -83,7 +83,10 @@ def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
     if images_dir.resolve() == labels_dir.resolve():  # by name alone every file would be its own partner
         pairing = _pair_in_one_folder(images_dir, _files(images_dir, hidden=hidden))
     else:
-        pairing = _pair_two_folders(images_dir, labels_dir, hidden)
+        # two_folders builds on this module's helpers: imported here, once this module is loaded
+        from bisenet.data.two_folders import pair_two_folders
+
+        pairing = pair_two_folders(images_dir, labels_dir, hidden)
     pairing.hidden = hidden
     pairing.swapped = _looks_swapped(pairing.pairs)
     return pairing
@@ -92,42 +95,6 @@ def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
 def _key_in(folder: Path) -> Callable[[Path], str]:
     """Key = path inside `folder` without the extension."""
     return lambda p: p.relative_to(folder).with_suffix("").as_posix()
-
-
-def _pair_two_folders(images_dir: Path, labels_dir: Path, hidden: list[Path]) -> Pairing:
-    images, labels = _files(images_dir, hidden=hidden), _files(labels_dir, hidden=hidden)
-    image_key, label_key = _key_in(images_dir), _key_in(labels_dir)
-    pairing = pair_files(images, labels, image_key, label_key)
-    if not pairing.lonely_labels or not pairing.lonely_images:
-        return pairing
-    lonely = [label_key(p) for p in pairing.lonely_labels]
-    suffix = _label_suffix(lonely, {image_key(p) for p in pairing.lonely_images})
-    example = pairing.lonely_labels[0]
-    by_name = {Path(key).name: label for key, label in zip(lonely, pairing.lonely_labels)}
-    moved = [(image, by_name[Path(image_key(image)).name]) for image in pairing.lonely_images
-             if Path(image_key(image)).name in by_name]  # same name, other subfolder
-    if suffix and not pairing.pairs:  # every label is <image name><suffix>: pair them that way
-        pairing = pair_files(images, labels, image_key, lambda p: label_key(p).removesuffix(suffix))
-        pairing.notes.append(_suffix_note(suffix, *pairing.pairs[0]))
-    elif suffix:  # some labels match by name, the rest carry a suffix: say how to rename those
-        end, ext = suffix + example.suffix, example.suffix  # e.g. '_mask.png' -> '.png'
-        one_kind = all(p.suffix == ext for p in pairing.lonely_labels) and "/" not in "".join(lonely)
-        rename = f': for f in {labels_dir}/*{end}; do mv "$f" "${{f%{end}}}{ext}"; done' if one_kind else ""
-        many = f"{len(lonely)} labels are" if len(lonely) > 1 else "1 label is"
-        pairing.notes.append(f"{many} named <image name>{suffix} (e.g. {example.name}) but images and labels pair by "
-                             f"the same file name without the extension; rename them{rename}")
-    elif moved:
-        image, label = moved[0]
-        expected = labels_dir / Path(image_key(image)).with_suffix(label.suffix)
-        many = f"{len(moved)} images have" if len(moved) > 1 else "1 image has"
-        pairing.notes.append(f"{many} a label of the same name in another subfolder (e.g. {image} and {label}); "
-                             f"pairs matches the path inside --images and --labels, subfolders included, so {image} "
-                             f"expects {expected}: give the labels the images' subfolders")
-    elif len(pairing.lonely_labels) > len(pairing.pairs):
-        pairing.notes.append(f"images and labels pair by the same path without the extension (e.g. "
-                             f"{pairing.lonely_images[0].name} <-> {Path(image_key(pairing.lonely_images[0])).name}"
-                             f".png); give each label its image's name")
-    return pairing
 
 
 def _suffix_note(suffix: str, image: Path, label: Path) -> str:
@@ -255,17 +222,6 @@ def _looks_swapped(pairs: list[tuple[Path, Path]]) -> str:
             "as --labels")
 
 
-def _label_suffix(label_keys: list[str], image_keys: set[str]) -> str:
-    """The suffix (e.g. '_mask') that makes every label key an image key plus it, or '' if there is none."""
-    first = label_keys[0]
-    candidates = sorted((first[len(key):] for key in image_keys if first.startswith(key)), key=len)
-    for suffix in candidates:  # e.g. '_mask', '-gt', '.label': a separator, then no folder
-        if suffix and suffix[0] in "_-. " and "/" not in suffix and \
-                all(k.endswith(suffix) and k[: -len(suffix)] in image_keys for k in label_keys):
-            return suffix
-    return ""
-
-
 def _strip(suffix: str) -> Callable[[Path], str]:
     """Key = file name without a dataset-specific suffix (e.g. '_leftImg8bit.png')."""
     return lambda p: p.name.removesuffix(suffix)
@@ -289,16 +245,28 @@ def _by_stem(image_dir: Path, label_dir: Path) -> Pairing:
     return pair_files(images, labels, lambda p: p.stem, lambda p: p.stem)
 
 
-def _cocostuff(root: Path) -> dict[str, Pairing]:
+def _cocostuff(root: Path, train_ids: bool = False) -> dict[str, Pairing]:
+    """COCO-Stuff 164k: raw-id labels X.png, or mmsegmentation's converted X_labelTrainIds.png (annotations/)."""
     splits = {}
     for split, name in (("train", "train2017"), ("val", "val2017")):
         image_dir = next((d for d in (root / "images" / name, root / name) if d.is_dir()), None)
         label_dir = next((d for d in (root / "labels" / name, root / "stuffthingmaps_trainval2017" / name,
                                       root / "stuffthingmaps" / name, root / "annotations" / name) if d.is_dir()),
                          root / "labels" / name)
-        if image_dir is not None:
-            splits[split] = _by_stem(image_dir, label_dir)
+        if image_dir is None:
+            continue
+        images = _files(image_dir)
+        labels = _files(label_dir, (".png",)) if label_dir.is_dir() else []
+        converted = [p for p in labels if p.name.endswith(TRAIN_IDS)]
+        raw = [p for p in labels if not p.name.endswith(TRAIN_IDS)]
+        # Both beside each other (mmsegmentation converts in place): --train-ids picks which; the other is no orphan.
+        chosen = converted if converted and (train_ids or not raw) else raw
+        splits[split] = pair_files(images, chosen, lambda p: p.stem, lambda p: p.name.removesuffix(TRAIN_IDS)
+                                   .removesuffix(".png"))
     return splits
+
+
+TRAIN_IDS = "_labelTrainIds.png"
 
 
 def _ade20k(root: Path) -> dict[str, Pairing]:
@@ -320,7 +288,8 @@ def _camvid(root: Path) -> dict[str, Pairing]:
 
 EXPECTED = {
     "cityscapes": "leftImg8bit/<split>/<city>/*_leftImg8bit.png and gtFine/<split>/<city>/*_gtFine_labelIds.png",
-    "cocostuff": "images/{train2017,val2017}/*.jpg and labels/{train2017,val2017}/*.png",
+    "cocostuff": "images/{train2017,val2017}/*.jpg and labels/{train2017,val2017}/*.png (or annotations/.../"
+                 "*.png or *_labelTrainIds.png, mmsegmentation's layout)",
     "ade20k": "ADEChallengeData2016/images/{training,validation}/*.jpg and annotations/.../*.png",
     "camvid": "train/ val/ test/ with trainannot/ ... (SegNet) or <split>/images + <split>/labels",
 }
@@ -334,8 +303,8 @@ def write_dataset_lists(dataset: str, root: str | Path, out: str | Path | None =
         raise DataError(f"no list layout for {dataset!r}; choose one of {', '.join(LAYOUTS)} or use 'pairs'")
     if not root.is_dir():
         raise DataError(f"{root} is not a directory; pass the {dataset} dataset folder")
-    finders = {"cityscapes": lambda r: _cityscapes(r, train_ids), "cocostuff": _cocostuff, "ade20k": _ade20k,
-               "camvid": _camvid}
+    finders = {"cityscapes": lambda r: _cityscapes(r, train_ids), "cocostuff": lambda r: _cocostuff(r, train_ids),
+               "ade20k": _ade20k, "camvid": _camvid}
     splits = finders[dataset](root)
     if not any(p.pairs for p in splits.values()):
         if dataset == "cityscapes" and train_ids and any(p.pairs for p in _cityscapes(root, False).values()):
