@@ -156,6 +156,9 @@ def test_a_section_left_empty_in_the_file_takes_overrides(tmp_path) -> None:
     # As eval.scale: a typo such as 100 asked for tens of GB mid-run; [] silently ran the six defaults.
     ("eval.scales=[0.5, 100]", "eval.scales = [0.5, 100.0] has 100, outside (0, 8]; give factors the input is resized"),
     ("eval.scales=[]", "eval.scales = [] is empty"),
+    # A negative jitter was numpy's "high - low < 0" traceback at the first sample; above 1, black crops.
+    ("augment.brightness=-1", "augment.brightness = -1.0 must lie in [0, 1]"),
+    ("augment.saturation=2", "augment.saturation = 2.0 must lie in [0, 1]"),
 ])
 def test_values_that_would_crash_or_mislead_later_are_refused_at_load(override, message) -> None:
     with pytest.raises(ConfigError) as info:

@@ -138,6 +138,12 @@ def _check_ranges(cfg: Config, source: Source) -> None:
     if not 0 < lo <= hi:
         raise ConfigError(f"{source.at('augment.scale_range')}: augment.scale_range = [{lo}, {hi}] "
                           "must satisfy 0 < low <= high")
+    for name in ("brightness", "contrast", "saturation"):
+        # Each factor is drawn from [1 - x, 1 + x]: past 1 it can be negative, turning whole crops black.
+        value = getattr(cfg.augment, name)
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{source.at(f'augment.{name}')}: augment.{name} = {value} must lie in [0, 1] (the "
+                              f"jitter draws a factor in [1 - {name}, 1 + {name}]; 0 turns it off, e.g. 0.4)")
     t = cfg.train
     minimums = (("train.max_iters", t.max_iters, 1), ("train.log_interval", t.log_interval, 1), ("train.checkpoint_interval", t.checkpoint_interval, 1),
                 ("train.eval_interval", t.eval_interval, 0), ("train.warmup_iters", t.warmup_iters, 0),
