@@ -284,8 +284,10 @@ def test_check_reports_values_a_named_dataset_does_not_have_and_notes_mostly_ign
     (tmp_path / "c.yaml").write_text(f"data:\n  dataset: cityscapes\n  root: {tmp_path}\n  train_list: coco.txt\n"
                                      "  label_map: {7: 0}\n")  # a user's own map: left-out values stay a note
     code, out = run_cli(capsys, "data", "check", "--config", str(tmp_path / "c.yaml"))
-    assert code == 0 and "note: label value 182 (100.0% of pixels) is not in data.label_map" in out
-    assert "little is left to learn" not in out  # one note on the ignored pixels is enough
+    assert code == 1 and out.splitlines()[0] == (  # all ignore: nothing to learn, as train refuses it
+        f"{tmp_path / 'coco.txt'}: every pixel of the 1 label read maps to the ignore index 255, so there is nothing "
+        "to learn; data.label_map's keys must be the values stored in the label files (they hold 182, which it leaves "
+        "out)")
 
 
 @needs_shared

@@ -227,3 +227,14 @@ def test_a_label_map_key_outside_0_255_is_refused():
     with pytest.raises(ConfigError, match=r"data.label_map key 300 \(-> 2\) is not a label value: .* 0-255"):
         load_config({"data": {"num_classes": 3, "label_map": {0: 0, 300: 2}}})
     assert load_config({"data": {"num_classes": 3, "label_map": {0: 0, 255: 2}}}).data.label_map[255] == 2
+
+
+def test_check_fails_when_a_label_map_sends_every_pixel_to_ignore_as_train_does(tmp_path, capsys) -> None:
+    # data check said "no problems (100.00% ignored)" and exited 0 on a list that train then refused.
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {{arch: bisenetv2}}\ndata: {{dataset: custom, root: {DUBAI}, num_classes: 6, "
+                      "train_list: train.txt, val_list: val.txt, label_map: {200: 0}}\n")
+    code, out = run_cli(capsys, "data", "check", "--config", str(config), "--split", "val")
+    assert code == 1, out
+    assert (f"{DUBAI / 'val.txt'}: every pixel of the 12 labels read maps to the ignore index 255, so there is "
+            "nothing to learn; data.label_map's keys must be the values stored in the label files") in out

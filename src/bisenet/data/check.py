@@ -151,7 +151,20 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
                 report.rgb_sum += total
                 report.rgb_sqsum += sqtotal
                 report.class_pixels += classes
+    if not report.problems and _all_ignored(report, num_classes) and not blank_test_note(report, num_classes):
+        # Each value passes alone, but labels that are all ignore train on nothing (loss 0) and score n/a.
+        left_out = report.unmapped_pixels  # pixels per raw value that the map leaves out
+        held = sorted(np.flatnonzero(left_out).tolist(), key=lambda v: -left_out[v])[:6]  # the commonest
+        says = f" (they hold {', '.join(map(str, held))}, which it leaves out)" if held else ""
+        fix = (f"data.label_map's keys must be the values stored in the label files{says}" if label_map is not None
+               else "wrong --dataset / data.dataset, or labels in another encoding? (`bisenet data show CFG` draws them)")
+        report.problems.append(f"{pairs.path}: every pixel of the {plural(len(entries), 'label')} read maps to the "
+                               f"ignore index {ignore_index}, so there is nothing to learn; {fix}")
     return report
+
+
+def _all_ignored(report: CheckReport, num_classes: int) -> bool:
+    return bool(report.class_pixels.sum()) and not report.class_pixels[:num_classes].sum()
 
 
 def check_split(pairs: PairList, cfg: Config, dataset: DatasetInfo | None) -> list[str]:
@@ -164,13 +177,8 @@ def check_split(pairs: PairList, cfg: Config, dataset: DatasetInfo | None) -> li
                          dataset=dataset)
     if report.problems:
         return report.problems
-    if report.class_pixels.sum() and not report.class_pixels[:num_classes].sum():
-        if blank_test_note(report, num_classes):
-            return [f"{pairs.path}: {blank_test_note(report, num_classes).removeprefix('note: ')}"]
-        # Each value passes alone, but a label map that matches no value trains on nothing (loss 0).
-        return [(f"{pairs.path}: every pixel of the {len(pairs.entries)} labels read maps to the ignore index "
-                 f"{ignore_index}, so there is nothing to learn; data.label_map's keys must be the "
-                 "values stored in the label files (see `bisenet data check`)")]
+    if _all_ignored(report, num_classes):  # Cityscapes test labels (check_pairs refuses any other all-ignore list)
+        return [f"{pairs.path}: {blank_test_note(report, num_classes).removeprefix('note: ')}"]
     from bisenet.engine.distributed import is_main_process
 
     custom = cfg.data.label_map is not None and dataset is None
