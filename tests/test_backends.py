@@ -305,3 +305,9 @@ def test_device_auto_is_taken_by_build_backend_and_build_runner_as_by_segmenter(
     assert Segmenter(net, 5, device="auto").device.type == expected.type
     with pytest.raises(BisenetError, match=r"^device 'gpu': not a device name; pass auto, cpu or cuda\[:N\]$"):
         build_runner(net, "eager", "gpu")
+
+
+def test_calibration_from_files_needs_the_models_mean_and_std(model) -> None:
+    # Without them the int8 ranges were fitted to ImageNet-normalised input the model never sees, silently.
+    with pytest.raises(BisenetError, match=r"the int8 backend reads calibration images from files: pass mean= and std="):
+        build_backend("int8", model, calibration=EXAMPLE / "train" / "images", size=SIZE, limit=1)

@@ -169,8 +169,12 @@ def _calibration_batches(calibration: Any, size: tuple[int, int] | None, mean: S
                            "(--calibration DIR on the CLI)")
     files = isinstance(calibration, (list, tuple)) and all(isinstance(c, (str, os.PathLike)) for c in calibration)
     if isinstance(calibration, (str, os.PathLike)) or (calibration and files):  # a folder or image files
+        if mean is None or std is None:  # ImageNet's would fit the ranges to input the model never sees
+            raise BisenetError(f"the {backend} backend reads calibration images from files: pass mean= and std=, the "
+                               "normalisation the model was trained with (its config's data.mean/data.std, or "
+                               f"Segmenter.info.mean/std; ImageNet's is mean={list(IMAGENET_MEAN)} std={list(IMAGENET_STD)})")
         # size None: the first image's, rounded to multiples of 32
-        calibration = read_folder(calibration, size, mean or IMAGENET_MEAN, std or IMAGENET_STD, limit)
+        calibration = read_folder(calibration, size, mean, std, limit)
     batches = as_batches(calibration)
     return batches[:limit] if limit else batches
 
