@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     size = parse_size(args.size, "--size") if args.size else None  # None: the mode's default (run_benchmark)
     if size is not None:
-        from bisenet.models.layers import check_size
+        from bisenet.models.layers import check_multiple_of_32
 
-        check_size(*size, flag="--size")
+        check_multiple_of_32(*size, flag="--size")
     if args.json:  # before the run, so a path that takes no file does not cost its (minutes of) results
         check_writable(args.json, "--json", "bench.json")
     if args.threads is not None:

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the model's size and cost; with --weights, first what the file records."""
-    from bisenet.models.layers import check_size
+    from bisenet.models.layers import check_multiple_of_32
 
     if args.weights is not None and (args.arch is not None or args.num_classes is not None):
         # Silently preferring one of the two would describe a model the user did not ask about.
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if num_classes < 1:
         raise BisenetError(f"--num-classes {num_classes}: must be at least 1")
     size = parse_size(args.size, "--size")
-    check_size(*size, flag="--size")
+    check_multiple_of_32(*size, flag="--size")
     held = weights_summary(args.weights) if args.weights is not None else {}
     stats: dict[str, Any] = {**held, **model_info(held.get("arch", args.arch or DEFAULT_ARCH),
                                                   held.get("num_classes", num_classes), size)}

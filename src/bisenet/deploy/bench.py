@@ -164,13 +164,13 @@ def run_benchmark(
     eval/predict do on the CPU (train before its first step); it is process-wide, so off by
     default: the plain baselines are timed as plain PyTorch runs.
     """
-    from bisenet.models.layers import check_size
+    from bisenet.models.layers import check_multiple_of_32
 
     if mode not in ("infer", "train"):
         raise BisenetError(f"mode {mode!r}: use infer or train")
     size = size or MODE_DEFAULTS[mode][0]
     batch_size = MODE_DEFAULTS[mode][1] if batch_size is None else batch_size
-    check_size(*size)
+    check_multiple_of_32(*size)
     if max_images < 0:
         raise BisenetError(f"--max-images {max_images}: pass a count of images per folder, or 0 for all of them "
                            "(max_images= in Python)")

@@ -22,7 +22,7 @@ from bisenet.deploy.export_metadata import (
     export_config,
 )
 from bisenet.errors import BisenetError, CheckpointError, check_writable, remove_quietly
-from bisenet.models.layers import check_size
+from bisenet.models.layers import check_multiple_of_32
 
 MIN_OPSET, MAX_OPSET = 13, 20  # 13: Resize with scales and ArgMax as used here; 20: newest the TorchScript exporter knows
 NEED_ONNXRUNTIME = ("the export check runs the ONNX file in onnxruntime: pip install onnxruntime, or pass "
@@ -114,7 +114,7 @@ def export_onnx(
 
     Raises ExportCheckError (nothing written) when the ONNX output disagrees with PyTorch or either is NaN/inf.
     """
-    check_size(height, width)
+    check_multiple_of_32(height, width)
     check_opset(opset)
     path = Path(path)
     if path.is_dir():
@@ -314,7 +314,7 @@ def export_weights(model: nn.Module, path: str | os.PathLike, fp16: bool = True,
     from bisenet.checkpoint import model_arch, model_from_weights, read_weights, save_inference_weights
     from bisenet.models import MODELS
 
-    check_size(height, width)
+    check_multiple_of_32(height, width)
     path = Path(path)
     if path.suffix != ".safetensors" or path.is_dir():
         raise BisenetError(f"{path}: weights are written to a file ending in .safetensors, e.g. {path.with_suffix('.safetensors').name}")
@@ -366,7 +366,7 @@ def export_model(weights: str | os.PathLike, out: str | os.PathLike, height: int
 
     if not isinstance(weights, (str, os.PathLike)) or not isinstance(out, (str, os.PathLike)):
         raise BisenetError(f"weights={weights!r}, out={out!r}: expected file paths (export_onnx exports a built model)")
-    check_size(height, width, flag="--height/--width")  # every check before the weights load: fail fast
+    check_multiple_of_32(height, width, flag="--height/--width")  # every check before the weights load: fail fast
     if num_classes is not None and num_classes < 1:
         raise BisenetError(f"--num-classes {num_classes}: must be at least 1 (or leave it out to read it from the weights)")
     out = os.fspath(out)

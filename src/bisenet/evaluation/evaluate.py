@@ -23,7 +23,7 @@ from bisenet.data.catalog import DATASETS
 from bisenet.data.dataset import ignore_stop_signals, loader_batches, make_loader, too_many_workers_note
 from bisenet.errors import BisenetError, DataError, make_dir
 from bisenet.evaluation.arguments import check_arguments, check_types, eval_config
-from bisenet.evaluation.inference import (Protocol, build_runner, check_scale_list, check_size, check_workers,
+from bisenet.evaluation.inference import (Protocol, build_runner, check_scale_list, check_window, check_workers,
                                           config_protocol, eval_settings, infer, labels_from_scores, make_protocol)
 from bisenet.evaluation.metrics import all_reduce_confusion, compute_metrics, confusion_fields, new_confusion, update_confusion
 from bisenet.evaluation.outputs import check_report_inputs, dataset_inputs, prediction_names, prediction_paths  # noqa: F401
@@ -205,7 +205,7 @@ def evaluate(
     """
     check_types(weights_or_model, flip=flip, save_pred_dir=save_pred_dir, json_path=json_path, data_root=data_root,
                 list_file=list_file, calibration=calibration)
-    crop, stride, scales = check_size(crop, "crop"), check_size(stride, "stride"), check_scale_list(scales)
+    crop, stride, scales = check_window(crop, "crop"), check_window(stride, "stride"), check_scale_list(scales)
     workers = None if workers is None else check_workers(workers)
     cfg = eval_config(config, weights_or_model)
     check_arguments(mode or cfg.eval.mode, scales, scale, crop, stride, batch_size, calibration_images)

@@ -71,7 +71,7 @@ def check_workers(workers: object) -> int:
     return int(workers)
 
 
-def check_size(size: object, name: str) -> tuple[int, int] | None:
+def check_window(size: object, name: str) -> tuple[int, int] | None:
     """crop/stride as (H, W): a pair of whole numbers or an 'HxW' string; a one-line error naming `name` otherwise."""
     from bisenet.config import parse_size
 

@@ -178,7 +178,7 @@ def init_kaiming_fan_out(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def check_size(height: int, width: int, multiple: int = 32, flag: str = "size") -> None:
+def check_multiple_of_32(height: int, width: int, multiple: int = 32, flag: str = "size") -> None:
     """Raise a BisenetError naming `flag` and the nearest valid size unless H and W are multiples of 32."""
     if height <= 0 or width <= 0 or height % multiple or width % multiple:
         ph = max(multiple, -(-height // multiple) * multiple)
