@@ -22,6 +22,7 @@ import yaml
 
 from bisenet.config_checks import AMP_MODES, ARCHS, CACHE_MODES, EVAL_MODES, resolve  # noqa: F401 (the CLI's choices)
 from bisenet.config_overrides import Source, parse_overrides, set_path
+from bisenet.config_yaml import refuse_sexagesimal, yaml_typed_hint
 from bisenet.errors import ConfigError, nearest
 
 
@@ -353,7 +354,7 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
         return number
     if hint is str:
         if not isinstance(value, str):
-            raise bad
+            raise ConfigError(f"{bad}{yaml_typed_hint(value, source, key)}")
         return value
     if origin is tuple:
         if isinstance(value, str) and args == (int, int):
@@ -372,6 +373,9 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
             raise bad
         return [_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
+        for k, v in (value.items() if isinstance(value, dict) else [(value, None)]):
+            if v is None and isinstance(k, int) and not isinstance(k, bool) and abs(k) >= 60:
+                refuse_sexagesimal(k, source, key)  # {11:20}: YAML 1.1 reads 11:20 as 680 (base 60), no value
         if not isinstance(value, dict):
             raise bad
         # Integer keys written as strings ('7': 0, and JSON, which stores every key as a string) are integers.
@@ -387,8 +391,6 @@ def _coerce(hint: Any, value: Any, source: Source, key: str) -> Any:
 
 
 _HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
-
-
 def _type_name(hint: Any) -> str:
     names = {int: "integer", float: "number", bool: "boolean (true/false)", str: "string"}
     if hint in names:

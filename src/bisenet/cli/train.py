@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The train command's flags."""
     # Optional to argparse only: run() says why it is missing (a --set or --resume before it took it).
     parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/bisenetv2_dubai.yaml")
-    parser.add_argument("--work-dir", help="where checkpoints and logs go (default runs/<config name>)")
+    parser.add_argument("--work-dir", help="where checkpoints and logs go (default runs/<config name>; for a run's own config.yaml, that run's folder)")
     parser.add_argument("--max-iters", type=int, help="training iterations (steps), the schedule's length")
     parser.add_argument("--batch-size", type=int, help="images per process per step")
     parser.add_argument("--crop-size", help="training crop HxW, e.g. 512x1024")
@@ -83,11 +83,15 @@ def check_config_given(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train the config the flags describe; the exit code (143/130 when stopped by SIGTERM/Ctrl-C)."""
+    from bisenet.engine.start import stored_run_note
     from bisenet.engine.train import default_work_dir, train
 
     check_config_given(args)
     cfg = load_config(args.config, overrides_from_args(args))
     work_dir = Path(args.work_dir) if args.work_dir else default_work_dir(args.config)
+    note = None if args.work_dir else stored_run_note(args.config)
+    if note and os.environ.get("RANK", "0") == "0":  # a run's own config.yaml: that run's folder, not runs/config
+        print(note, flush=True)
     result = train(cfg, work_dir, resume=args.resume, finetune_from=args.finetune_from)
     if result.stopped_by:
         return 143 if result.stopped_by == "SIGTERM" else 130

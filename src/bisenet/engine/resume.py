@@ -53,6 +53,7 @@ class ResumePoint:
     saved_config: dict = field(default_factory=dict)  # the saved run's config, as a dict
     pending_log: dict = field(default_factory=dict)  # its loss sums not yet logged (see train._save)
     evaluated: int | None = None  # the iteration of its last evaluation that finished
+    train_data: dict | None = None  # its training pairs' {size, fingerprint} (None: a checkpoint from before that)
 
     @property
     def saved_train(self) -> dict:
@@ -133,12 +134,24 @@ def restore_checkpoint(ckpt: dict, model: nn.Module, optimizer: torch.optim.Opti
                        saved_config=ckpt.get("config") or {},
                        pending_log=ckpt.get("pending_log") or {},
                        # checkpoints from before this field count as evaluated: never an evaluation twice
-                       evaluated=ckpt.get("evaluated", iteration))
+                       evaluated=ckpt.get("evaluated", iteration),
+                       train_data=ckpt.get("train_data"))
 
 
-def resume_differences(start: ResumePoint, cfg: Config, world_size: int) -> list[str]:
-    """Warnings for a resume whose settings make it other than an exact continuation of the saved run."""
+def resume_differences(start: ResumePoint, cfg: Config, world_size: int, train_data: dict | None = None) -> list[str]:
+    """Warnings for a resume whose settings (or training pairs, `train_data`) make it other than an exact
+    continuation of the saved run."""
     tc, messages = cfg.train, []
+    saved_data, now_data = start.train_data or {}, train_data or {}
+    if saved_data.get("size") is not None and now_data.get("size") is not None:  # a list edited between the starts
+        if saved_data["size"] != now_data["size"]:
+            messages.append(f"--resume: the training list ({cfg.data.train_list}) has {now_data['size']} image/label "
+                            f"pairs now, {saved_data['size']} in that run: another data order from here on, so it is "
+                            "not an exact continuation")
+        elif saved_data.get("fingerprint") != now_data.get("fingerprint"):
+            messages.append(f"--resume: the training list ({cfg.data.train_list}) holds other image/label pairs than "
+                            f"in that run (the same count, {now_data['size']}): they apply from here on, so it is not "
+                            "an exact continuation")
     saved_batch = start.saved_train.get("batch_size", tc.batch_size)
     if start.world_size is not None and start.world_size != world_size:
         messages.append(f"--resume: that run used {start.world_size} process(es), this one {world_size}: "

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bisenet.config import Config, TrainConfig, load_config, save_config
+from bisenet.config import Config, load_config, save_config
 from bisenet.data import build_dataset, validate_split
 from bisenet.data.dataset import (ignore_stop_signals, loader_batches, make_loader, too_many_workers_note,
                                   with_absolute_data_paths)
@@ -29,13 +29,16 @@ from bisenet.engine.resume import (ResumePoint, checkpoint_state, load_finetune_
                                   read_resume_checkpoint, restore_checkpoint, resume_differences, resume_source,
                                   start_arguments)
 from bisenet.engine.distributed import DistInfo, all_reduce_max, all_reduce_sum, barrier, cleanup, init_distributed
-from bisenet.engine.monitor import RunMonitor, warn
+from bisenet.engine.monitor import RunMonitor
 from bisenet.engine.optim import build_optimizer, build_scheduler
 from bisenet.engine.precision import amp_dtype_for, amp_name, channels_last_name, use_channels_last
 from bisenet.engine.sampler import IterationSampler
+from bisenet.engine.start import (check_train_arguments, default_work_dir, earlier_run_files,  # default_work_dir: the CLI's
+                                 open_monitor, refuse_replacing_earlier_run, stored_run_note, sync_bn_note,
+                                 training_data_signature, warmup_note)
 from bisenet.engine.stop import StopRequest
 from bisenet.checkpoint import atomic_save
-from bisenet.errors import BisenetError, ConfigError
+from bisenet.errors import BisenetError
 from bisenet.losses import build_loss
 from bisenet.models import build_model
 from bisenet.runtime import keep_freed_memory
@@ -68,16 +71,22 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path | None = None, r
 
     cfg: a Config, or a YAML path or dict that `load_config` reads.
     work_dir: the run's folder: config.yaml, last.pt, best.pt, train.log, metrics.jsonl, tensorboard/;
-        None: runs/<config file name> (as `bisenet train`), for a cfg given as a YAML path.
+        None: runs/<config file name> (as `bisenet train`), for a cfg given as a YAML path; the run's own
+        folder for a run's stored config.yaml.
     resume: continue a run, its optimizer state and schedule included. "auto" (or True; the CLI's bare
         --resume) resumes work_dir/last.pt if there is one and otherwise starts a new run; a path resumes
-        that checkpoint; None (or False) starts a new run, refused if work_dir already holds last.pt.
+        that checkpoint; None (or False) starts a new run, refused if work_dir already holds last.pt (or
+        an earlier run's best.pt, metrics or TensorBoard events).
     finetune_from: weights to start a new schedule from (weights only; a classifier with another class
         count, and aux heads the file lacks, start fresh). With resume="auto" only until work_dir has a
         last.pt (a requeued fine-tune resumes); with a resume path it is refused.
     """
     check_train_arguments(cfg, work_dir)
-    work_dir = default_work_dir(cfg) if work_dir is None else work_dir
+    if work_dir is None:
+        work_dir = default_work_dir(cfg)
+        note = stored_run_note(cfg)
+        if note and os.environ.get("RANK", "0") == "0":
+            print(note, flush=True)
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     cfg = with_absolute_data_paths(cfg)  # the run's stored config then works from any directory
@@ -93,28 +102,15 @@ def train(cfg: Config | str | Path | dict, work_dir: str | Path | None = None, r
         cleanup()
 
 
-def check_train_arguments(cfg: object, work_dir: object) -> None:
-    """Refuse a cfg or work_dir of the wrong type in one line (Path(5) and friends raise bare TypeErrors)."""
-    if not isinstance(cfg, (Config, str, os.PathLike, dict)):
-        raise ConfigError(f"cfg={cfg!r}: expected a Config, a YAML path (str or os.PathLike) or a dict, "
-                          f"not {type(cfg).__name__}")
-    if work_dir is not None and not isinstance(work_dir, (str, os.PathLike)):
-        raise ConfigError(f"work_dir={work_dir!r}: expected the run's folder as a str or os.PathLike, "
-                          f"not {type(work_dir).__name__}")
-
-
-def default_work_dir(config: object) -> Path:
-    """runs/<config file name>: where a run of a YAML config goes when no work dir is given."""
-    if not isinstance(config, (str, os.PathLike)):  # a Config or dict has no file name to go by
-        raise ConfigError(f"work_dir=None names the run's folder after the config's YAML file; with a "
-                          f"{type(config).__name__} pass work_dir= (e.g. 'runs/my_run')")
-    return Path("runs") / Path(config).stem
-
-
 def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path | None, finetune_from: str | Path | None,
            on_exit: contextlib.ExitStack) -> TrainResult:
     tc, device = cfg.train, dist_info.device
     resume_path, nothing_to_resume = resume_source(work_dir, resume, dist_info)
+    if resume_path is None:  # a new run would replace what an earlier one left (people delete last.pt to save disk)
+        found = earlier_run_files(work_dir)
+        if dist_info.world_size > 1 and all_reduce_max(torch.tensor([float(bool(found))], device=device)).item():
+            found = found or [f"files another process sees ({work_dir} is not shared storage?)"]  # all refuse alike
+        refuse_replacing_earlier_run(work_dir, found)
     amp_dtype = amp_dtype_for(tc.amp, device)
 
     # Data: check the lists before anything heavy, so a broken file fails in seconds; a few
@@ -124,6 +120,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     if evaluating:
         validate_split(cfg, "val", sample=SAMPLE_CHECKED)
     train_set = build_dataset(cfg, "train")
+    train_data = training_data_signature(train_set, cfg.data.root)  # in checkpoints: a resume notices an edited list
     val_set = build_dataset(cfg, "val") if evaluating else None
     finetune_state = read_finetune_weights(finetune_from, cfg.model.arch) if finetune_from and not resume_path else None
     resume_ckpt = read_resume_checkpoint(resume_path, cfg, device) if resume_path else None
@@ -143,8 +140,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     eval_missed = resume_path is not None and start.missed_evaluation(tc)
     has_work = eval_missed or start.iteration < tc.max_iters  # else a finished run: nothing runs, nothing changes
     # Only now the work dir and its logs: a start refused above leaves nothing behind.
-    monitor = on_exit.enter_context(_open_monitor(work_dir, tc, dist_info, fresh=not resume_path,
-                                                  resume_iter=start.iteration, eval_again=eval_missed))
+    monitor = on_exit.enter_context(open_monitor(work_dir, tc, dist_info, fresh=not resume_path,
+                                                 resume_iter=start.iteration, eval_again=eval_missed))
     if nothing_to_resume:
         monitor.print(f"--resume: {work_dir} holds no last.pt yet; starting a new run")
     if finetune_state is not None:
@@ -152,13 +149,13 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     if resume_path:
         monitor.print(f"resumed from {resume_path} at iteration {start.iteration}{monitor.replayed_note()}")
         if has_work:
-            for message in resume_differences(start, cfg, dist_info.world_size):
+            for message in resume_differences(start, cfg, dist_info.world_size, train_data):
                 monitor.warn(message)
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
-    if tc.warmup_iters >= tc.max_iters and has_work:
-        monitor.warn(f"train.warmup_iters {tc.warmup_iters} is not below train.max_iters {tc.max_iters}: the lr only "
-                     "warms up and never decays; set train.warmup_iters lower (a few % of max_iters)")
+    for note in (warmup_note(tc) if has_work else None, sync_bn_note(cfg, dist_info.distributed, device.type)):
+        if note:
+            monitor.warn(note)  # in train.log too: they explain the run's curves
     if eval_missed:  # last.pt is written before an evaluation: one that failed or was cut short runs now
         monitor.print(f"iteration {start.iteration} has no finished evaluation: running it now")
     elif start.iteration >= tc.max_iters:
@@ -189,7 +186,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     def save(name: str) -> None:
         pending_log = {"sums": _mean_over_ranks(sums, dist_info.world_size), "last_logged": last_logged}
         _save(work_dir / name, dist_info, cfg, model, optimizer, scheduler, scaler, iteration=iteration,
-              best_miou=best_miou, pending_log=pending_log, evaluated_iter=evaluated_iter)
+              best_miou=best_miou, pending_log=pending_log, evaluated_iter=evaluated_iter, train_data=train_data)
 
     def evaluate() -> None:  # val mIoU at `iteration`; best.pt when it is the best so far
         nonlocal last_miou, best_miou, evaluated_iter
@@ -280,23 +277,6 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     return TrainResult(work_dir, iteration, best_miou, last_miou, stopped_by, seconds_per_iter)
 
 
-def _open_monitor(work_dir: Path, tc: TrainConfig, dist_info: DistInfo, **options) -> RunMonitor:
-    """Rank 0's RunMonitor (it takes the work dir's lock); every rank learns whether that failed, so the others
-    stop with a pointer to rank 0's message instead of a collective's traceback."""
-    monitor, failure = None, None
-    try:
-        monitor = RunMonitor(work_dir, tc.max_iters, enabled=dist_info.is_main, **options)
-    except BisenetError as exc:
-        failure = exc
-    if dist_info.distributed and all_reduce_max(torch.tensor([float(failure is not None)], device=dist_info.device)):
-        failure = failure or BisenetError(f"rank 0 could not start the run in {work_dir} (its message says why)")
-    if failure is not None:
-        if monitor is not None:
-            monitor.release()
-        raise failure
-    return monitor
-
-
 def _build_model(cfg: Config, dist_info: DistInfo, amp_dtype: torch.dtype | None
                  ) -> tuple[nn.Module, torch.memory_format, bool]:
     """The network on its device: the same initial weights on every rank, SyncBN and channels_last as configured."""
@@ -304,10 +284,8 @@ def _build_model(cfg: Config, dist_info: DistInfo, amp_dtype: torch.dtype | None
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model.arch, cfg.num_classes, pretrained=cfg.model.pretrained)
     if cfg.model.sync_bn and dist_info.distributed:
-        if device.type == "cuda":
+        if device.type == "cuda":  # elsewhere sync_bn_note says so, in train.log too
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            warn("model.sync_bn needs CUDA; using per-process BatchNorm on CPU")
     channels_last = use_channels_last(cfg.train.channels_last, amp_dtype, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if device.type == "cuda":
@@ -349,15 +327,16 @@ def _mean_over_ranks(sums: dict[str, torch.Tensor], world_size: int) -> dict[str
 
 def _save(path: Path, dist_info: DistInfo, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, *, iteration: int,
-          best_miou: float | None, pending_log: dict, evaluated_iter: int | None) -> None:
+          best_miou: float | None, pending_log: dict, evaluated_iter: int | None, train_data: dict | None) -> None:
     """Rank 0 writes the checkpoint atomically; every rank waits until it is on disk.
 
     `pending_log` holds the loss sums (the mean over ranks) of the iterations since the last log line;
-    `evaluated_iter` the iteration of the last evaluation that finished (a resume redoes one due but missed).
+    `evaluated_iter` the iteration of the last evaluation that finished (a resume redoes one due but missed);
+    `train_data` the training pairs' size and fingerprint (a resume warns when the list changed).
     """
     if dist_info.is_main:
         state = checkpoint_state(cfg, model, optimizer, scheduler, scaler, iteration, best_miou, dist_info.world_size)
-        atomic_save({**state, "pending_log": pending_log, "evaluated": evaluated_iter}, path)
+        atomic_save({**state, "pending_log": pending_log, "evaluated": evaluated_iter, "train_data": train_data}, path)
     barrier()
 
 
