@@ -270,12 +270,18 @@ def test_channels_last_auto_is_on_under_autocast_and_off_for_fp32_on_cpu(tmp_pat
     assert f"channels_last {f'auto ({name})' if setting == 'auto' else name} |" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_on_cpu(tmp_path):
+def torchrun_on_cpu(work_dir, *overrides: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 -m bisenet train` of the tiny config on CPU (gloo); asserts it succeeded."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "bisenet", *cli_args(tmp_path, "train.max_iters=2", "train.eval_interval=2")]
+           "-m", "bisenet", *cli_args(work_dir, *overrides)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    proc = torchrun_on_cpu(tmp_path, "train.max_iters=2", "train.eval_interval=2")
     assert "x 2 process(es)" in proc.stdout and "= 4 images per step" in proc.stdout
     assert proc.stdout.count("done: iteration 2") == 1  # rank 0 only
     # Both ranks scored their shards with rank 0's BatchNorm statistics, all-reduced into one result.

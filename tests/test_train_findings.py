@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from bisenet.cli import main as cli_main
 from bisenet.engine.resume import ResumePoint, resume_differences
 from bisenet.engine.train import default_work_dir, train
 from bisenet.errors import ConfigError
-from test_train import DUBAI_CONFIG, ROOT, cli_args, tiny_config  # tests/ is on sys.path
+from test_train import DUBAI_CONFIG, ROOT, cli_args, tiny_config, torchrun_on_cpu  # tests/ is on sys.path
 
 
 def snapshot(folder):
@@ -148,10 +146,7 @@ def test_yaml_1_1_readings_in_a_config_file(tmp_path):
 
 @pytest.mark.slow
 def test_sync_bn_on_cpu_ddp_is_noted_in_train_log(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "bisenet", *cli_args(tmp_path, "train.max_iters=1", "model.sync_bn=true")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    proc = torchrun_on_cpu(tmp_path, "train.max_iters=1", "model.sync_bn=true")
     note = "warning: model.sync_bn needs CUDA; using per-process BatchNorm on CPU"
     assert note in (tmp_path / "train.log").read_text()
     assert proc.stderr.count(note) == 1  # rank 0 only
