@@ -12,7 +12,7 @@ import bisenet
 from bisenet.cli import main as cli_main
 from bisenet.engine.resume import ResumePoint, resume_differences
 from bisenet.engine.train import default_work_dir, train
-from bisenet.errors import ConfigError
+from bisenet.errors import CheckpointError, ConfigError
 from test_train import DUBAI_CONFIG, ROOT, cli_args, tiny_config, torchrun_on_cpu  # tests/ is on sys.path
 
 
@@ -35,7 +35,7 @@ def test_a_new_run_is_refused_where_an_earlier_run_left_best_pt_but_no_last_pt(t
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert f"{run} holds an earlier run (best.pt, metrics.jsonl (" in err and "TensorBoard events" in err
-    assert "--resume" in err and "another --work-dir" in err and f"delete {run}" in err
+    assert "--resume" in err and "another --work-dir" in err and "move those files away" in err
     with pytest.raises(ConfigError, match="holds an earlier run"):  # a bare --resume (requeue) has nothing to continue
         train(tiny_config("train.max_iters=1"), run, resume="auto")
     assert snapshot(run) == kept  # nothing written, nothing deleted
@@ -43,7 +43,7 @@ def test_a_new_run_is_refused_where_an_earlier_run_left_best_pt_but_no_last_pt(t
 
 def test_a_new_run_is_refused_where_an_earlier_run_left_metrics_past_its_first_checkpoint(tmp_path):
     run = tmp_path / "old"
-    train(tiny_config("train.max_iters=2"), run)  # no evaluation: no best.pt
+    train(tiny_config("train.max_iters=2", "train.checkpoint_interval=1"), run)  # no evaluation: no best.pt
     (run / "last.pt").unlink()
     kept = snapshot(run)
     with pytest.raises(ConfigError, match=r"holds an earlier run \(metrics.jsonl \(2 records up to iteration 2\), "
@@ -52,6 +52,16 @@ def test_a_new_run_is_refused_where_an_earlier_run_left_metrics_past_its_first_c
     assert snapshot(run) == kept
     # (a start that died before its first checkpoint is still replaced: test_train's
     # test_a_start_that_dies_before_its_first_checkpoint_leaves_no_logs_to_the_rerun)
+
+
+def test_a_start_whose_first_checkpoint_failed_to_write_can_be_retried(tmp_path):
+    # Its metrics reach the checkpoint's iteration (logged before the save): a requeue's bare --resume was refused.
+    run = tmp_path / "run"
+    (run / "last.pt").mkdir(parents=True)  # a real write failure: the checkpoint cannot replace a folder
+    with pytest.raises(CheckpointError, match="could not write"):
+        train(tiny_config("train.max_iters=4", "train.checkpoint_interval=2"), run)
+    (run / "last.pt").rmdir()
+    assert train(tiny_config("train.max_iters=2"), run, resume="auto").iteration == 2
 
 
 # --- 2: `bisenet train runs/E/config.yaml --resume` continues runs/E ---
@@ -162,3 +172,16 @@ def test_a_warmup_longer_than_the_run_says_it_is_shortened(tmp_path, capsys):
     lrs = [r["lr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())]
     lr = tiny_config().train.lr
     assert lrs[0] < lrs[1] < lrs[2] == pytest.approx(lr)  # what the warning says: 2 warm-up steps, then the full lr
+
+
+def test_a_shared_runs_config_next_to_best_pt_alone_is_not_taken_for_a_run_to_resume(tmp_path, monkeypatch):
+    # `bisenet train pre/config.yaml --finetune-from pre/best.pt` trained into pre/ and was refused there,
+    # with a hint to delete pre/: the weights being fine-tuned from.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "config.yaml").write_text(DUBAI_CONFIG.read_text())
+    (tmp_path / "pre" / "best.pt").write_bytes(b"weights")
+    (tmp_path / "pre" / "metrics.jsonl").write_text('{"iteration": 9, "type": "eval", "mIoU": 0.5}\n')
+    assert default_work_dir("pre/config.yaml") == Path("runs") / "config"
+    (tmp_path / "pre" / "last.pt").write_bytes(b"checkpoint")  # now a run to resume in place
+    assert default_work_dir("pre/config.yaml") == Path("pre")

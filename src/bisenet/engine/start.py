@@ -15,7 +15,6 @@ from bisenet.engine.monitor import RunMonitor, _records
 from bisenet.errors import BisenetError, ConfigError
 
 # What a run's work dir holds once it has run (config.yaml is written before the first step).
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
 
 
 def check_train_arguments(cfg: object, work_dir: object) -> None:
@@ -38,9 +37,12 @@ def default_work_dir(config: object) -> Path:
 
 
 def stored_run_dir(config: str | os.PathLike) -> Path | None:
-    """The run folder when `config` is a run's stored config.yaml (next to its last.pt, best.pt or metrics.jsonl)."""
+    """The run folder when `config` is a run's stored config.yaml next to its last.pt (a run to resume).
+
+    Not for a folder holding best.pt alone: a shared or downloaded run, whose best.pt is fine-tuned from.
+    """
     path = Path(config)
-    if path.name == "config.yaml" and any((path.parent / name).is_file() for name in RUN_FILES):
+    if path.name == "config.yaml" and (path.parent / "last.pt").is_file():
         return path.parent
     return None
 
@@ -57,8 +59,8 @@ def stored_run_note(config: object) -> str | None:
 def earlier_run_files(work_dir: Path) -> list[str]:
     """What an earlier run left in `work_dir` that a new run would replace ([] when nothing worth keeping).
 
-    A start that died before its first checkpoint (its metrics end before that iteration) is replaceable:
-    rerunning it is how such a start is retried.
+    A start that died before or while writing its first checkpoint is replaceable: rerunning it is how such a
+    start is retried (a requeued job's bare --resume included).
     """
     if not work_dir.is_dir():
         return []
@@ -66,7 +68,10 @@ def earlier_run_files(work_dir: Path) -> list[str]:
     metrics = work_dir / "metrics.jsonl"
     records = _records(metrics)
     first_checkpoint = _first_checkpoint(work_dir / "config.yaml")
-    if any(record["iteration"] >= first_checkpoint for record in records):
+    # A record proves last.pt was written once it lies past the first checkpoint, or is the evaluation there
+    # (logged after its save); a train record at that iteration comes before the save, which may have failed.
+    if any(r["iteration"] > first_checkpoint or r["iteration"] == first_checkpoint and r.get("type") == "eval"
+           for r in records):
         found.append(f"metrics.jsonl ({len(records)} records up to iteration {max(r['iteration'] for r in records)})")
     events = list((work_dir / "tensorboard").glob("events.out.tfevents.*"))
     # Events without metrics.jsonl (opened first by every run): that run's metrics were deleted, not never written.
@@ -92,8 +97,8 @@ def refuse_replacing_earlier_run(work_dir: Path, found: list[str]) -> None:
     if found:
         raise ConfigError(
             f"{work_dir} holds an earlier run ({', '.join(found)}) but no last.pt: a new run there would replace "
-            f"them; put that run's last.pt back and pass --resume to continue it, choose another --work-dir "
-            f"(work_dir), or delete {work_dir} to start over there")
+            f"them; choose another --work-dir (work_dir), put that run's last.pt back and pass --resume to continue "
+            f"it, or move those files away to start over there")
 
 
 def training_data_signature(train_set: object, root: str | os.PathLike) -> dict | None:
