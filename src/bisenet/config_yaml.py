@@ -6,9 +6,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bisenet.config_checks import AMP_MODES, ARCHS, CACHE_MODES, EVAL_MODES
 from bisenet.config_overrides import Source
 from bisenet.errors import ConfigError
 
+# String settings with a fixed set of values: a quoted yes/off is no more valid there than the boolean.
+CHOICES = {"train.amp": AMP_MODES, "data.cache": CACHE_MODES, "eval.mode": EVAL_MODES, "model.arch": ARCHS,
+           "train.loss": ("ohem", "ce"), "train.optimizer": ("sgd", "adamw")}
 YAML_BOOLS = {True: ("yes", "on", "true"), False: ("no", "off", "false")}  # YAML 1.1's words, any case
 
 
@@ -31,9 +35,12 @@ def yaml_typed_hint(value: Any, source: Source, key: str) -> str:
         word = found.group(1) if found and found.group(1).lower() in YAML_BOOLS[value] else None
         said = f"YAML read `{word}` as {str(value).lower()}" if word else \
             f"YAML 1.1 reads unquoted {'/'.join(YAML_BOOLS[value])} as {str(value).lower()}"
-        quoted = f"'{word or YAML_BOOLS[value][1]}'"
-        return f"; {said}: " + (f"write none (or quote it: {quoted})" if key == "train.amp" and not value
-                                else f"quote it ({quoted})")
+        choices = CHOICES.get(key)
+        if choices is None:  # a free string (a path, a list name): the word itself, quoted
+            return f"; {said}: quote it ('{word or YAML_BOOLS[value][1]}')"
+        if "none" in choices and not value:
+            return f"; {said}: write none"
+        return f"; {said}: write one of {', '.join(choices)}"
     if key == "train.device" and isinstance(value, int):
         return f"; a GPU index needs its device type: write \"cuda:{value}\" (quoted), cuda or cpu"
     return ""
