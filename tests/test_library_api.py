@@ -206,3 +206,27 @@ def test_build_dataset_is_at_the_top_level_and_reads_a_split_as_training_does() 
     assert isinstance(dataset, bisenet.SegmentationDataset) and len(dataset) == 12
     image, label = dataset[0][:2]
     assert image.shape[0] == 3 and image.shape[1:] == label.shape
+
+
+def test_evaluate_int8_with_callers_calibration_folder_takes_the_configs_mean_and_std(tiny, model) -> None:  # noqa: F811
+    # backend_options={"calibration": folder} was refused for want of mean=/std=, which the config holds.
+    cfg = load_config(CONFIG, {"data.root": str(tiny), "data.val_list": "val.txt"})
+    result = bisenet.evaluate(cfg, model, backend="int8", device="cpu", workers=0, progress=False,
+                              backend_options={"calibration": tiny / "img", "limit": 1})
+    assert result["images"] == 2 and result["mIoU"] is not None
+
+
+def test_run_benchmark_normalises_calibration_images_as_the_weights_were_trained() -> None:
+    # Without mean/std, images and calibration were normalised with ImageNet's: the CamVid model's are others.
+    from bisenet.deploy.bench import image_normalisation, run_benchmark
+
+    shipped = REPO / "weights" / "bisenetv2_camvid.safetensors"
+    if not shipped.is_file():
+        pytest.skip(f"{shipped} (the shipped CamVid weights) is absent")
+    mean, _ = image_normalisation(weights=shipped)
+    assert mean != [0.485, 0.456, 0.406]
+    said: list[str] = []
+    rows = run_benchmark(weights=shipped, images=REPO / "examples" / "dubai" / "val" / "images", size=(64, 64),
+                         backends=["eager", "int8"], iters=1, warmup=0, max_images=1, log=said.append)
+    assert f"images normalised with mean {mean}" in "\n".join(said)
+    assert [row["backend"] for row in rows] == ["eager", "int8"] and rows[1]["agreement"] > 0.5

@@ -160,6 +160,8 @@ def run_benchmark(
     `config_arch` and `config_classes` (a config's model.arch and class count) refuse `weights` of another
     arch or class count, as eval, predict and export do; `config_name` is how that error names the config.
 
+    `mean`/`std` normalise --images and --calibration; None: as predict resolves them for `weights`
+    (image_normalisation), else ImageNet's.
     `keep_memory` applies `runtime.keep_freed_memory()` once the first backend is built, as
     eval/predict do on the CPU (train before its first step); it is process-wide, so off by
     default: the plain baselines are timed as plain PyTorch runs.
@@ -183,6 +185,10 @@ def run_benchmark(
         raise BisenetError(f"--batch-size {batch_size}: a training step needs at least 2 images; "
                            "pass --batch-size 2 or more (batch_size= in Python)")
     log = log or (lambda message: None)
+    if weights and (mean is None or std is None) and (images or calibration):  # the model's, not ImageNet's
+        found_mean, found_std = image_normalisation(weights=weights)
+        mean, std = mean if mean is not None else found_mean, std if std is not None else found_std
+        log(f"images normalised with mean {mean} std {std} (as predict does for {weights})")
     from bisenet.deploy.backends import BACKENDS, check_available
     from bisenet.engine.distributed import resolve_device
 

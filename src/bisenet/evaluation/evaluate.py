@@ -221,6 +221,8 @@ def evaluate(
     if backend in CALIBRATED and not (backend_options or {}).get("calibration"):
         backend_options = {**(backend_options or {}), **_calibration_options(cfg, calibration, calibration_images,
                                                                                 data_root, crop, backend)}
+    elif backend in CALIBRATED:  # the caller's calibration images: normalised as this config's data
+        backend_options = {"mean": cfg.data.mean, "std": cfg.data.std, **backend_options}
     with _torchrun_group(device) as run_device:
         return _evaluate(cfg, weights_or_model, mode=mode, split=split, data_root=data_root, list_file=list_file,
                          scales=scales, scale=scale, crop=crop, stride=stride, flip=flip, batch_size=batch_size,
