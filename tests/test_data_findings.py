@@ -100,6 +100,24 @@ def test_camvid_labels_checked_as_cityscapes_get_the_wrong_dataset_note(tmp_path
     assert code == 0 and "note" not in out  # the right preset: ~4% void
 
 
+def test_a_correct_cocostuff_subset_gets_no_wrong_dataset_note(tmp_path, capsys):
+    # COCO-Stuff is long-tailed (~8-10 of 171 classes an image): 24 correct labels leave most classes absent.
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    photo, lines = _dubai_photo()[:16, :16], []
+    for i in range(24):
+        label = np.zeros((16, 16), np.uint8)  # raw id 0: person
+        for j, raw in enumerate((95 + i % 7, 105 + i % 5, 123 + i % 11, 156 + i % 3)):  # used stuff ids
+            label[4 * j: 4 * j + 4, 8:] = raw
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.jpg"), photo)
+        cv2.imwrite(str(tmp_path / "labels" / f"{i}.png"), label)
+        lines.append(f"images/{i}.jpg,labels/{i}.png")
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    code, out = run_cli(capsys, "data", "check", "--root", str(tmp_path), "--list", str(tmp_path / "train.txt"),
+                        "--dataset", "cocostuff", "--workers", "1")
+    assert code == 0 and "no problems" in out and "note" not in out, out
+
+
 # ---------------------------------------------------------------- 4: COCO-Stuff labels holding train ids
 
 
@@ -137,12 +155,48 @@ def test_pairs_takes_the_naming_rule_that_pairs_the_most_files(tmp_path, capsys)
 
 
 def test_pairs_refuses_two_naming_rules_that_pair_as_many(tmp_path, capsys):
-    _named(tmp_path / "images", ["a.jpg", "a_gt.jpg", "c.jpg"], mask=False)
-    _named(tmp_path / "labels", ["a_gt.png", "x_gt.png"], mask=True)  # a_gt.png: a_gt.jpg's, or a.jpg's? 1 pair each
+    # a_gt.png: a_gt.jpg's, or a.jpg's? By name a_gt and d pair, by <image name>_gt a and c: 2 pairs each. c_gt.png,
+    # which the name rule leaves unpaired, is what puts the suffix rule in play at all.
+    _named(tmp_path / "images", ["a.jpg", "a_gt.jpg", "c.jpg", "d.jpg"], mask=False)
+    _named(tmp_path / "labels", ["a_gt.png", "c_gt.png", "d.png"], mask=True)
     code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "images", "--labels", "labels",
                         "--out", "train.txt")
     assert code == 2 and "fit two naming rules that pair them differently" in out and out.count("\n") == 1
     assert not (tmp_path / "train.txt").exists()
+
+
+def test_pairs_ignores_a_suffix_rule_that_pairs_no_unpaired_label(tmp_path, capsys):
+    # Tiles a, a_0: every _0 label already pairs by name, so <image name>_0 is no rival rule; the note left is the
+    # case-only one on IMG_7.
+    _named(tmp_path / "images", ["a.jpg", "a_0.jpg", "b.jpg", "b_0.jpg", "IMG_7.jpg"], mask=False)
+    _named(tmp_path / "labels", ["a.png", "a_0.png", "b.png", "b_0.png", "img_7.png"], mask=True)
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "images", "--labels", "labels",
+                        "--out", "train.txt")
+    assert "paired by the same name" not in out and "naming rule" not in out
+    assert "1 image matches a label only in letter case (e.g. IMG_7.jpg <-> img_7.png)" in out
+
+
+def test_pairs_by_name_without_a_tie_over_frame_suffixes(tmp_path, capsys):
+    # a_1.png and b_1.png pair by name; z.png and y.png pair by no rule: not a tie between two rules.
+    _named(tmp_path / "images", ["a.jpg", "a_1.jpg", "b.jpg", "b_1.jpg"], mask=False)
+    _named(tmp_path / "labels", ["a_1.png", "b_1.png", "z.png", "y.png"], mask=True)
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "images", "--labels", "labels",
+                        "--out", "train.txt")
+    assert code == 0 and "naming rule" not in out and "paired by the same name" not in out
+    assert (tmp_path / "train.txt").read_text().splitlines() == [
+        "images/a_1.jpg,labels/a_1.png", "images/b_1.jpg,labels/b_1.png"]
+
+
+def test_pairs_by_name_over_a_suffix_rule_still_gives_the_rename_hint(tmp_path, capsys):
+    # c_0.png pairs only by <image name>_0, which pairs 3 against the name rule's 4: the name rule stands, and the
+    # rename hint for c_0.png still follows its note.
+    _named(tmp_path / "images", ["a.jpg", "a_0.jpg", "b.jpg", "b_0.jpg", "c.jpg"], mask=False)
+    _named(tmp_path / "labels", ["a.png", "a_0.png", "b.png", "b_0.png", "c_0.png"], mask=True)
+    code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "images", "--labels", "labels",
+                        "--out", "train.txt")
+    assert "paired by the same name (4 pairs), not by the rule <image name>_0 (3)" in out
+    assert "1 label is named <image name>_0 (e.g. c_0.png)" in out and "rename them" in out
+    assert "for f in" not in out  # a loop over *_0.png would move a_0.png onto a.png
 
 
 def test_pairs_says_when_names_differ_only_in_letter_case(tmp_path, capsys):

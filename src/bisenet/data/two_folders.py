@@ -16,7 +16,9 @@ def pair_two_folders(images_dir: Path, labels_dir: Path, hidden: list[Path]) -> 
     """Pair by the same path without the extension, or by <image name><suffix>: the rule that pairs more.
 
     Where the two rules give one file two different partners (road_mask.png: road_mask.jpg's by name,
-    road.jpg's by the suffix rule), the rule pairing more files wins with a note; a tie is refused.
+    road.jpg's by the suffix rule), the rule pairing more files wins with a note; a tie is refused. The suffix rule
+    is weighed only where it pairs a label the same-name rule leaves unpaired: names ending in _0/_1 (tiles,
+    frames) that all pair by name raise no conflict.
     """
     images, labels = _files(images_dir, hidden=hidden), _files(labels_dir, hidden=hidden)
     image_key, label_key = _key_in(images_dir), _key_in(labels_dir)
@@ -37,7 +39,8 @@ def pair_two_folders(images_dir: Path, labels_dir: Path, hidden: list[Path]) -> 
         pairing.notes.append(_suffix_note(suffix, *pairing.pairs[0]))
     elif suffix:  # some labels match by name, the rest carry a suffix: say how to rename those
         end, ext = suffix + example.suffix, example.suffix  # e.g. '_mask.png' -> '.png'
-        one_kind = all(p.suffix == ext for p in pairing.lonely_labels) and "/" not in "".join(lonely)
+        one_kind = all(p.suffix == ext for p in pairing.lonely_labels) and "/" not in "".join(lonely) and \
+            not any(label.name.endswith(end) for _, label in pairing.pairs)  # the loop would rename a_0.png onto a.png
         rename = f': for f in {labels_dir}/*{end}; do mv "$f" "${{f%{end}}}{ext}"; done' if one_kind else ""
         many = f"{len(lonely)} labels are" if len(lonely) > 1 else "1 label is"
         pairing.notes.append(f"{many} named <image name>{suffix} (e.g. {example.name}) but images and labels pair by "
@@ -61,10 +64,14 @@ def pair_two_folders(images_dir: Path, labels_dir: Path, hidden: list[Path]) -> 
 def _suffix_rule(images: list[Path], labels: list[Path], image_key: Key, label_key: Key, by_name: Pairing,
                  folders: tuple[Path, Path]) -> Pairing | None:
     """The pairing by the commonest <image name><suffix> rule where it gives a file another partner than the
-    same-name rule (and pairs more); None where the two rules do not conflict (the callers' notes apply)."""
+    same-name rule and pairs more; None where the name rule stands (the callers' notes apply).
+
+    Suffixes are counted over the labels the name rule leaves unpaired only: a suffix rule that pairs none of
+    them adds nothing, however many paired labels also read as <image name>_0 (tiles a, a_0 and labels a, a_0).
+    """
     keys = {image_key(p) for p in images}
     counts: dict[str, int] = {}
-    for label in labels:
+    for label in by_name.lonely_labels:
         key = label_key(label)
         for i in range(1, len(key)):
             if key[i] in SEPARATORS and "/" not in key[i:] and key[:i] in keys:
@@ -91,7 +98,7 @@ def _suffix_rule(images: list[Path], labels: list[Path], image_key: Key, label_k
     if len(by_suffix.pairs) < len(by_name.pairs):
         by_name.notes.append(f"paired by the same name ({len(by_name.pairs)} pairs), not by the rule <image name>"
                              f"{suffix} ({len(by_suffix.pairs)}), which pairs them differently ({conflict})")
-        return by_name
+        return None  # the name rule stands: the callers' notes (case, subfolder, rename) still apply
     by_suffix.notes.append(f"labels fit two naming rules that pair them differently ({conflict}): paired by <image "
                            f"name>{suffix}, which pairs {len(by_suffix.pairs)} against {len(by_name.pairs)}; check "
                            "the list, and rename the labels to that one rule")
