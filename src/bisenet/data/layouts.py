@@ -38,7 +38,7 @@ class ListsReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _files(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS, hidden: list[Path] | None = None) -> list[Path]:
+def files_under(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS, hidden: list[Path] | None = None) -> list[Path]:
     """Image files under `folder`, sorted; dot-files (and files in dot-folders) go to `hidden` instead."""
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file()):
@@ -81,7 +81,7 @@ def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
             raise DataError(f"{what} {folder} is not a directory; pass the folder that holds the files")
     hidden: list[Path] = []
     if images_dir.resolve() == labels_dir.resolve():  # by name alone every file would be its own partner
-        pairing = _pair_in_one_folder(images_dir, _files(images_dir, hidden=hidden))
+        pairing = _pair_in_one_folder(images_dir, files_under(images_dir, hidden=hidden))
     else:
         # two_folders builds on this module's helpers: imported here, once this module is loaded
         from bisenet.data.two_folders import pair_two_folders
@@ -92,12 +92,13 @@ def pair_folders(images_dir: Path, labels_dir: Path) -> Pairing:
     return pairing
 
 
-def _key_in(folder: Path) -> Callable[[Path], str]:
+def key_in(folder: Path) -> Callable[[Path], str]:
     """Key = path inside `folder` without the extension."""
     return lambda p: p.relative_to(folder).with_suffix("").as_posix()
 
 
-def _suffix_note(suffix: str, image: Path, label: Path) -> str:
+def suffix_note(suffix: str, image: Path, label: Path) -> str:
+    """The note saying that labels were paired by the <image name><suffix> rule, with one example."""
     return (f"labels are named <image name>{suffix}: paired each with the image of its name without {suffix!r} "
             f"(e.g. {image.name} <-> {label.name})")
 
@@ -112,7 +113,7 @@ def _pair_in_one_folder(folder: Path, files: list[Path]) -> Pairing:
     Only files that look like masks count for a suffix, so a.jpg's a_vis.jpg (a JPEG visualisation) loses to
     a_mask.png even where more images have one.
     """
-    key = _key_in(folder)
+    key = key_in(folder)
     by_key: dict[str, list[Path]] = {}
     for path in files:
         by_key.setdefault(key(path), []).append(path)
@@ -145,7 +146,7 @@ def _pair_in_one_folder(folder: Path, files: list[Path]) -> Pairing:
     taken = set(labels)
     pairing = pair_files([p for p in files if p not in taken], labels, key, lambda p: key(p).removesuffix(suffix))
     if pairing.pairs:
-        pairing.notes.append(_suffix_note(suffix, *pairing.pairs[0]))
+        pairing.notes.append(suffix_note(suffix, *pairing.pairs[0]))
     by_name = max(candidates, key=lambda s: len(candidates[s]))
     if len(candidates[by_name]) > len(candidates[suffix]):  # the old rule, by name alone, would have picked it
         pairing.notes.append(f"{_describe_suffix(by_name, candidates[by_name], by_key, kinds)} look less like "
@@ -240,8 +241,8 @@ def _cityscapes(root: Path, train_ids: bool) -> dict[str, Pairing]:
 
 
 def _by_stem(image_dir: Path, label_dir: Path) -> Pairing:
-    images = _files(image_dir) if image_dir.is_dir() else []
-    labels = _files(label_dir, (".png",)) if label_dir.is_dir() else []
+    images = files_under(image_dir) if image_dir.is_dir() else []
+    labels = files_under(label_dir, (".png",)) if label_dir.is_dir() else []
     return pair_files(images, labels, lambda p: p.stem, lambda p: p.stem)
 
 
@@ -255,8 +256,8 @@ def _cocostuff(root: Path, train_ids: bool = False) -> dict[str, Pairing]:
                          root / "labels" / name)
         if image_dir is None:
             continue
-        images = _files(image_dir)
-        labels = _files(label_dir, (".png",)) if label_dir.is_dir() else []
+        images = files_under(image_dir)
+        labels = files_under(label_dir, (".png",)) if label_dir.is_dir() else []
         converted = [p for p in labels if p.name.endswith(TRAIN_IDS)]
         raw = [p for p in labels if not p.name.endswith(TRAIN_IDS)]
         # Both beside each other (mmsegmentation converts in place): --train-ids picks which; the other is no orphan.

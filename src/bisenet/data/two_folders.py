@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bisenet.data.layouts import Pairing, _files, _key_in, _suffix_note, pair_files
+from bisenet.data.layouts import Pairing, files_under, key_in, pair_files, suffix_note
 from bisenet.errors import DataError
 
 SEPARATORS = "_-. "
@@ -20,8 +20,8 @@ def pair_two_folders(images_dir: Path, labels_dir: Path, hidden: list[Path]) -> 
     is weighed only where it pairs a label the same-name rule leaves unpaired: names ending in _0/_1 (tiles,
     frames) that all pair by name raise no conflict.
     """
-    images, labels = _files(images_dir, hidden=hidden), _files(labels_dir, hidden=hidden)
-    image_key, label_key = _key_in(images_dir), _key_in(labels_dir)
+    images, labels = files_under(images_dir, hidden=hidden), files_under(labels_dir, hidden=hidden)
+    image_key, label_key = key_in(images_dir), key_in(labels_dir)
     pairing = pair_files(images, labels, image_key, label_key)
     if not pairing.lonely_labels or not pairing.lonely_images:
         return pairing
@@ -36,7 +36,7 @@ def pair_two_folders(images_dir: Path, labels_dir: Path, hidden: list[Path]) -> 
              if Path(image_key(image)).name in by_name]  # same name, other subfolder
     if suffix and not pairing.pairs:  # every label is <image name><suffix>: pair them that way
         pairing = pair_files(images, labels, image_key, lambda p: label_key(p).removesuffix(suffix))
-        pairing.notes.append(_suffix_note(suffix, *pairing.pairs[0]))
+        pairing.notes.append(suffix_note(suffix, *pairing.pairs[0]))
     elif suffix:  # some labels match by name, the rest carry a suffix: say how to rename those
         end, ext = suffix + example.suffix, example.suffix  # e.g. '_mask.png' -> '.png'
         one_kind = all(p.suffix == ext for p in pairing.lonely_labels) and "/" not in "".join(lonely) and \
