@@ -328,3 +328,14 @@ def test_numpy_class_counts_are_taken_as_segmenter_takes_them(tmp_path) -> None:
     assert bisenet.load_model(tmp_path / "w.safetensors", num_classes=np.int32(3)).num_classes == 3
     with pytest.raises(CheckpointError, match="must be a positive integer"):
         bisenet.load_model(tmp_path / "w.safetensors", num_classes=np.float64(3))
+
+
+def test_finetune_one_missing_entry_is_named_without_and_0_more(states, tmp_path):
+    # The same "(and 0 more)" in --finetune-from's message.
+    from bisenet.engine.resume import load_finetune_weights
+
+    state = OrderedDict(states["bisenetv1"])
+    del state["ffm.bn.running_var"]
+    with pytest.raises(CheckpointError) as info:
+        load_finetune_weights(bisenet.build_model("bisenetv1", 19), state, "w.pth")
+    assert str(info.value) == "--finetune-from w.pth: missing entry 'ffm.bn.running_var'; a truncated file or another arch?"

@@ -244,8 +244,9 @@ def load_finetune_weights(model: nn.Module, state: dict[str, torch.Tensor], path
     fresh_heads = sorted({key.split(".")[0] for key in absent if key.split(".")[0] in aux})
     partial = [key for key in absent if key.split(".")[0] not in aux]
     if partial:
-        raise CheckpointError(f"--finetune-from {path}: missing entry '{partial[0]}' (and {len(partial) - 1} more); "
-                              "a truncated file or another arch?")
+        more = f" (and {len(partial) - 1} more)" if len(partial) > 1 else ""
+        raise CheckpointError(f"--finetune-from {path}: missing entry '{partial[0]}'{more}; a truncated file or "
+                              "another arch?")
     model.load_state_dict(keep, strict=False)
     messages = [f"--finetune-from: re-initialised {layer} ({old} -> {new} classes)" for layer, (old, new) in skipped.items()]
     if fresh_heads:  # eval-only exports (.safetensors) carry no aux heads
