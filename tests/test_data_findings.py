@@ -292,3 +292,10 @@ def test_check_fails_when_a_label_map_sends_every_pixel_to_ignore_as_train_does(
     assert code == 1, out
     assert (f"{DUBAI / 'val.txt'}: every pixel of the 12 labels read maps to the ignore index 255, so there is "
             "nothing to learn; data.label_map's keys must be the values stored in the label files") in out
+
+
+def test_all_ignore_under_a_preset_blames_the_dataset_not_a_label_map_the_user_never_set(capsys) -> None:
+    code, out = run_cli(capsys, "data", "check", "--root", str(DUBAI), "--list", "train.txt", "--dataset", "cityscapes")
+    assert code == 1 and "data.label_map" not in out
+    assert ("so there is nothing to learn; wrong --dataset / data.dataset (cityscapes), or labels in another "
+            "encoding? (they hold ") in out and "which cityscapes maps to ignore)" in out

@@ -308,6 +308,16 @@ def test_json_over_a_runs_stored_config_or_log_is_refused_but_an_old_report_is_r
             f"file, e.g. --json {target.with_name(target.stem + '_metrics.json')}")
         assert target.read_bytes() == before
     report = run / "m.json"
-    for _ in range(2):  # the second run replaces the first one's report
+    for _ in range(2):  # the second run replaces the first one's report and plots
         assert main([*argv, "--json", str(report)]) == 0
         assert "mIoU" in report.read_text()
+    capsys.readouterr()
+    # A photo that happens to bear a plot's name is not replaced either.
+    photo = run / "holiday_iou.png"
+    shutil.copy(data / "img" / "t0.png", photo)
+    before = photo.read_bytes()
+    assert main([*argv, "--json", str(run / "holiday.json")]) == 2
+    assert _one_line_error(capsys) == (
+        f"--json {run / 'holiday.json'}: its plot {photo} exists and is not an earlier plot (writing would lose it); "
+        f"pass another name, e.g. --json {run / 'metrics.json'}")
+    assert photo.read_bytes() == before and not (run / "holiday.json").exists()

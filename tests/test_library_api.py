@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -230,3 +231,13 @@ def test_run_benchmark_normalises_calibration_images_as_the_weights_were_trained
                          backends=["eager", "int8"], iters=1, warmup=0, max_images=1, log=said.append)
     assert f"images normalised with mean {mean}" in "\n".join(said)
     assert [row["backend"] for row in rows] == ["eager", "int8"] and rows[1]["agreement"] > 0.5
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: bisenet.score_predictions(5, config=CONFIG), "pred_dir=5: expected a path (a str or pathlib.Path)"),
+    (lambda: bisenet.build_dataset(CONFIG, "val", data_root=5), "data_root=5: expected a path"),
+    (lambda: bisenet.build_dataset(CONFIG, "val", list_file=["a"]), "list_file=['a']: expected a path"),
+])
+def test_paths_of_the_wrong_kind_are_one_line_errors_not_type_errors(call, message) -> None:
+    with pytest.raises(BisenetError, match=re.escape(message)):
+        call()

@@ -156,8 +156,13 @@ def check_pairs(pairs: PairList, num_classes: int, ignore_index: int = 255,
         left_out = report.unmapped_pixels  # pixels per raw value that the map leaves out
         held = sorted(np.flatnonzero(left_out).tolist(), key=lambda v: -left_out[v])[:6]  # the commonest
         says = f" (they hold {', '.join(map(str, held))}, which it leaves out)" if held else ""
-        fix = (f"data.label_map's keys must be the values stored in the label files{says}" if label_map is not None
-               else "wrong --dataset / data.dataset, or labels in another encoding? (`bisenet data show CFG` draws them)")
+        if dataset is not None:  # the preset's own map: the labels are not that dataset's ids
+            held_text = f" (they hold {', '.join(map(str, held))}, which {dataset.name} maps to ignore)" if held else ""
+            fix = f"wrong --dataset / data.dataset ({dataset.name}), or labels in another encoding?{held_text}"
+        elif label_map is not None:
+            fix = f"data.label_map's keys must be the values stored in the label files{says}"
+        else:
+            fix = "wrong --dataset / data.dataset, or labels in another encoding? (`bisenet data show CFG` draws them)"
         report.problems.append(f"{pairs.path}: every pixel of the {plural(len(entries), 'label')} read maps to the "
                                f"ignore index {ignore_index}, so there is nothing to learn; {fix}")
     return report

@@ -323,6 +323,9 @@ def split_pairs(cfg: Config, split: str, data_root: str | Path | None = None,
     """Parse the list file of `split` (data.root / data.<split>_list, or the overrides)."""
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    for name, value in (("data_root", data_root), ("list_file", list_file)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise DataError(f"{name}={value!r}: expected a path (a str or pathlib.Path) or None")
     root = Path(data_root if data_root is not None else cfg.data.root).expanduser()
     if list_file is not None:  # a miss names the --list given, not data.<split>_list
         return read_given_list(list_file, root)

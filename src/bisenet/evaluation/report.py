@@ -60,6 +60,21 @@ def check_replaceable(json_path: str | os.PathLike, what: str = "--json") -> Non
     from bisenet.errors import check_replaceable as check
 
     check(json_path, what, "a metrics report", lambda old: isinstance(old, dict) and "mIoU" in old, "_metrics.json")
+    for plot in report_paths(json_path)[1:]:  # a user's photo named holiday_iou.png beside holiday.json
+        if plot.is_file() and plot.stat().st_size and not _is_our_plot(plot):
+            raise BisenetError(f"{what} {json_path}: its plot {plot} exists and is not an earlier plot (writing would "
+                               f"lose it); pass another name, e.g. {what} {Path(json_path).with_name('metrics.json')}")
+
+
+def _is_our_plot(path: Path) -> bool:
+    """True for a PNG that matplotlib wrote (its Software text chunk): an earlier report's plot."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and str(image.info.get("Software", "")).startswith("Matplotlib")
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def write_report(result: dict, json_path: str | os.PathLike) -> list[Path]:

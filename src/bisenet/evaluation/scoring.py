@@ -139,6 +139,10 @@ def score_predictions(
     from bisenet.data.lists import given_list_path, list_note, read_list, resolve_list_path
 
     start = time.perf_counter()
+    for name, value in (("pred_dir", pred_dir), ("root", root), ("list_file", list_file), ("json_path", json_path)):
+        if (value is not None or name == "pred_dir") and not isinstance(value, (str, os.PathLike)):
+            raise BisenetError(f"{name}={value!r}: expected a path (a str or pathlib.Path)"
+                               + ("" if name == "pred_dir" else " or None"))
     if workers is not None and workers < 0:
         raise BisenetError(f"--workers {workers}: must be 0 or more, 0 for the default (workers= in Python)")
     given_list = list_file is not None
