@@ -99,7 +99,9 @@ def test_dataloader_workers_do_not_change_samples():
         loader = DataLoader(ds, batch_size=2, sampler=keys, num_workers=workers)
         return [batch for batch in loader]
 
-    for (x0, y0), (x2, y2) in zip(run(0), run(2)):
+    alone, workers = run(0), run(2)
+    assert len(alone) == len(workers) == 3  # zip below would pass over a loader that lost batches
+    for (x0, y0), (x2, y2) in zip(alone, workers):
         assert torch.equal(x0, x2) and torch.equal(y0, y2)
 
 

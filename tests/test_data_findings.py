@@ -172,8 +172,9 @@ def test_pairs_ignores_a_suffix_rule_that_pairs_no_unpaired_label(tmp_path, caps
     _named(tmp_path / "labels", ["a.png", "a_0.png", "b.png", "b_0.png", "img_7.png"], mask=True)
     code, out = run_cli(capsys, "data", "lists", "pairs", str(tmp_path), "--images", "images", "--labels", "labels",
                         "--out", "train.txt")
-    assert "paired by the same name" not in out and "naming rule" not in out
+    assert code == 0 and "paired by the same name" not in out and "naming rule" not in out
     assert "1 image matches a label only in letter case (e.g. IMG_7.jpg <-> img_7.png)" in out
+    assert (tmp_path / "train.txt").read_text().split() == [f"images/{n}.jpg,labels/{n}.png" for n in ("a", "a_0", "b", "b_0")]
 
 
 def test_pairs_by_name_without_a_tie_over_frame_suffixes(tmp_path, capsys):

@@ -192,13 +192,11 @@ def test_sigterm_writes_checkpoint_and_exits(tmp_path, whole_group, signum):
     for line in proc.stdout:
         if line.startswith("iter") and iteration_of(line) >= 2:
             break
-    sent = time.monotonic()
     if whole_group:
         os.killpg(proc.pid, signum)
     else:
         proc.send_signal(signum)
-    output = proc.communicate(timeout=60)[0]
-    assert time.monotonic() - sent < 20
+    output = proc.communicate(timeout=60)[0]  # a hang fails here; how soon it stops is checked by stopped_at below
     name = signal.Signals(signum).name
     assert proc.returncode == (143 if signum == signal.SIGTERM else 130), output
     assert f"stopped by {name} at iteration" in output
@@ -224,6 +222,7 @@ def test_sigterm_to_the_group_during_evaluation_still_writes_the_checkpoint(tmp_
         if line.startswith("iter"):  # iteration 1 is logged, its evaluation (whole val images) starts
             break
     time.sleep(1.0)
+    assert proc.poll() is None, "the run ended before the signal: the test would check nothing"
     os.killpg(proc.pid, signal.SIGTERM)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143, output
@@ -241,6 +240,7 @@ def test_sigterm_during_the_final_evaluation_finishes_the_run_as_done(tmp_path):
         if line.startswith("iter"):  # iteration 1 of 1 is logged, the final evaluation starts
             break
     time.sleep(1.0)
+    assert proc.poll() is None, "the run ended before the signal: the test would check nothing"
     os.killpg(proc.pid, signal.SIGTERM)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output
