@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -347,6 +349,20 @@ def test_eval_during_training_on_a_custom_dataset_without_a_palette(tmp_path):
     result = train(cfg, tmp_path / "run")
     assert result.iteration == 1 and result.best_miou is not None
     assert (tmp_path / "run" / "best.pt").is_file()
+    # The logged images: photo | mask side by side, the mask in the generated palette's colours only.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bisenet.data.catalog import generated_palette
+
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"val_pred/0", "val_pred/1"} <= set(events.Tags()["images"])
+    logged = events.Images("val_pred/0")
+    assert [event.step for event in logged] == [1]
+    picture = cv2.imdecode(np.frombuffer(logged[0].encoded_image_string, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    mask = picture[:, picture.shape[1] // 2:].reshape(-1, 3)
+    allowed = {tuple(int(c) for c in colour) for colour in generated_palette(5)}
+    assert {tuple(int(c) for c in colour) for colour in np.unique(mask, axis=0)} <= allowed
 
 
 def test_each_logged_loss_is_the_mean_of_the_iterations_since_the_line_before(tmp_path):
