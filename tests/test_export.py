@@ -147,6 +147,14 @@ def test_cli_export_prints_the_check(weights, tmp_path, capsys) -> None:
     # 4 classes: no config and no preset, so nothing is made up for the metadata, and the line says so.
     assert "metadata: no class names, palette or mean/std stored (no config, and no dataset preset has 4 classes)" in printed
     assert not {p.key for p in onnx.load(str(out)).metadata_props} & {"bisenet.class_names", "bisenet.mean"}
+    assert "static" not in printed
+    # A static graph says that other image sizes must be padded to it (labels then differ from predict's).
+    assert main(["export", "--weights", str(weights), "--out", str(tmp_path / "s.onnx"), "--height", "64",
+                 "--width", "64"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "note: a static 64x64 graph: images of another size must be padded (or resized) to 64x64, which changes "
+        "labels against `bisenet predict` (the global context sees the padding); pass --dynamic, or --height/--width "
+        "of your images")
 
 
 def test_cli_export_bad_weights_path_is_one_line_exit_2(tmp_path, capsys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import bisenet
 from bisenet.cli import main as cli_main
 from bisenet.engine.resume import ResumePoint, resume_differences
 from bisenet.engine.train import default_work_dir, train
-from bisenet.errors import CheckpointError, ConfigError
+from bisenet.errors import CheckpointError, ConfigError, DataError
 from test_train import DUBAI_CONFIG, ROOT, cli_args, tiny_config, torchrun_on_cpu  # tests/ is on sys.path
 
 
@@ -186,3 +187,32 @@ def test_a_shared_runs_config_next_to_best_pt_alone_is_not_taken_for_a_run_to_re
     assert default_work_dir("pre/config.yaml") == Path("runs") / "config"
     (tmp_path / "pre" / "last.pt").write_bytes(b"checkpoint")  # now a run to resume in place
     assert default_work_dir("pre/config.yaml") == Path("pre")
+
+
+# --- a crop larger than every image, a step larger than the data: said at the start ---
+
+def test_a_crop_larger_than_the_images_and_a_step_larger_than_the_data_are_noted(tmp_path):
+    from bisenet.data import build_dataset
+    from bisenet.engine.start import data_notes
+
+    data = make_data(tmp_path / "data", 3)  # three 414x512 Dubai tiles
+    cfg = tiny_config(f"data.root={data}", "augment.crop_size=[1024, 512]", "augment.scale_range=[0.5, 1.5]",
+                      "train.batch_size=2")
+    notes = data_notes(cfg, build_dataset(cfg, "train"), world_size=2)
+    assert notes == [
+        "a step of 4 images (batch size x processes) is larger than the 3 training images: each step repeats some "
+        "of them",
+        "augment.crop_size 1024x512 exceeds the training images (at most 414x512 in 3 read) even at "
+        "augment.scale_range's largest scale 1.5: every crop is partly padding (ignored pixels); e.g. --crop-size "
+        "384x512"]
+    fits = tiny_config(f"data.root={data}", "augment.crop_size=[608, 768]", "augment.scale_range=[0.5, 1.5]")
+    assert data_notes(fits, build_dataset(fits, "train"), world_size=1) == []  # within 414x512 x 1.5 = 621x768
+
+
+def test_a_relative_data_root_that_is_missing_names_the_current_directory(tmp_path, monkeypatch):
+    from bisenet.data.lists import read_list
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=re.escape(f"data root mydata is not a directory (relative to the current "
+                                                  f"directory {tmp_path})")):
+        read_list("train.txt", "mydata")

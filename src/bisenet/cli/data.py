@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lists.add_argument("root", type=Path, help="dataset folder; list paths are relative to it")
     lists.add_argument("--out", type=Path, default=None,
                        help="folder for the lists (default ROOT; a relative folder is taken from the current "
-                            "directory); for 'pairs': the list file (relative to ROOT)")
+                            "directory); for 'pairs' (required there): the list file (relative to ROOT)")
     lists.add_argument("--images", type=Path, help="pairs: image folder (relative to ROOT or absolute)")
     lists.add_argument("--labels", type=Path, help="pairs: label folder (relative to ROOT or absolute)")
     lists.add_argument("--train-ids", action="store_true",

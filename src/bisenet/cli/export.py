@@ -58,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
               f"output {report['output']}{', fp16' if args.fp16 else ''}; "
               f"simplified: {report['simplified_with'] or _why_not_simplified(args.no_simplify)})")
     _print_checks(report.get("checks", []), weights_only)
+    if not weights_only and not args.dynamic:  # the default size is Cityscapes': other images must be padded to it
+        print(f"note: a static {args.height}x{args.width} graph: images of another size must be padded (or resized) "
+              f"to {args.height}x{args.width}, which changes labels against `bisenet predict` (the global context "
+              "sees the padding); pass --dynamic, or --height/--width of your images")
     return 0
 
 

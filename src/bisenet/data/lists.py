@@ -130,13 +130,16 @@ def read_list(list_file: str | Path, root: str | Path) -> PairList:
     """Parse a list file; raise DataError only when the file itself cannot be read."""
     list_path, root = Path(list_file), Path(root)
     if not root.is_dir():
-        raise DataError(f"data root {root} is not a directory; set data.root (or --data-root) to the dataset folder")
+        where = "" if root.is_absolute() else f" (relative to the current directory {os.getcwd()})"
+        raise DataError(f"data root {root} is not a directory{where}; set data.root (or --data-root) to the "
+                        "dataset folder")
     try:
         text = list_path.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from Windows editors
     except FileNotFoundError:
         raise DataError(
             f"list file {list_path} not found (looked for {os.path.abspath(list_path)}); create it with "
-            "`bisenet data lists` or point data.train_list/val_list at an existing file"
+            "`bisenet data lists` or point data.train_list/val_list at an existing file (training without "
+            "validation: --eval-interval 0)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"list file {list_path} cannot be read ({exc}); it must be UTF-8 text") from None

@@ -154,3 +154,32 @@ def open_monitor(work_dir: Path, tc: TrainConfig, dist_info: DistInfo, **options
             monitor.release()
         raise failure
     return monitor
+
+
+def data_notes(cfg: Config, train_set: object, world_size: int, sample: int = 8) -> list[str]:
+    """Warnings for a crop larger than the images even at the largest scale, and a step larger than the data."""
+    from PIL import Image
+
+    notes = []
+    samples = getattr(train_set, "samples", None) or []
+    step = cfg.train.batch_size * world_size
+    if samples and step > len(samples):  # the sampler repeats images within each step
+        notes.append(f"a step of {step} images (batch size x processes) is larger than the {len(samples)} training "
+                     "images: each step repeats some of them")
+    sizes = []
+    for index in sorted({round(i * (len(samples) - 1) / max(sample - 1, 1)) for i in range(sample)} if samples else []):
+        try:
+            with Image.open(samples[index][0]) as image:  # the header only
+                sizes.append(image.size[::-1])
+        except (OSError, ValueError):
+            continue  # the data checks name unreadable files
+    if not sizes:
+        return notes
+    height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    (crop_h, crop_w), largest = cfg.augment.crop_size, cfg.augment.scale_range[1]
+    if crop_h > height * largest or crop_w > width * largest:
+        fit_h, fit_w = max(32, height // 32 * 32), max(32, width // 32 * 32)
+        notes.append(f"augment.crop_size {crop_h}x{crop_w} exceeds the training images (at most {height}x{width} in "
+                     f"{len(sizes)} read) even at augment.scale_range's largest scale {largest:g}: every crop is "
+                     f"partly padding (ignored pixels); e.g. --crop-size {fit_h}x{fit_w}")
+    return notes

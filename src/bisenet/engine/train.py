@@ -33,7 +33,7 @@ from bisenet.engine.monitor import RunMonitor
 from bisenet.engine.optim import build_optimizer, build_scheduler
 from bisenet.engine.precision import amp_dtype_for, amp_name, channels_last_name, use_channels_last
 from bisenet.engine.sampler import IterationSampler
-from bisenet.engine.start import (check_train_arguments, default_work_dir, earlier_run_files,  # default_work_dir: the CLI's
+from bisenet.engine.start import (check_train_arguments, data_notes, default_work_dir, earlier_run_files,  # default_work_dir: the CLI's
                                  open_monitor, refuse_replacing_earlier_run, stored_run_note, sync_bn_note,
                                  training_data_signature, warmup_note)
 from bisenet.engine.stop import StopRequest
@@ -153,7 +153,8 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
                 monitor.warn(message)
     for message in finetune_messages:
         monitor.warn(message)  # in train.log too: it explains the first iterations' losses
-    for note in (warmup_note(tc) if has_work else None, sync_bn_note(cfg, dist_info.distributed, device.type)):
+    for note in (warmup_note(tc) if has_work else None, sync_bn_note(cfg, dist_info.distributed, device.type),
+                 *(data_notes(cfg, train_set, dist_info.world_size) if has_work else [])):
         if note:
             monitor.warn(note)  # in train.log too: they explain the run's curves
     if eval_missed:  # last.pt is written before an evaluation: one that failed or was cut short runs now
