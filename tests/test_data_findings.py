@@ -300,3 +300,16 @@ def test_all_ignore_under_a_preset_blames_the_dataset_not_a_label_map_the_user_n
     assert code == 1 and "data.label_map" not in out
     assert ("so there is nothing to learn; wrong --dataset / data.dataset (cityscapes), or labels in another "
             "encoding? (they hold ") in out and "which cityscapes maps to ignore)" in out
+
+
+def test_train_says_a_data_note_once_when_it_validates_on_its_training_list(tmp_path, capsys):
+    # train_list == val_list (a quick custom run) printed every note twice, once per split.
+    from bisenet.engine.train import train
+
+    _binary_case(tmp_path / "data", share=0.04)
+    cfg = load_config({"data": {"num_classes": 2, "root": str(tmp_path / "data"), "train_list": "train.txt",
+                                "val_list": "train.txt"}},
+                      ["augment.crop_size=[64, 64]", "train.batch_size=2", "train.workers=0", "train.device=cpu",
+                       "train.max_iters=1", "train.eval_interval=1"])
+    train(cfg, tmp_path / "run")
+    assert capsys.readouterr().err.count("0/255 binary masks") == 1

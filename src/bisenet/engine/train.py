@@ -117,7 +117,7 @@ def _train(cfg: Config, work_dir: Path, dist_info: DistInfo, resume: str | Path 
     # labels read in full catch a wrong class count or label encoding before the work dir exists.
     validate_split(cfg, "train", sample=SAMPLE_CHECKED)
     evaluating = tc.eval_interval > 0
-    if evaluating:
+    if evaluating and cfg.data.val_list != cfg.data.train_list:  # the same list: checked (and its notes said) above
         validate_split(cfg, "val", sample=SAMPLE_CHECKED)
     train_set = build_dataset(cfg, "train")
     train_data = training_data_signature(train_set, cfg.data.root)  # in checkpoints: a resume notices an edited list
