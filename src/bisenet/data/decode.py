@@ -305,3 +305,17 @@ def size_mismatch(image_path: Path, image_shape: tuple, label_path: Path, label_
     if (ih, iw) == (lw, lh):
         return f"{sizes}, each other's transpose: {turn}"
     return f"{sizes}; {turn}, and give both the same size (resize the label with nearest)"
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(W, H) as OpenCV decodes it (EXIF turn applied), from the file header only; (-1, -1) when unreadable."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.format == "TIFF":  # the stored size: newer Pillow reports a TIFF's size turned already
+                width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)
+            # OpenCV applies the EXIF turn on reading: orientations 5-8 swap the sides.
+            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError, SyntaxError):
+        return (-1, -1)  # unreadable: the reader raises the real error
+    return (height, width) if turned else (width, height)

@@ -158,7 +158,8 @@ def open_monitor(work_dir: Path, tc: TrainConfig, dist_info: DistInfo, **options
 
 def data_notes(cfg: Config, train_set: object, world_size: int, sample: int = 8) -> list[str]:
     """Warnings for a crop larger than the images even at the largest scale, and a step larger than the data."""
-    from PIL import Image
+    from bisenet.data.dataset import spread_indices
+    from bisenet.data.decode import image_size
 
     notes = []
     samples = getattr(train_set, "samples", None) or []
@@ -166,13 +167,8 @@ def data_notes(cfg: Config, train_set: object, world_size: int, sample: int = 8)
     if samples and step > len(samples):  # the sampler repeats images within each step
         notes.append(f"a step of {step} images (batch size x processes) is larger than the {len(samples)} training "
                      "images: each step repeats some of them")
-    sizes = []
-    for index in sorted({round(i * (len(samples) - 1) / max(sample - 1, 1)) for i in range(sample)} if samples else []):
-        try:
-            with Image.open(samples[index][0]) as image:  # the header only
-                sizes.append(image.size[::-1])
-        except (OSError, ValueError):
-            continue  # the data checks name unreadable files
+    sizes = [(h, w) for w, h in (image_size(samples[i][0]) for i in spread_indices(len(samples), sample))
+             if w > 0]  # an unreadable one: the data checks name it
     if not sizes:
         return notes
     height, width = max(h for h, _ in sizes), max(w for _, w in sizes)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from bisenet.config import Config
 from bisenet.data.catalog import DATASETS
+from bisenet.data.decode import image_size
 from bisenet.data.dataset import ignore_stop_signals, loader_batches, make_loader, too_many_workers_note
 from bisenet.errors import BisenetError, DataError, make_dir
 from bisenet.evaluation.arguments import check_arguments, check_types, eval_config
@@ -45,31 +46,13 @@ class _Indexed(Dataset):
         return index, torch.as_tensor(image), torch.as_tensor(label)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(W, H) as decoded, from the file header only; PIL does not decode the pixels for this."""
-    from PIL import Image
-
-    from bisenet.data.decode import EXIF_ORIENTATION
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.format == "TIFF":  # the stored size: newer Pillow reports a TIFF's size turned already
-                width, height = image.tag_v2.get(256, width), image.tag_v2.get(257, height)
-            # OpenCV applies the EXIF turn on reading: orientations 5-8 swap the sides.
-            turned = image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError, SyntaxError):
-        return (-1, -1)  # unreadable: its own batch; the dataset raises the real error
-    return (height, width) if turned else (width, height)
-
-
 def size_batches(dataset: Any, indices: list[int], batch_size: int) -> list[list[int]]:
     """Split indices into batches whose images share one size (so they stack into one tensor)."""
     if batch_size <= 1 or not hasattr(dataset, "samples"):
         return [[i] for i in indices]
     groups: dict[tuple[int, int], list[int]] = {}
     for i in indices:
-        groups.setdefault(_image_size(Path(dataset.samples[i][0])), []).append(i)
+        groups.setdefault(image_size(Path(dataset.samples[i][0])), []).append(i)
     return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
 
 
