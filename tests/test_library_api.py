@@ -251,7 +251,7 @@ def test_run_benchmark_normalises_calibration_images_as_the_weights_were_trained
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda: bisenet.score_predictions(5, config=CONFIG), "pred_dir=5: expected a path (a str or pathlib.Path)"),
+    (lambda: bisenet.score_predictions(5, config=CONFIG), "pred_dir=5: expected the folder of saved predictions"),
     (lambda: bisenet.build_dataset(CONFIG, "val", data_root=5), "data_root=5: expected a path"),
     (lambda: bisenet.build_dataset(CONFIG, "val", list_file=["a"]), "list_file=['a']: expected a path"),
 ])

@@ -112,6 +112,13 @@ def check_writable(path: str | os.PathLike, what: str, example: str, create: boo
 Inputs = Iterable[tuple[str, "str | os.PathLike | None"]]
 
 
+def check_paths(**paths: object) -> None:
+    """One-line errors for path arguments (None allowed) of another kind: Path(5) raises a bare TypeError."""
+    for name, value in paths.items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise BisenetError(f"{name}={value!r}: expected a path (a str or pathlib.Path) or None")
+
+
 def check_replaceable(path: str | os.PathLike, what: str, kind: str, is_earlier: Callable[[object], bool],
                       suffix: str) -> None:
     """A one-line error when `path` holds a file other than an earlier `kind` (what `is_earlier` accepts of its JSON);

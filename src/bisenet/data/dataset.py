@@ -23,7 +23,7 @@ from bisenet.data.catalog import DatasetInfo, build_lut, invalid_values, preset_
 from bisenet.data.decode import FileProblem, label_value_fix, pair_problem, size_mismatch
 from bisenet.data.lists import ListEntry, PairList, missing_files, read_given_list, read_list, resolve_list_path
 from bisenet.data.transforms import CropParams, eval_sample, normalise_tables, sample_params, train_sample
-from bisenet.errors import DataError
+from bisenet.errors import DataError, check_paths
 
 SPLITS = ("train", "val", "test")
 MAX_LISTED = 5  # problems quoted in one error message
@@ -323,9 +323,7 @@ def split_pairs(cfg: Config, split: str, data_root: str | Path | None = None,
     """Parse the list file of `split` (data.root / data.<split>_list, or the overrides)."""
     if split not in SPLITS:
         raise DataError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-    for name, value in (("data_root", data_root), ("list_file", list_file)):
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise DataError(f"{name}={value!r}: expected a path (a str or pathlib.Path) or None")
+    check_paths(data_root=data_root, list_file=list_file)
     root = Path(data_root if data_root is not None else cfg.data.root).expanduser()
     if list_file is not None:  # a miss names the --list given, not data.<split>_list
         return read_given_list(list_file, root)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from bisenet.config import Config, bundled_config, load_config
-from bisenet.errors import BisenetError, ConfigError
+from bisenet.errors import BisenetError, ConfigError, check_paths
 from bisenet.evaluation.inference import MODES, check_batch_size, check_scale
 
 
@@ -44,9 +44,7 @@ def check_types(weights_or_model: Any, *, flip: Any, **paths: Any) -> None:
                            "callable backend")
     if flip is not None and not isinstance(flip, (bool, np.bool_)):
         raise BisenetError(f"flip={flip!r}: expected True, False or None (None: the config's eval.flip)")
-    for name, value in paths.items():
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise BisenetError(f"{name}={value!r}: expected a path (a str or pathlib.Path) or None")
+    check_paths(**paths)
 
 
 def eval_config(config: Config | str | os.PathLike | dict | None, weights_or_model: Any) -> Config:

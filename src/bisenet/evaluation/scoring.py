@@ -20,7 +20,7 @@ import torch
 from bisenet.config import Config
 from bisenet.data.catalog import DATASETS, DatasetInfo, build_lut, invalid_counts, preset_labels
 from bisenet.data.lists import ListEntry, PairList
-from bisenet.errors import BisenetError, DataError, nearest
+from bisenet.errors import BisenetError, DataError, check_paths, nearest
 from bisenet.evaluation.metrics import compute_metrics, confusion_fields
 
 
@@ -139,10 +139,9 @@ def score_predictions(
     from bisenet.data.lists import given_list_path, list_note, read_list, resolve_list_path
 
     start = time.perf_counter()
-    for name, value in (("pred_dir", pred_dir), ("root", root), ("list_file", list_file), ("json_path", json_path)):
-        if (value is not None or name == "pred_dir") and not isinstance(value, (str, os.PathLike)):
-            raise BisenetError(f"{name}={value!r}: expected a path (a str or pathlib.Path)"
-                               + ("" if name == "pred_dir" else " or None"))
+    if not isinstance(pred_dir, (str, os.PathLike)):
+        raise BisenetError(f"pred_dir={pred_dir!r}: expected the folder of saved predictions (a str or pathlib.Path)")
+    check_paths(root=root, list_file=list_file, json_path=json_path)
     if workers is not None and workers < 0:
         raise BisenetError(f"--workers {workers}: must be 0 or more, 0 for the default (workers= in Python)")
     given_list = list_file is not None
