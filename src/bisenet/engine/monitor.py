@@ -75,7 +75,7 @@ class RunMonitor:
                 self.writer = SummaryWriter(str(self.work_dir / "tensorboard"),
                                             purge_step=None if fresh else resume_iter + (0 if eval_again else 1))
                 if eval_again:
-                    for record in _records(self.work_dir / "metrics.jsonl"):
+                    for record in read_records(self.work_dir / "metrics.jsonl"):
                         if record.get("type") == "train" and record["iteration"] == resume_iter:
                             self._train_scalars(record)
             except ImportError:
@@ -268,7 +268,7 @@ def _record(line: str) -> dict[str, Any] | None:
         return None
 
 
-def _records(metrics_path: Path) -> list[dict[str, Any]]:
+def read_records(metrics_path: Path) -> list[dict[str, Any]]:
     """The whole records of a metrics.jsonl, in order (none when it does not exist)."""
     if not metrics_path.is_file():
         return []
@@ -286,7 +286,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path | None:
     from matplotlib.figure import Figure
 
     train, evals = {}, {}
-    for record in _records(Path(metrics_path)):  # a resumed run appends: later records for an iteration win
+    for record in read_records(Path(metrics_path)):  # a resumed run appends: later records for an iteration win
         kind, key = (train, "loss") if record.get("type") == "train" else (evals, "mIoU")
         if isinstance(record.get(key), (int, float)):  # mIoU is null when no class was present; an edited line
             kind[record["iteration"]] = record

@@ -11,7 +11,7 @@ import yaml
 
 from bisenet.config import Config, TrainConfig
 from bisenet.engine.distributed import DistInfo, all_reduce_max
-from bisenet.engine.monitor import RunMonitor, _records
+from bisenet.engine.monitor import RunMonitor, read_records
 from bisenet.errors import BisenetError, ConfigError
 
 # What a run's work dir holds once it has run (config.yaml is written before the first step).
@@ -66,7 +66,7 @@ def earlier_run_files(work_dir: Path) -> list[str]:
         return []
     found = ["best.pt"] if (work_dir / "best.pt").is_file() else []
     metrics = work_dir / "metrics.jsonl"
-    records = _records(metrics)
+    records = read_records(metrics)
     first_checkpoint = _first_checkpoint(work_dir / "config.yaml")
     # A record proves last.pt was written once it lies past the first checkpoint, or is the evaluation there
     # (logged after its save); a train record at that iteration comes before the save, which may have failed.
